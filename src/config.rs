@@ -1,0 +1,950 @@
+//! Configuration: one TOML file, every key overridable from the environment, validated once at
+//! start-up into typed values (SPEC: Interfaces, "Configuration names").
+//!
+//! Every key has an environment name made mechanically: `[database] url` ->
+//! `POSTDESK_DATABASE_URL`; lists are comma-separated there. Any key can instead be read from a
+//! file named by `POSTDESK_..._FILE` (for secrets), and secret keys also accept `<key>_file` in
+//! the TOML file. A bad value is reported with where it came from (file or variable), the key
+//! and what was expected; `main` exits 78 (EX_CONFIG) on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::desk::{DowngradeMap, Policy, Severity};
+use crate::mail::parse::is_usable_address;
+
+/// The kind of value a key holds, which decides how an environment string is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Secret,
+    List,
+    Int,
+    Bool,
+    Map,
+}
+
+/// Every key postdesk knows, as (section, key, kind). The contract names from SPEC are all here.
+const KEYS: &[(&str, &str, Kind)] = &[
+    ("database", "url", Kind::Str),
+    ("mailbox", "url", Kind::Str),
+    ("mailbox", "password", Kind::Secret),
+    ("mailbox", "auth", Kind::Str),
+    ("mailbox", "processed_folder", Kind::Str),
+    ("mailbox", "quarantine_folder", Kind::Str),
+    ("mailbox", "poll_interval", Kind::Str),
+    ("outbox", "url", Kind::Str),
+    ("outbox", "password", Kind::Secret),
+    ("outbox", "poll_interval", Kind::Str),
+    ("tls", "ca_file", Kind::Str),
+    ("support", "addresses", Kind::List),
+    ("support", "name", Kind::Str),
+    ("support", "phone", Kind::Str),
+    ("support", "tag_prefix", Kind::Str),
+    ("staff", "domains", Kind::List),
+    ("staff", "addresses", Kind::List),
+    ("staff", "require_authenticated", Kind::Bool),
+    ("triage", "owners", Kind::List),
+    ("escalation", "contacts", Kind::List),
+    ("severity", "default", Kind::Int),
+    ("severity", "downgrade", Kind::Map),
+    ("templates", "dir", Kind::Str),
+    ("http", "listen", Kind::Str),
+    ("limits", "max_message_size", Kind::Str),
+    ("loops", "max_auto_replies_per_hour", Kind::Int),
+    ("worker", "batch_size", Kind::Int),
+    ("log", "format", Kind::Str),
+];
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Env(String),
+    EnvFile(String, PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "config file {}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::EnvFile(v, p) => write!(f, "file {} (named by {v})", p.display()),
+        }
+    }
+}
+
+/// A configuration problem: where, which key, what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("config error in {origin}: key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The file or variable the value came from.
+    pub origin: String,
+    /// The dotted key (`database.url`).
+    pub key: String,
+    /// What was wrong and what was expected.
+    pub problem: String,
+}
+
+/// Where postdesk keeps its tickets.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite:PATH` (created when missing).
+    Sqlite(String),
+    /// `postgres://...` or `postgresql://...`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses a database URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(url.to_string()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_string()))
+        } else {
+            Err("expected a URL starting with sqlite: or postgres://".to_string())
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(u) => write!(f, "{u}"),
+            DatabaseUrl::Postgres(u) => write!(f, "{}", redact_url_password(u)),
+        }
+    }
+}
+
+/// Hides the password part of `scheme://user:password@host`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Where mail comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxUrl {
+    /// A local maildir (`maildir:./mail`).
+    Maildir(PathBuf),
+    /// An IMAP mailbox (`imaps://user@host:993/INBOX` or `imap://`), served by the IMAP source.
+    Imap(String),
+}
+
+/// Where outbound mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxUrl {
+    /// A directory of `.eml` files (`file:./outbox`).
+    File(PathBuf),
+    /// An SMTP server (`smtps://` or `smtp://`), served by the SMTP sender.
+    Smtp(String),
+}
+
+/// A password or token; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A customer company: its mail domain, name and account manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    /// Mail domain, lower-cased.
+    pub domain: String,
+    /// Company name.
+    pub company: String,
+    /// Account manager's address.
+    pub account_manager: Option<String>,
+    /// Preferred language for templates.
+    pub language: Option<String>,
+    /// Business-hours calendar name.
+    pub calendar: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+    /// Ticket store.
+    pub database_url: DatabaseUrl,
+    /// Inbound mailbox.
+    pub mailbox_url: MailboxUrl,
+    /// Mailbox password.
+    pub mailbox_password: Option<Secret>,
+    /// Mailbox authentication (`password` or `xoauth2`).
+    pub mailbox_auth: String,
+    /// IMAP folder for processed mail.
+    pub processed_folder: String,
+    /// IMAP folder for quarantined mail.
+    pub quarantine_folder: String,
+    /// How often the mailbox is checked when it cannot push.
+    pub poll_interval: Duration,
+    /// Outbound transport.
+    pub outbox_url: OutboxUrl,
+    /// SMTP password.
+    pub outbox_password: Option<Secret>,
+    /// How often the outbox is checked for due mail.
+    pub outbox_poll_interval: Duration,
+    /// Extra CA for IMAP and SMTP.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Support addresses, lower-cased; the first sends.
+    pub support_addresses: Vec<String>,
+    /// Display name on outbound mail.
+    pub support_name: String,
+    /// Phone number for Sev 1/2.
+    pub support_phone: String,
+    /// Ticket tag prefix (`#` gives `[#1234]`).
+    pub tag_prefix: String,
+    /// Staff mail domains, lower-cased.
+    pub staff_domains: Vec<String>,
+    /// Staff addresses outside those domains, lower-cased.
+    pub staff_addresses: Vec<String>,
+    /// Honour engineer commands only with DKIM/SPF pass.
+    pub staff_require_authenticated: bool,
+    /// Triage owners.
+    pub triage_owners: Vec<String>,
+    /// Escalation contacts.
+    pub escalation_contacts: Vec<String>,
+    /// Severity when none is given.
+    pub default_severity: Severity,
+    /// What email may not open.
+    pub downgrade: DowngradeMap,
+    /// Template directory.
+    pub templates_dir: PathBuf,
+    /// Local address for /healthz and /metrics.
+    pub http_listen: Option<String>,
+    /// Largest message taken, in bytes.
+    pub max_message_size: usize,
+    /// RFC 3834 limit per sender per hour.
+    pub max_auto_replies_per_hour: u32,
+    /// Messages committed together by the worker (group commit).
+    pub batch_size: usize,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Customer companies.
+    pub customers: Vec<Customer>,
+}
+
+impl Config {
+    /// The decision policy derived from this config.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            support_addresses: self.support_addresses.clone(),
+            default_severity: self.default_severity,
+            downgrade: self.downgrade.clone(),
+            max_auto_replies_per_hour: self.max_auto_replies_per_hour,
+        }
+    }
+
+    /// The address outbound mail is sent from.
+    pub fn sending_address(&self) -> &str {
+        self.support_addresses
+            .first()
+            .map(String::as_str)
+            .unwrap_or("support@localhost")
+    }
+
+    /// Loads `file` (if any) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(file, &env)
+    }
+
+    /// Loads `file` (if any) with the given environment (tests pass their own).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut values = Values::default();
+        if let Some(path) = file {
+            values.read_file(path)?;
+        }
+        values.read_env(env)?;
+        values.build(file)
+    }
+}
+
+#[derive(Default)]
+struct Values {
+    map: BTreeMap<String, (toml::Value, Origin)>,
+    customers: Vec<(toml::Table, Origin)>,
+}
+
+fn err(origin: &Origin, key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        origin: origin.to_string(),
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn kind_of(section: &str, key: &str) -> Option<Kind> {
+    KEYS.iter()
+        .find(|(s, k, _)| *s == section && *k == key)
+        .map(|(_, _, kind)| *kind)
+}
+
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string \"{s}\""),
+        other => format!("{} {other}", other.type_str()),
+    }
+}
+
+impl Values {
+    fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let origin = Origin::File(path.to_path_buf());
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(&origin, "-", format!("cannot read the file: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(&origin, "-", format!("not valid TOML: {e}")))?;
+        for (section, value) in table {
+            if section == "customers" {
+                let toml::Value::Array(items) = value else {
+                    return Err(err(
+                        &origin,
+                        "customers",
+                        "expected an array of tables ([[customers]])",
+                    ));
+                };
+                for item in items {
+                    let toml::Value::Table(t) = item else {
+                        return Err(err(
+                            &origin,
+                            "customers",
+                            "expected an array of tables ([[customers]])",
+                        ));
+                    };
+                    self.customers.push((t, origin.clone()));
+                }
+                continue;
+            }
+            let toml::Value::Table(entries) = value else {
+                return Err(err(
+                    &origin,
+                    &section,
+                    format!("expected a [{section}] table, found {}", describe(&value)),
+                ));
+            };
+            for (key, v) in entries {
+                let dotted = format!("{section}.{key}");
+                if let Some(base) = key.strip_suffix("_file")
+                    && kind_of(&section, base) == Some(Kind::Secret)
+                {
+                    let toml::Value::String(p) = &v else {
+                        return Err(err(&origin, &dotted, "expected a file path string"));
+                    };
+                    let secret =
+                        read_secret_file(Path::new(p)).map_err(|e| err(&origin, &dotted, e))?;
+                    self.map.insert(
+                        format!("{section}.{base}"),
+                        (toml::Value::String(secret), origin.clone()),
+                    );
+                    continue;
+                }
+                if kind_of(&section, &key).is_none() {
+                    return Err(err(
+                        &origin,
+                        &dotted,
+                        "unknown key (see the README's config reference)",
+                    ));
+                }
+                self.map.insert(dotted, (v, origin.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        for (section, key, kind) in KEYS {
+            let name = format!("POSTDESK_{}_{}", section.to_uppercase(), key.to_uppercase());
+            let dotted = format!("{section}.{key}");
+            let file_name = format!("{name}_FILE");
+            let (raw, origin) = if let Some(v) = env.get(&name) {
+                (v.clone(), Origin::Env(name.clone()))
+            } else if let Some(p) = env.get(&file_name) {
+                let origin = Origin::EnvFile(file_name.clone(), PathBuf::from(p));
+                let v = read_secret_file(Path::new(p)).map_err(|e| err(&origin, &dotted, e))?;
+                (v, origin)
+            } else {
+                continue;
+            };
+            let value = match kind {
+                Kind::Str | Kind::Secret => toml::Value::String(raw),
+                Kind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
+                Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                    err(
+                        &origin,
+                        &dotted,
+                        format!("expected an integer, found \"{raw}\""),
+                    )
+                })?),
+                Kind::Bool => {
+                    toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" | "on" => true,
+                        "false" | "0" | "no" | "off" => false,
+                        _ => {
+                            return Err(err(
+                                &origin,
+                                &dotted,
+                                format!("expected true or false, found \"{raw}\""),
+                            ));
+                        }
+                    })
+                }
+                Kind::Map => {
+                    let mut t = toml::Table::new();
+                    for pair in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let (k, v) = pair.split_once('=').ok_or_else(|| {
+                            err(
+                                &origin,
+                                &dotted,
+                                format!("expected pairs like 1=3,2=4, found \"{raw}\""),
+                            )
+                        })?;
+                        let v: i64 = v.trim().parse().map_err(|_| {
+                            err(
+                                &origin,
+                                &dotted,
+                                format!("expected pairs like 1=3,2=4, found \"{raw}\""),
+                            )
+                        })?;
+                        t.insert(k.trim().to_string(), toml::Value::Integer(v));
+                    }
+                    toml::Value::Table(t)
+                }
+            };
+            self.map.insert(dotted, (value, origin));
+        }
+        Ok(())
+    }
+
+    fn str_or(&self, key: &str, default: &str) -> Result<(String, Option<Origin>), ConfigError> {
+        match self.map.get(key) {
+            None => Ok((default.to_string(), None)),
+            Some((toml::Value::String(s), o)) => Ok((s.clone(), Some(o.clone()))),
+            Some((v, o)) => Err(err(
+                o,
+                key,
+                format!("expected a string, found {}", describe(v)),
+            )),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<(String, Origin)>, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some((toml::Value::String(s), o)) => Ok(Some((s.clone(), o.clone()))),
+            Some((v, o)) => Err(err(
+                o,
+                key,
+                format!("expected a string, found {}", describe(v)),
+            )),
+        }
+    }
+
+    fn int_or(&self, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some((toml::Value::Integer(n), _)) if (min..=max).contains(n) => Ok(*n),
+            Some((v, o)) => Err(err(
+                o,
+                key,
+                format!(
+                    "expected an integer from {min} to {max}, found {}",
+                    describe(v)
+                ),
+            )),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some((toml::Value::Boolean(b), _)) => Ok(*b),
+            Some((v, o)) => Err(err(
+                o,
+                key,
+                format!("expected true or false, found {}", describe(v)),
+            )),
+        }
+    }
+
+    fn address_list(&self, key: &str, default: &[&str]) -> Result<Vec<String>, ConfigError> {
+        let Some((v, o)) = self.map.get(key) else {
+            return Ok(default.iter().map(|s| s.to_string()).collect());
+        };
+        let toml::Value::Array(items) = v else {
+            return Err(err(
+                o,
+                key,
+                format!("expected a list of strings, found {}", describe(v)),
+            ));
+        };
+        items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(s.trim().to_ascii_lowercase()),
+                other => Err(err(
+                    o,
+                    key,
+                    format!("expected a list of strings, found {}", describe(other)),
+                )),
+            })
+            .collect()
+    }
+
+    fn build(self, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let (db, db_origin) = self.str_or("database.url", "sqlite:./postdesk.db")?;
+        let database_url = DatabaseUrl::parse(&db).map_err(|p| {
+            err(
+                &db_origin.unwrap_or(Origin::Env("default".into())),
+                "database.url",
+                format!("{p}, found \"{}\"", redact_url_password(&db)),
+            )
+        })?;
+
+        let (mb, mb_origin) = self.str_or("mailbox.url", "maildir:./mail")?;
+        let mailbox_url = if let Some(path) = mb.strip_prefix("maildir:") {
+            MailboxUrl::Maildir(PathBuf::from(path))
+        } else if mb.starts_with("imaps://") || mb.starts_with("imap://") {
+            MailboxUrl::Imap(mb)
+        } else {
+            return Err(err(
+                &mb_origin.unwrap_or(Origin::Env("default".into())),
+                "mailbox.url",
+                format!("expected maildir:PATH, imaps://... or imap://..., found \"{mb}\""),
+            ));
+        };
+
+        let (ob, ob_origin) = self.str_or("outbox.url", "file:./outbox")?;
+        let outbox_url = if let Some(path) = ob.strip_prefix("file:") {
+            OutboxUrl::File(PathBuf::from(path))
+        } else if ob.starts_with("smtps://") || ob.starts_with("smtp://") {
+            OutboxUrl::Smtp(ob)
+        } else {
+            return Err(err(
+                &ob_origin.unwrap_or(Origin::Env("default".into())),
+                "outbox.url",
+                format!("expected file:PATH, smtps://... or smtp://..., found \"{ob}\""),
+            ));
+        };
+
+        let support_addresses = self.address_list("support.addresses", &["support@example.com"])?;
+        let bad_address = |key: &str, list: &[String]| -> Result<(), ConfigError> {
+            if let Some(bad) = list.iter().find(|a| !is_usable_address(a)) {
+                let origin = self
+                    .map
+                    .get(key)
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or(Origin::Env("default".into()));
+                return Err(err(
+                    &origin,
+                    key,
+                    format!("expected mail addresses, found \"{bad}\""),
+                ));
+            }
+            Ok(())
+        };
+        bad_address("support.addresses", &support_addresses)?;
+        if support_addresses.is_empty() {
+            let origin = self
+                .map
+                .get("support.addresses")
+                .map(|(_, o)| o.clone())
+                .unwrap_or(Origin::Env("default".into()));
+            return Err(err(
+                &origin,
+                "support.addresses",
+                "expected at least one support address",
+            ));
+        }
+        let staff_addresses = self.address_list("staff.addresses", &[])?;
+        bad_address("staff.addresses", &staff_addresses)?;
+        let triage_owners = self.address_list("triage.owners", &[])?;
+        bad_address("triage.owners", &triage_owners)?;
+        let escalation_contacts = self.address_list("escalation.contacts", &[])?;
+        bad_address("escalation.contacts", &escalation_contacts)?;
+
+        let default_severity =
+            Severity::try_from(self.int_or("severity.default", 4, 1, 4)?).unwrap_or(Severity::Sev4);
+        let downgrade = match self.map.get("severity.downgrade") {
+            None => DowngradeMap::default(),
+            Some((toml::Value::Table(t), o)) => {
+                let mut pairs = Vec::new();
+                for (k, v) in t {
+                    let from = k
+                        .parse::<Severity>()
+                        .map_err(|e| err(o, "severity.downgrade", e.to_string()))?;
+                    let to = v
+                        .as_integer()
+                        .and_then(|n| Severity::try_from(n).ok())
+                        .ok_or_else(|| {
+                            err(
+                                o,
+                                "severity.downgrade",
+                                format!("expected severities 1-4 as values, found {}", describe(v)),
+                            )
+                        })?;
+                    pairs.push((from, to));
+                }
+                DowngradeMap::new(pairs)
+            }
+            Some((v, o)) => {
+                return Err(err(
+                    o,
+                    "severity.downgrade",
+                    format!(
+                        "expected a table like {{ 1 = 3, 2 = 4 }}, found {}",
+                        describe(v)
+                    ),
+                ));
+            }
+        };
+
+        let poll_interval = self.duration_or("mailbox.poll_interval", "30s")?;
+        let outbox_poll_interval = self.duration_or("outbox.poll_interval", "250ms")?;
+        let max_message_size = match self.map.get("limits.max_message_size") {
+            None => 25 * 1024 * 1024,
+            Some((toml::Value::Integer(n), _)) if *n > 0 => *n as usize,
+            Some((toml::Value::String(s), o)) => parse_size(s).ok_or_else(|| {
+                err(
+                    o,
+                    "limits.max_message_size",
+                    format!("expected a size like \"25MB\", found \"{s}\""),
+                )
+            })?,
+            Some((v, o)) => {
+                return Err(err(
+                    o,
+                    "limits.max_message_size",
+                    format!("expected a size like \"25MB\", found {}", describe(v)),
+                ));
+            }
+        };
+
+        let auth = self.str_or("mailbox.auth", "password")?;
+        if auth.0 != "password" && auth.0 != "xoauth2" {
+            return Err(err(
+                &auth.1.unwrap_or(Origin::Env("default".into())),
+                "mailbox.auth",
+                format!("expected \"password\" or \"xoauth2\", found \"{}\"", auth.0),
+            ));
+        }
+        let log_format = self.str_or("log.format", "text")?;
+        if log_format.0 != "text" && log_format.0 != "json" {
+            return Err(err(
+                &log_format.1.unwrap_or(Origin::Env("default".into())),
+                "log.format",
+                format!("expected \"text\" or \"json\", found \"{}\"", log_format.0),
+            ));
+        }
+
+        let mut customers = Vec::new();
+        for (t, o) in &self.customers {
+            let get = |k: &str| -> Result<Option<String>, ConfigError> {
+                match t.get(k) {
+                    None => Ok(None),
+                    Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(v) => Err(err(
+                        o,
+                        &format!("customers.{k}"),
+                        format!("expected a string, found {}", describe(v)),
+                    )),
+                }
+            };
+            for k in t.keys() {
+                if ![
+                    "domain",
+                    "company",
+                    "account_manager",
+                    "language",
+                    "calendar",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(err(o, &format!("customers.{k}"), "unknown key"));
+                }
+            }
+            let domain = get("domain")?.ok_or_else(|| {
+                err(
+                    o,
+                    "customers.domain",
+                    "every [[customers]] entry needs a domain",
+                )
+            })?;
+            let company = get("company")?.unwrap_or_else(|| domain.clone());
+            customers.push(Customer {
+                domain: domain.to_ascii_lowercase(),
+                company,
+                account_manager: get("account_manager")?,
+                language: get("language")?,
+                calendar: get("calendar")?,
+            });
+        }
+
+        Ok(Config {
+            file: file.map(Path::to_path_buf),
+            database_url,
+            mailbox_url,
+            mailbox_password: self.opt_str("mailbox.password")?.map(|(s, _)| Secret(s)),
+            mailbox_auth: auth.0,
+            processed_folder: self
+                .str_or("mailbox.processed_folder", "postdesk/processed")?
+                .0,
+            quarantine_folder: self
+                .str_or("mailbox.quarantine_folder", "postdesk/quarantine")?
+                .0,
+            poll_interval,
+            outbox_url,
+            outbox_password: self.opt_str("outbox.password")?.map(|(s, _)| Secret(s)),
+            outbox_poll_interval,
+            tls_ca_file: self.opt_str("tls.ca_file")?.map(|(s, _)| PathBuf::from(s)),
+            support_addresses,
+            support_name: self.str_or("support.name", "Support")?.0,
+            support_phone: self.str_or("support.phone", "+1 555 0100")?.0,
+            tag_prefix: self.str_or("support.tag_prefix", "#")?.0,
+            staff_domains: self.address_list("staff.domains", &["example.com"])?,
+            staff_addresses,
+            staff_require_authenticated: self.bool_or("staff.require_authenticated", false)?,
+            triage_owners,
+            escalation_contacts,
+            default_severity,
+            downgrade,
+            templates_dir: PathBuf::from(self.str_or("templates.dir", "./templates")?.0),
+            http_listen: self.opt_str("http.listen")?.map(|(s, _)| s),
+            max_message_size,
+            max_auto_replies_per_hour: self.int_or(
+                "loops.max_auto_replies_per_hour",
+                20,
+                0,
+                1_000_000,
+            )? as u32,
+            batch_size: self.int_or("worker.batch_size", 64, 1, 10_000)? as usize,
+            log_format: log_format.0,
+            customers,
+        })
+    }
+
+    fn duration_or(&self, key: &str, default: &str) -> Result<Duration, ConfigError> {
+        let (s, origin) = self.str_or(key, default)?;
+        parse_duration(&s).ok_or_else(|| {
+            err(
+                &origin.unwrap_or(Origin::Env("default".into())),
+                key,
+                format!(
+                    "expected a duration like \"30s\", \"500ms\", \"5m\" or \"1h\", found \"{s}\""
+                ),
+            )
+        })
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" | "sec" | "secs" => n.checked_mul(1000)?,
+        "m" | "min" | "mins" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// Parses `25MB`, `512KiB`, `1 GB`, or a plain number of bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("postdesk.toml");
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let c = Config::load_with_env(None, &env(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Sqlite("sqlite:./postdesk.db".into())
+        );
+        assert_eq!(c.mailbox_url, MailboxUrl::Maildir("./mail".into()));
+        assert_eq!(c.outbox_url, OutboxUrl::File("./outbox".into()));
+        assert_eq!(c.templates_dir, PathBuf::from("./templates"));
+        assert_eq!(c.default_severity, Severity::Sev4);
+        assert_eq!(c.max_message_size, 25 * 1024 * 1024);
+    }
+
+    #[test]
+    fn env_overrides_file_and_lists_split_on_commas() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(
+            dir.path(),
+            "[database]\nurl = \"sqlite:/x.db\"\n[support]\naddresses = [\"a@x.test\"]\n",
+        );
+        let secret = dir.path().join("pw");
+        std::fs::write(&secret, "s3cret\n").unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::load_with_env(
+            Some(&p),
+            &env(&[
+                ("POSTDESK_DATABASE_URL", "postgres://u@h/db"),
+                ("POSTDESK_SUPPORT_ADDRESSES", "Help@x.test, b@x.test"),
+                (
+                    "POSTDESK_MAILBOX_PASSWORD_FILE",
+                    secret.to_str().unwrap_or_default(),
+                ),
+                ("POSTDESK_SEVERITY_DOWNGRADE", "1=2"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(c.support_addresses, vec!["help@x.test", "b@x.test"]);
+        assert_eq!(c.mailbox_password, Some(Secret("s3cret".into())));
+        assert_eq!(c.downgrade.apply(Severity::Sev1), Severity::Sev2);
+        assert_eq!(c.downgrade.apply(Severity::Sev2), Severity::Sev2);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (
+                "bad_severity",
+                "[severity]\ndefault = 7\n",
+                "severity.default",
+                "integer from 1 to 4",
+            ),
+            (
+                "bad_db_scheme",
+                "[database]\nurl = \"mysql://x\"\n",
+                "database.url",
+                "sqlite: or postgres://",
+            ),
+            (
+                "unknown_key",
+                "[database]\nuri = \"sqlite:x\"\n",
+                "database.uri",
+                "unknown key",
+            ),
+            (
+                "list_expected",
+                "[support]\naddresses = \"a@x.test\"\n",
+                "support.addresses",
+                "list of strings",
+            ),
+            (
+                "bad_address",
+                "[triage]\nowners = [\"nobody\"]\n",
+                "triage.owners",
+                "mail addresses",
+            ),
+            (
+                "bad_duration",
+                "[mailbox]\npoll_interval = \"soon\"\n",
+                "mailbox.poll_interval",
+                "duration",
+            ),
+            ("bad_toml", "[database\nurl=1", "-", "not valid TOML"),
+            (
+                "bad_downgrade",
+                "[severity]\ndowngrade = { 1 = 9 }\n",
+                "severity.downgrade",
+                "severities 1-4",
+            ),
+        ];
+        for (name, text, key, expected) in cases {
+            let p = write(dir.path(), text);
+            let e = Config::load_with_env(Some(&p), &env(&[]))
+                .err()
+                .unwrap_or_else(|| panic!("{name}: accepted"));
+            assert_eq!(e.key, key, "{name}: {e}");
+            assert!(e.problem.contains(expected), "{name}: {e}");
+            assert!(e.to_string().contains("postdesk.toml"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let e = Config::load_with_env(None, &env(&[("POSTDESK_SEVERITY_DEFAULT", "high")]))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert!(e.to_string().contains("POSTDESK_SEVERITY_DEFAULT"), "{e}");
+        assert_eq!(e.key, "severity.default");
+    }
+
+    #[test]
+    fn durations_sizes_and_redaction() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_size("25MB"), Some(25 * 1024 * 1024));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("3 parsecs"), None);
+        assert_eq!(
+            redact_url_password("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(format!("{:?}", Secret("x".into())), "***");
+    }
+}

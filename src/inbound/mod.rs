@@ -1,0 +1,6 @@
+//! Sources of inbound mail. They only move bytes and acknowledge: a message is marked done
+//! after the store committed it.
+
+pub mod maildir;
+
+pub use maildir::Maildir;

@@ -1,0 +1,6 @@
+//! Turning raw bytes into a plain `InboundMail` value: parsing, addresses and the subject rules.
+
+pub mod parse;
+pub mod subject;
+
+pub use parse::{AutoSignals, InboundMail, Mailbox, QuarantineReason, parse};

@@ -1,0 +1,492 @@
+//! Raw bytes -> `InboundMail` (SPEC: Severity, Loops/bad input). No database, no clock.
+//!
+//! mail-parser does the RFC 5322/2045/2047 work (any charset, encoded words, broken MIME). This
+//! module decides what postdesk needs from a message and when a message is not usable at all:
+//! over the size limit, not a message, or without a sender address. Those become a
+//! `QuarantineReason` instead of a value, so that nothing that arrived is dropped silently.
+
+use std::borrow::Cow;
+
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The most text of a body kept as the ticket's readable text; the raw message is always whole.
+const MAX_STORED_TEXT: usize = 1 << 20;
+/// Caps on lists a hostile message could make huge; what is cut stays in the raw message.
+const MAX_REFERENCES: usize = 100;
+
+/// One address with its display name, as read from a header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mailbox {
+    /// The display name, with control characters removed.
+    pub name: Option<String>,
+    /// The address as written (compare with `eq_ignore_ascii_case`).
+    pub address: String,
+}
+
+impl Mailbox {
+    /// The address lower-cased, for comparisons and storage keys.
+    pub fn key(&self) -> String {
+        self.address.to_ascii_lowercase()
+    }
+
+    /// The part after the last `@`, lower-cased.
+    pub fn domain(&self) -> String {
+        self.address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// The part before the last `@`, lower-cased.
+    pub fn local_part(&self) -> String {
+        self.address
+            .rsplit_once('@')
+            .map(|(l, _)| l.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+}
+
+/// Headers that mark a message as machine-sent (RFC 3834 and the de-facto ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AutoSignals {
+    /// `Auto-Submitted` value, lower-cased, when present.
+    pub auto_submitted: Option<String>,
+    /// `Precedence` value, lower-cased, when present.
+    pub precedence: Option<String>,
+    /// `List-Id` present.
+    pub list_id: bool,
+    /// `List-Unsubscribe` present.
+    pub list_unsubscribe: bool,
+    /// `X-Autoreply` present.
+    pub x_autoreply: bool,
+    /// `X-Autorespond` present.
+    pub x_autorespond: bool,
+    /// `X-Auto-Response-Suppress` present (Exchange).
+    pub x_auto_response_suppress: bool,
+    /// `Return-Path: <>`: the null sender of bounces and auto-replies.
+    pub null_return_path: bool,
+    /// The message is a multipart/report (delivery status or disposition notification).
+    pub report_type: Option<String>,
+}
+
+/// Everything postdesk uses from one inbound message.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboundMail {
+    /// Message-ID without angle brackets.
+    pub message_id: String,
+    /// True when the message had no usable Message-ID and one was made from its bytes.
+    pub message_id_synthesised: bool,
+    /// The sender: `From`, else `Sender`.
+    pub from: Mailbox,
+    /// `To` recipients.
+    pub to: Vec<Mailbox>,
+    /// `Cc` recipients.
+    pub cc: Vec<Mailbox>,
+    /// The decoded subject, as the customer wrote it (may contain anything).
+    pub subject: String,
+    /// Message-IDs from `In-Reply-To`, without angle brackets.
+    pub in_reply_to: Vec<String>,
+    /// Message-IDs from `References`, without angle brackets.
+    pub references: Vec<String>,
+    /// Machine-sent markers.
+    pub auto: AutoSignals,
+    /// Plain text of the body (from HTML when there is no text part), capped at 1 MiB.
+    pub text: String,
+    /// `Content-Language`, when given.
+    pub content_language: Option<String>,
+    /// Size of the raw message in bytes.
+    pub size: usize,
+}
+
+/// Why a message went to quarantine instead of becoming a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QuarantineReason {
+    /// Larger than the configured limit.
+    Oversized { size: usize, limit: usize },
+    /// The bytes are not an RFC 5322 message.
+    Unparseable { detail: String },
+    /// No `From` or `Sender` with a usable address.
+    NoSender { detail: String },
+}
+
+impl QuarantineReason {
+    /// A short stable code (`oversized`, `unparseable`, `no_sender`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            QuarantineReason::Oversized { .. } => "oversized",
+            QuarantineReason::Unparseable { .. } => "unparseable",
+            QuarantineReason::NoSender { .. } => "no_sender",
+        }
+    }
+}
+
+impl std::fmt::Display for QuarantineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuarantineReason::Oversized { size, limit } => {
+                write!(
+                    f,
+                    "oversized: {size} bytes is over the limit of {limit} bytes"
+                )
+            }
+            QuarantineReason::Unparseable { detail } => write!(f, "unparseable: {detail}"),
+            QuarantineReason::NoSender { detail } => write!(f, "no usable sender: {detail}"),
+        }
+    }
+}
+
+/// Parses one raw message, or says why it goes to quarantine.
+pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReason> {
+    if raw.len() > max_size {
+        return Err(QuarantineReason::Oversized {
+            size: raw.len(),
+            limit: max_size,
+        });
+    }
+    if !starts_like_a_header(raw) {
+        return Err(QuarantineReason::Unparseable {
+            detail: "the bytes do not start with a header field".into(),
+        });
+    }
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| QuarantineReason::Unparseable {
+            detail: "no message structure found".into(),
+        })?;
+    if msg.headers().is_empty() {
+        return Err(QuarantineReason::Unparseable {
+            detail: "no header fields".into(),
+        });
+    }
+
+    let from = first_mailbox(msg.from())
+        .or_else(|| first_mailbox(msg.sender()))
+        .ok_or_else(|| QuarantineReason::NoSender {
+            detail: match msg.from().and_then(Address::first) {
+                None => "no From or Sender header".into(),
+                Some(_) => "From has no valid address".into(),
+            },
+        })?;
+
+    let message_id = msg
+        .message_id()
+        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .filter(|id| is_clean_message_id(id))
+        .map(str::to_string);
+    let message_id_synthesised = message_id.is_none();
+    let message_id = message_id.unwrap_or_else(|| synthesised_message_id(raw));
+
+    let mut auto = AutoSignals {
+        list_id: !msg.list_id().is_empty(),
+        list_unsubscribe: !msg.list_unsubscribe().is_empty(),
+        ..AutoSignals::default()
+    };
+    for (name, value) in msg.headers_raw() {
+        let value = value.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "auto-submitted" => auto.auto_submitted = Some(first_word(value)),
+            "precedence" => auto.precedence = Some(first_word(value)),
+            "x-autoreply" => auto.x_autoreply = true,
+            "x-autorespond" => auto.x_autorespond = true,
+            "x-auto-response-suppress" => auto.x_auto_response_suppress = true,
+            "return-path" => {
+                auto.null_return_path = value
+                    .trim_matches(|c: char| c == '<' || c == '>' || c.is_whitespace())
+                    .is_empty()
+            }
+            _ => {}
+        }
+    }
+    if let Some(ct) = msg.root_part().content_type()
+        && ct.ctype().eq_ignore_ascii_case("multipart")
+        && ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    {
+        auto.report_type = Some(
+            ct.attribute("report-type")
+                .unwrap_or("unknown")
+                .to_ascii_lowercase(),
+        );
+    }
+
+    let text = msg.body_text(0).map(|t| cap_text(t)).unwrap_or_default();
+    let content_language = match msg.root_part().content_language() {
+        HeaderValue::Text(t) => Some(t.to_string()),
+        HeaderValue::TextList(l) => l.first().map(|t| t.to_string()),
+        _ => None,
+    };
+
+    Ok(InboundMail {
+        message_id,
+        message_id_synthesised,
+        from,
+        to: mailboxes(msg.to()),
+        cc: mailboxes(msg.cc()),
+        subject: msg.subject().unwrap_or_default().to_string(),
+        in_reply_to: id_list(msg.in_reply_to()),
+        references: id_list(msg.references()),
+        auto,
+        text,
+        content_language,
+        size: raw.len(),
+    })
+}
+
+/// A Message-ID made from the bytes, so that the same message without one is still recognised.
+pub fn synthesised_message_id(raw: &[u8]) -> String {
+    let digest = Sha256::digest(raw);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}@synthesised.postdesk.invalid")
+}
+
+/// Hex SHA-256 of the raw bytes: the quarantine's key against storing one message twice.
+pub fn content_hash(raw: &[u8]) -> String {
+    Sha256::digest(raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a string may be used as a Message-ID: visible ASCII, no brackets inside, sane length.
+pub fn is_clean_message_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 900
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+}
+
+/// Whether an address is usable as a sender or recipient: one `@`, a local part, a dotted-or-not
+/// domain, no spaces or control characters.
+pub fn is_usable_address(addr: &str) -> bool {
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && addr.len() <= 320
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && addr.chars().all(|c| !c.is_control() && !c.is_whitespace())
+        && domain.chars().all(|c| {
+            c.is_alphanumeric() || c == '.' || c == '-' || c == '[' || c == ']' || c == ':'
+        })
+}
+
+/// Removes control characters (CR, LF, NUL, ...) and collapses runs of whitespace into one space.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if c.is_control() || c.is_whitespace() {
+            space = true;
+        } else {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn first_word(v: &str) -> String {
+    v.split(|c: char| c.is_whitespace() || c == ';')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+fn starts_like_a_header(raw: &[u8]) -> bool {
+    // mbox "From " separator lines are accepted: some MTAs and archives keep them.
+    if raw.starts_with(b"From ") {
+        return true;
+    }
+    let line_end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    let line = &raw[..line_end];
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => line[..colon]
+            .iter()
+            // RFC 5322 allows any printable name; real mail uses letters, digits, '-' and '_'.
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        _ => false,
+    }
+}
+
+fn first_mailbox(addr: Option<&Address<'_>>) -> Option<Mailbox> {
+    let addr = addr?;
+    let all: Box<dyn Iterator<Item = &mail_parser::Addr<'_>>> = match addr {
+        Address::List(l) => Box::new(l.iter()),
+        Address::Group(g) => Box::new(g.iter().flat_map(|g| g.addresses.iter())),
+    };
+    all.filter_map(to_mailbox).next()
+}
+
+fn mailboxes(addr: Option<&Address<'_>>) -> Vec<Mailbox> {
+    match addr {
+        None => Vec::new(),
+        Some(Address::List(l)) => l.iter().filter_map(to_mailbox).collect(),
+        Some(Address::Group(g)) => g
+            .iter()
+            .flat_map(|g| g.addresses.iter())
+            .filter_map(to_mailbox)
+            .collect(),
+    }
+}
+
+fn to_mailbox(a: &mail_parser::Addr<'_>) -> Option<Mailbox> {
+    let address = a.address.as_deref()?.trim();
+    if !is_usable_address(address) {
+        return None;
+    }
+    let name = a
+        .name
+        .as_deref()
+        .map(one_line)
+        .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case(address));
+    Some(Mailbox {
+        name,
+        address: address.to_string(),
+    })
+}
+
+fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
+    let raw: Vec<&str> = match v {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    raw.into_iter()
+        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .filter(|id| is_clean_message_id(id))
+        .take(MAX_REFERENCES)
+        .map(str::to_string)
+        .collect()
+}
+
+fn cap_text(t: Cow<'_, str>) -> String {
+    if t.len() <= MAX_STORED_TEXT {
+        return t.into_owned();
+    }
+    let mut end = MAX_STORED_TEXT;
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    t[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 25 * 1024 * 1024;
+
+    #[test]
+    fn quarantine_reasons() {
+        let cases: [(&str, &[u8], &str); 6] = [
+            (
+                "binary_bytes_are_not_mail",
+                b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+                "unparseable",
+            ),
+            (
+                "json_is_not_mail",
+                b"{\"hello\": \"world\"}\n",
+                "unparseable",
+            ),
+            ("empty_input_is_not_mail", b"", "unparseable"),
+            (
+                "no_from_no_sender",
+                b"To: support@example.com\r\nSubject: SEV 3 hi\r\n\r\nbody\r\n",
+                "no_sender",
+            ),
+            (
+                "from_without_address",
+                b"From: Jane Doe\r\nTo: support@example.com\r\nSubject: hi\r\n\r\nbody\r\n",
+                "no_sender",
+            ),
+            (
+                "from_with_broken_address",
+                b"From: <jane at acme>\r\nSubject: hi\r\n\r\nbody\r\n",
+                "no_sender",
+            ),
+        ];
+        for (name, raw, code) in cases {
+            match parse(raw, LIMIT) {
+                Err(reason) => assert_eq!(reason.code(), code, "{name}: {reason}"),
+                Ok(m) => panic!("{name}: expected quarantine {code}, parsed {:?}", m.from),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_is_quarantined_before_parsing() {
+        let raw = b"From: a@b.test\r\n\r\n0123456789";
+        let err = parse(raw, 10).err();
+        assert_eq!(
+            err,
+            Some(QuarantineReason::Oversized {
+                size: raw.len(),
+                limit: 10
+            })
+        );
+    }
+
+    #[test]
+    fn sender_falls_back_to_sender_header() {
+        let raw = b"Sender: list-bot@lists.test\r\nSubject: x\r\n\r\nbody";
+        let m = parse(raw, LIMIT).map_err(|e| e.to_string());
+        assert_eq!(
+            m.map(|m| m.from.address),
+            Ok("list-bot@lists.test".to_string())
+        );
+    }
+
+    #[test]
+    fn missing_message_id_is_synthesised_stably() {
+        let raw = b"From: a@acme.test\r\nSubject: x\r\n\r\nbody";
+        let a = parse(raw, LIMIT).map_err(|e| e.to_string());
+        let b = parse(raw, LIMIT).map_err(|e| e.to_string());
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("{e}")),
+            b.unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(a.message_id_synthesised);
+        assert_eq!(a.message_id, b.message_id);
+        let other = parse(b"From: a@acme.test\r\nSubject: y\r\n\r\nbody", LIMIT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(a.message_id, other.message_id);
+    }
+
+    #[test]
+    fn auto_signals_are_read() {
+        let raw = b"From: a@acme.test\r\nAuto-Submitted: Auto-Replied; owner=x\r\nPrecedence: BULK\r\nList-Id: <l.acme.test>\r\nX-Auto-Response-Suppress: All\r\nReturn-Path: <>\r\nSubject: x\r\n\r\nbody";
+        let m = parse(raw, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.auto.auto_submitted.as_deref(), Some("auto-replied"));
+        assert_eq!(m.auto.precedence.as_deref(), Some("bulk"));
+        assert!(m.auto.list_id && m.auto.x_auto_response_suppress && m.auto.null_return_path);
+        assert!(!m.auto.x_autoreply && !m.auto.list_unsubscribe);
+    }
+
+    #[test]
+    fn encoded_subject_and_references() {
+        let raw = "From: =?UTF-8?Q?J=C3=BCrgen?= <j@acme.test>\r\nSubject: =?UTF-8?B?U0VWIDMg4oCTIETDvHNzZWxkb3Jm?=\r\nIn-Reply-To: <a@x>\r\nReferences: <r1@x> <r2@x>\r\nMessage-ID: <m1@acme.test>\r\n\r\nbody";
+        let m = parse(raw.as_bytes(), LIMIT).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.subject, "SEV 3 – Düsseldorf");
+        assert_eq!(m.from.name.as_deref(), Some("Jürgen"));
+        assert_eq!(m.message_id, "m1@acme.test");
+        assert_eq!(m.in_reply_to, vec!["a@x"]);
+        assert_eq!(m.references, vec!["r1@x", "r2@x"]);
+    }
+
+    #[test]
+    fn one_line_removes_controls() {
+        assert_eq!(one_line("a\r\nBcc: x\tb  c"), "a Bcc: x b c");
+        assert_eq!(one_line("\r\n x"), "x");
+    }
+}

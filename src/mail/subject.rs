@@ -1,0 +1,398 @@
+//! Reading a subject line: strips the reply/forward prefixes that mail clients stack in front of
+//! it, and finds the severity the customer asked for. Implements SPEC.md "Severity" (token parsed
+//! from the RFC 2047-decoded subject, case-insensitive, reply prefixes in common languages ignored,
+//! token anywhere, first one wins, `SEVERAL`/`sev30` and numbers outside 1..4 do not count). Pure:
+//! no IO, never panics, and allocates only when the subject holds full-width forms.
+//!
+//! Choices the SPEC leaves open, made here:
+//! - Full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space (U+3000) are read as their
+//!   ASCII counterparts, because CJK input methods produce them: `ＳＥＶ３` and `ＲＥ：` count.
+//! - A token is `sev` or `severity`, optional whitespace holding at most one of `- _ : # = – —`,
+//!   then exactly one digit: `SEV3`, `Sev-3`, `SEV: 3`, `sev_3`, `SEV#3`, `Sev – 3` all count.
+//! - The word must not follow a letter or digit (`ASEV 3` does not count; `x_sev_3` does), and the
+//!   digit must not be followed by a letter or digit (`SEV30`, `SEV 03`, `SEV 3a` do not count).
+//! - Invalid tokens (`SEV 0`, `SEV 5`, `SEV 30`) are skipped and the scan goes on, so the first
+//!   *valid* token wins: `SEV 5 then SEV 3` asks for 3.
+//! - `requested_severity` scans the whole subject, so it needs no prefix stripping first; no reply
+//!   prefix can contain a token.
+//! - A reply prefix needs a colon (ASCII or full-width) after it, optionally after spaces (French
+//!   `RE :`) or a counter (`Re[2]:`, `Re(3):`, `Re^2:`), so `Reports page` keeps its `Re`.
+//! - Known gateway tags (`[EXTERNAL]`, `[EXT]`, `(External Sender)`, `[SPAM]`, ...) are always
+//!   stripped. Any other bracket tag (`[acme-support]`) only when a reply prefix or gateway tag
+//!   follows it, and never one that holds `#` (the ticket tag) or a severity token (`[SEV 3]`).
+//! - An old-style wrapped forward `[Fwd: subject]` loses its closing bracket too.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// One reply/forward prefix at the start, optionally opened by `[` (group 1).
+static REPLY_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    // Alternatives listed longest-first where one is a prefix of another only for readability;
+    // the colon requirement makes the regex pick the one that fits.
+    Regex::new(concat!(
+        r"(?i)^\s*(\[\s*)?",
+        r"(?:re|fwd?|aw|wg|sv|vs|antw(?:ort)?|rif|r|i|tr|r(?:é|e\x{301}?)f|odp|pd|enc|res|rv",
+        r"|ynt|[iİı]lt|doorst|vá|tov|απ|σχετ|отв(?:ет)?|пересл",
+        r"|回复|回覆|答复|答覆|转发|轉寄|轉發|返信|転送|회신|전달)",
+        r"(?:\s*(?:\[[0-9]{1,4}\]|\([0-9]{1,4}\)|\^[0-9]{1,4}))?",
+        r"\s*[:：]",
+    ))
+    .expect("reply prefix pattern is valid")
+});
+
+/// A tag that mail gateways put in front of the subject, stripped wherever it stands in the run.
+static GATEWAY_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    let tags = concat!(
+        r"external(?:[\s\-]+(?:email|e-mail|mail|sender|message))?|ext|extern|externe",
+        r"|caution|spam|suspected[\s\-]+spam|possible[\s\-]+spam",
+    );
+    Regex::new(&format!(
+        r"(?i)^\s*(?:\[\s*(?:{tags})\s*\]|\(\s*(?:{tags})\s*\))"
+    ))
+    .expect("gateway tag pattern is valid")
+});
+
+/// Any other bracket tag, such as a mailing list's `[acme-support]`; content in group 1.
+static LIST_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*\[([^\[\]#\r\n]{1,64})\]").expect("list tag pattern is valid")
+});
+
+/// A severity word and its digit run (group 1); boundaries are checked in code, see module doc.
+static SEVERITY_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)sev(?:erity)?\s*(?:[\-_:#=\x{2013}\x{2014}]\s*)?([0-9]+)")
+        .expect("severity token pattern is valid")
+});
+
+/// Removes reply/forward prefixes (any number, any mix, bracketed or not) from the front of a subject.
+pub fn strip_reply_prefixes(subject: &str) -> &str {
+    let folded = fold_full_width(subject);
+    let (start, end) = stripped_span(&folded);
+    let (start, end) = match folded {
+        Cow::Borrowed(_) => (start, end),
+        Cow::Owned(ref folded) => (
+            original_offset(subject, folded, start),
+            original_offset(subject, folded, end),
+        ),
+    };
+    subject.get(start..end).unwrap_or(subject)
+}
+
+/// The severity the subject asks for: the first valid token anywhere in the subject, 1..=4.
+pub fn requested_severity(subject: &str) -> Option<u8> {
+    let folded = fold_full_width(subject);
+    severity_digits(&folded).find_map(|digits| match digits {
+        "1" => Some(1),
+        "2" => Some(2),
+        "3" => Some(3),
+        "4" => Some(4),
+        _ => None,
+    })
+}
+
+/// Byte span of `s` that remains once the leading prefixes and tags are gone.
+fn stripped_span(s: &str) -> (usize, usize) {
+    let mut pos = 0;
+    // End of the last reply prefix or gateway tag; list tags only count once one follows them.
+    let mut kept = 0;
+    let mut wrapped = 0usize;
+    while let Some(rest) = s.get(pos..) {
+        if let Some(caps) = REPLY_PREFIX.captures(rest) {
+            pos += caps.get(0).map_or(0, |m| m.end());
+            wrapped += usize::from(caps.get(1).is_some());
+            kept = pos;
+        } else if let Some(m) = GATEWAY_TAG.find(rest) {
+            pos += m.end();
+            kept = pos;
+        } else if let Some(caps) = LIST_TAG.captures(rest)
+            && let (Some(whole), Some(inner)) = (caps.get(0), caps.get(1))
+            && severity_digits(inner.as_str()).next().is_none()
+        {
+            pos += whole.end();
+        } else {
+            break;
+        }
+    }
+    if kept == 0 {
+        return (0, s.len());
+    }
+    let body = s.get(kept..).unwrap_or("").trim_start();
+    let start = s.len() - body.len();
+    (start, start + unwrap_len(body, wrapped))
+}
+
+/// Length of `body` without the closing brackets of `wrapped` `[Fwd: ...]` openers, if unmatched.
+fn unwrap_len(body: &str, wrapped: usize) -> usize {
+    let opens = body.matches('[').count();
+    let closes = body.matches(']').count();
+    let mut body = body;
+    for _ in 0..wrapped.min(closes.saturating_sub(opens)) {
+        match body.trim_end().strip_suffix(']') {
+            Some(inner) => body = inner.trim_end(),
+            None => break,
+        }
+    }
+    body.len()
+}
+
+/// Digit runs of the severity tokens in `s` (already folded), valid number or not, in order.
+fn severity_digits(s: &str) -> impl Iterator<Item = &str> {
+    SEVERITY_TOKEN.captures_iter(s).filter_map(move |caps| {
+        let (whole, digits) = (caps.get(0)?, caps.get(1)?);
+        let free_before = s.get(..whole.start())?.chars().next_back();
+        let free_after = s.get(digits.end()..)?.chars().next();
+        let is_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        (!is_word(free_before) && !is_word(free_after)).then_some(digits.as_str())
+    })
+}
+
+/// `s` with full-width ASCII forms and the ideographic space read as ASCII; borrowed if none.
+fn fold_full_width(s: &str) -> Cow<'_, str> {
+    // Every full-width form starts with byte 0xEF and U+3000 with 0xE3: a cheap first look.
+    if !s.bytes().any(|b| b == 0xEF || b == 0xE3) || !s.chars().any(is_full_width) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().map(ascii_of_full_width).collect())
+}
+
+fn is_full_width(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}')
+}
+
+fn ascii_of_full_width(c: char) -> char {
+    match c {
+        '\u{3000}' => ' ',
+        '\u{FF01}'..='\u{FF5E}' => u8::try_from(u32::from(c) - 0xFEE0).map_or(c, char::from),
+        _ => c,
+    }
+}
+
+/// Byte offset in `original` of the char at byte `offset` in its folded copy (chars map 1:1).
+fn original_offset(original: &str, folded: &str, offset: usize) -> usize {
+    let nth = folded.get(..offset).map_or(0, |head| head.chars().count());
+    original
+        .char_indices()
+        .nth(nth)
+        .map_or(original.len(), |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_severity_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, Option<u8>)] = &[
+            // Token spellings from SPEC.md.
+            ("spaced token", "SEV 3 printer down", Some(3)),
+            ("joined token", "SEV3 printer down", Some(3)),
+            ("dashed token", "Sev-3 printer down", Some(3)),
+            ("bracketed token", "[SEV 3] printer down", Some(3)),
+            ("colon token", "SEV:3 printer down", Some(3)),
+            ("colon space token", "SEV: 3 printer down", Some(3)),
+            ("long word", "Severity 3 printer down", Some(3)),
+            ("long word with colon", "Severity: 2 printer down", Some(2)),
+            ("trailing dash after number", "Sev 3 - printer down", Some(3)),
+            ("parenthesised token", "printer down (sev 2)", Some(2)),
+            ("underscore separator counts", "sev_3 printer", Some(3)),
+            ("hash separator counts", "SEV#3 printer", Some(3)),
+            ("spaced dash separator counts", "Sev - 1 outage", Some(1)),
+            ("en dash separator counts", "Sev – 4 question", Some(4)),
+            ("equals separator counts", "sev=2 outage", Some(2)),
+            // Case-insensitive.
+            ("lower case", "sev 4 question", Some(4)),
+            ("mixed case", "sEvErItY 1 outage", Some(1)),
+            // Anywhere in the subject.
+            ("token at end", "printer down SEV 2", Some(2)),
+            ("token in middle", "printer SEV 4 down", Some(4)),
+            ("token after punctuation", "outage,SEV1", Some(1)),
+            ("token ends subject with period", "Database slow. Sev 3.", Some(3)),
+            ("token followed by slash", "Sev 2/Sev 3 unsure", Some(2)),
+            // Languages and reply prefixes in front.
+            ("german reply prefix", "AW: SEV 2 Drucker", Some(2)),
+            ("german forward prefix", "WG: Sev 3 Drucker defekt", Some(3)),
+            ("chinese reply full-width colon", "回复：SEV 3 服务器", Some(3)),
+            ("chinese forward", "转发: SEV 4 服务器", Some(4)),
+            ("japanese reply", "返信: SEV 2 サーバー停止", Some(2)),
+            ("japanese forward", "転送：[SEV 1] 障害", Some(1)),
+            ("russian reply", "Отв: SEV 3 не работает", Some(3)),
+            ("russian forward", "Пересл: Sev-4 вопрос", Some(4)),
+            ("french reply with space", "RE : SEV 3 imprimante", Some(3)),
+            ("french forward", "TR: Sévère panne SEV 2", Some(2)),
+            ("greek reply", "ΑΠ: SEV 3 πρόβλημα", Some(3)),
+            ("stacked prefixes", "RE: AW: Fwd: [SEV 3] x", Some(3)),
+            ("counted prefix", "Re[2]: SEV 4", Some(4)),
+            ("external tag in front", "[EXTERNAL] RE: SEV 2 outage", Some(2)),
+            // Full-width forms are folded to ASCII.
+            ("full-width token", "ＳＥＶ３ 障害", Some(3)),
+            ("full-width spaced token", "ＳＥＶ　２ 障害", Some(2)),
+            ("full-width bracketed token", "［ｓｅｖ　４］ 質問", Some(4)),
+            // First valid token wins; invalid ones are skipped.
+            ("first token wins", "SEV 2 printer, was SEV 3", Some(2)),
+            ("invalid then valid", "SEV 5 then SEV 3", Some(3)),
+            ("zero then valid", "SEV 0 no, Sev 4", Some(4)),
+            ("two-digit then valid", "SEV 30 or SEV 1", Some(1)),
+            ("glued word then valid", "ASEV 3 and SEV 2", Some(2)),
+            // Near misses.
+            ("no token", "printer down", None),
+            ("empty subject", "", None),
+            ("word several", "SEVERAL 3 printers down", None),
+            ("word severe", "severe 3 outages", None),
+            ("word seven", "seven 3 printers", None),
+            ("glued two digits", "sev30 printers", None),
+            ("spaced two digits", "SEV 30 printers", None),
+            ("zero padded", "SEV 03 printers", None),
+            ("letter after digit", "SEV 3a printers", None),
+            ("digit glued to word", "SEV3x printers", None),
+            ("letter before word", "ASEV 3 printers", None),
+            ("digit before word", "9sev 3 printers", None),
+            ("severity five", "SEV 5 printers", None),
+            ("severity zero", "SEV 0 printers", None),
+            ("severity nine", "Severity 9 printers", None),
+            ("bare word", "SEV", None),
+            ("word and dash", "SEV - printers", None),
+            ("word at end", "printers SEV", None),
+            ("s shorthand", "S3 printers", None),
+            ("p shorthand", "P3 printers", None),
+            ("priority word", "Priority 3 printers", None),
+            ("two separators", "SEV -: 3 printers", None),
+            ("non-ascii digit", "SEV ٣ printers", None),
+            ("unicode letter before", "éSEV 2", None),
+        ];
+        assert!(cases.len() >= 50);
+        for (name, subject, expected) in cases {
+            assert_eq!(
+                requested_severity(subject),
+                *expected,
+                "case {name:?}: subject {subject:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn strip_reply_prefixes_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            ("no prefix unchanged", "Printer down", "Printer down"),
+            ("prefix needs colon", "Reports page broken", "Reports page broken"),
+            ("prefix word inside word", "Fwding rules", "Fwding rules"),
+            ("leading spaces kept without prefix", "  Printer", "  Printer"),
+            ("plain reply", "Re: Printer down", "Printer down"),
+            ("upper reply", "RE: Printer down", "Printer down"),
+            ("no space after colon", "Re:Printer down", "Printer down"),
+            ("forward", "Fwd: Printer down", "Printer down"),
+            ("short forward", "FW: Printer down", "Printer down"),
+            ("repeated", "Re: Re: Re: Printer", "Printer"),
+            ("stacked mix", "RE: AW: Fwd: [SEV 3] x", "[SEV 3] x"),
+            ("square counter", "Re[2]: SEV 4", "SEV 4"),
+            ("round counter", "Re(3): Printer", "Printer"),
+            ("caret counter", "Re^2: Printer", "Printer"),
+            ("french space before colon", "RE : Imprimante", "Imprimante"),
+            ("french no-break space", "RE\u{a0}: Imprimante", "Imprimante"),
+            ("french ref accented", "Réf: Facture", "Facture"),
+            ("french ref decomposed", "Re\u{301}f: Facture", "Facture"),
+            ("french transfer", "TR: Imprimante", "Imprimante"),
+            ("german", "AW: WG: Antwort: Drucker", "Drucker"),
+            ("dutch", "Antw: Printer", "Printer"),
+            ("scandinavian", "SV: VS: Skrivare", "Skrivare"),
+            ("italian", "R: RIF: I: Stampante", "Stampante"),
+            ("polish", "Odp: PD: Drukarka", "Drukarka"),
+            ("portuguese", "ENC: Res: Impressora", "Impressora"),
+            ("spanish forward", "RV: Impresora", "Impresora"),
+            ("turkish", "YNT: İLT: Yazıcı", "Yazıcı"),
+            ("greek", "Απ: ΣΧΕΤ: Εκτυπωτής", "Εκτυπωτής"),
+            ("russian", "Ответ: Пересл: Отв: Принтер", "Принтер"),
+            ("chinese full-width colon", "回复：答复：转发：打印机", "打印机"),
+            ("chinese traditional", "回覆: 轉寄: 印表機", "印表機"),
+            ("japanese", "返信：転送：プリンタ", "プリンタ"),
+            ("full-width latin prefix", "ＲＥ：ＦＷ：プリンタ", "プリンタ"),
+            ("full-width keeps rest intact", "ＲＥ： ＳＥＶ３ 障害", "ＳＥＶ３ 障害"),
+            ("external tag", "[EXTERNAL] Printer", "Printer"),
+            ("external tag mixed case", "[External] Re: Printer", "Printer"),
+            ("ext tag", "[EXT] RE: Printer", "Printer"),
+            ("external sender parenthesised", "(External Sender) Printer", "Printer"),
+            ("external after prefix", "RE: [EXTERNAL] FW: Printer", "Printer"),
+            ("list tag before prefix", "[acme-support] Re: Printer", "Printer"),
+            ("list tags chained", "[acme] [support] Re: Printer", "Printer"),
+            ("list tag alone kept", "[acme-support] Printer", "[acme-support] Printer"),
+            ("list tag after prefix kept", "Re: [acme-support] Printer", "[acme-support] Printer"),
+            ("severity tag kept", "[SEV 3] Re: Printer", "[SEV 3] Re: Printer"),
+            ("ticket tag kept", "[#1234] Re: Printer", "[#1234] Re: Printer"),
+            ("ticket tag after prefix", "Re: [#1234] Printer", "[#1234] Printer"),
+            ("wrapped forward", "[Fwd: Printer down]", "Printer down"),
+            ("wrapped forward inner brackets", "[Fwd: [SEV 3] disk]", "[SEV 3] disk"),
+            ("wrapped forward unbalanced kept", "[Fwd: Printer [SEV 3]", "Printer [SEV 3]"),
+            ("only prefixes", "RE: RE:", ""),
+            ("prefix then spaces only", "Fwd:    ", ""),
+            ("trailing text untouched", "Re: Printer  ", "Printer  "),
+        ];
+        assert!(cases.len() >= 20);
+        for (name, subject, expected) in cases {
+            assert_eq!(
+                strip_reply_prefixes(subject),
+                *expected,
+                "case {name:?}: subject {subject:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn folding_borrows_when_no_full_width_forms() {
+        assert!(matches!(
+            fold_full_width("RE: SEV 3 printer"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(fold_full_width("回复：SEV 3"), Cow::Owned(_)));
+        assert!(matches!(fold_full_width("服务器 ï"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn weird_subjects_do_not_panic() {
+        let long_prefixes = "Re: ".repeat(25_000);
+        let long_fold = "ＲＥ：".repeat(30_000);
+        let long_tags = "[a] ".repeat(25_000);
+        let long_text = "é".repeat(100_000);
+        let long_sev = "SEV 9 ".repeat(20_000);
+        let weird = [
+            "",
+            " ",
+            "RE: RE:",
+            ":",
+            "：",
+            "[",
+            "]",
+            "[]",
+            "[Fwd:",
+            "[Fwd: ]]]]",
+            "Re[",
+            "Re[99999]:",
+            "SEV",
+            "SEV ",
+            "SEV -",
+            "e\u{301}\u{301}\u{301}SEV\u{301} 3\u{301}",
+            "R\u{301}e\u{301}:\u{301}",
+            "\u{FEFF}RE: \u{200B}SEV 3",
+            "ＲＥ：",
+            "\u{FF5E}\u{FF01}\u{3000}",
+            "\0\u{7f}\u{10FFFF}",
+            &long_prefixes,
+            &long_fold,
+            &long_tags,
+            &long_text,
+            &long_sev,
+        ];
+        for subject in weird {
+            let stripped = strip_reply_prefixes(subject);
+            assert!(
+                subject.contains(stripped),
+                "not a slice of the input: {subject:?}"
+            );
+            let _ = requested_severity(subject);
+        }
+        assert_eq!(strip_reply_prefixes(&long_prefixes), "");
+        assert_eq!(strip_reply_prefixes(&long_fold), "");
+        assert_eq!(requested_severity(&long_sev), None);
+    }
+}

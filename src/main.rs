@@ -1,0 +1,537 @@
+//! The `postdesk` command line. Each subcommand calls into the library; exit codes follow
+//! sysexits: 65 quarantined (EX_DATAERR), 75 try again later (EX_TEMPFAIL), 78 bad config
+//! (EX_CONFIG).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use postdesk::config::{Config, DatabaseUrl};
+use postdesk::desk::Status;
+use postdesk::pipeline::{self, Desk, Incoming};
+use postdesk::store::{PgStore, SqliteStore, Store, StoreError, TicketDetail, TicketSummary};
+use postdesk::worker::{self, RunOptions};
+
+const EX_DATAERR: u8 = 65;
+const EX_TEMPFAIL: u8 = 75;
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "postdesk",
+    version,
+    about = "A support desk that runs on email"
+)]
+struct Cli {
+    /// Config file (TOML). Without one, the embedded defaults serve.
+    #[arg(long, global = true, env = "POSTDESK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or update the database schema.
+    Migrate,
+    /// Take one message from a file or standard input (for an MTA pipe).
+    /// Exit 0 taken, 65 quarantined, 75 try again later.
+    Ingest {
+        /// The raw message; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Say what postdesk would do with one message, changing nothing.
+    Explain {
+        /// The raw message; `-` reads standard input.
+        file: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look at tickets.
+    Tickets {
+        #[command(subcommand)]
+        command: TicketsCommand,
+    },
+    /// Run the worker until SIGINT/SIGTERM.
+    Run {
+        /// Stop once the mailbox and the outbox are empty.
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// Measure end-to-end throughput on generated mail.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TicketsCommand {
+    /// List tickets, newest first.
+    List {
+        /// Only tickets with this status (in_triage, engineer_pending, ...).
+        #[arg(long)]
+        status: Option<Status>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ticket: participants, messages, history and outbox.
+    Show {
+        /// The ticket number.
+        number: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Maildir -> tickets + acknowledgement files, with durable commits.
+    Ingest {
+        /// Messages to generate.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Database: a sqlite: URL, or a postgres:// server URL on which a fresh database is made.
+        /// Default: a new SQLite file in the work directory.
+        #[arg(long)]
+        database: Option<String>,
+        /// Work directory (default: a new temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Messages per transaction (default: worker.batch_size).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `$body` with `$store` bound to the configured backend.
+macro_rules! with_store {
+    ($config:expr, |$store:ident| $body:expr) => {
+        match &$config.database_url {
+            DatabaseUrl::Sqlite(url) => {
+                let $store = SqliteStore::open(url).await?;
+                $body
+            }
+            DatabaseUrl::Postgres(url) => {
+                let $store = PgStore::open(url).await?;
+                $body
+            }
+        }
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postdesk: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postdesk: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Ingest { file } => ingest(&config, file).await,
+            other => match dispatch(&config, other).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("postdesk: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_desk(config: &Config) -> Result<Desk, ExitCode> {
+    Desk::from_config(config).map_err(|e| {
+        eprintln!("postdesk: {e}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate => {
+            with_store!(config, |store| store.migrate().await?);
+            println!("database schema is up to date ({:?})", config.database_url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { .. } => unreachable!("handled in main"),
+        Command::Explain { file, json } => {
+            let desk = match load_desk(config) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            let raw = read_input(Some(file))?;
+            let now = Utc::now();
+            let explanation = match &config.database_url {
+                DatabaseUrl::Sqlite(url) => match SqliteStore::open_read_only(url).await {
+                    Ok(store) => pipeline::explain(Some(&store), &desk, &raw, now).await,
+                    Err(_) => pipeline::explain::<SqliteStore>(None, &desk, &raw, now).await,
+                },
+                DatabaseUrl::Postgres(url) => {
+                    let store = PgStore::open(url).await?;
+                    pipeline::explain(Some(&store), &desk, &raw, now).await
+                }
+            };
+            let explanation = match explanation {
+                Ok(e) => e,
+                // A database without the schema yet: judge the message as the first one seen.
+                Err(StoreError::Database(_)) => {
+                    pipeline::explain::<SqliteStore>(None, &desk, &raw, now).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&explanation)?);
+            } else {
+                let e = &explanation;
+                println!("from:      {}", e.from.as_deref().unwrap_or("-"));
+                println!("subject:   {}", e.subject.as_deref().unwrap_or("-"));
+                if let Some(s) = &e.severity {
+                    let requested = s
+                        .requested
+                        .map(|r| format!("Sev {r}"))
+                        .unwrap_or_else(|| "not given".into());
+                    println!(
+                        "severity:  requested {requested}, assigned Sev {}{}",
+                        s.assigned,
+                        if s.downgraded {
+                            " (downgraded: email cannot open Sev 1/2)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                println!(
+                    "action:    {}{}",
+                    e.action,
+                    e.ticket
+                        .map(|t| format!(" (ticket #{t})"))
+                        .unwrap_or_default()
+                );
+                println!("reason:    {}", e.reason);
+                if e.outbound.is_empty() {
+                    println!("outbound:  none");
+                }
+                for o in &e.outbound {
+                    println!("outbound:  {} to {}", o.template, o.to);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tickets { command } => {
+            with_store!(config, |store| {
+                store.migrate().await?;
+                tickets(&store, command).await
+            })
+        }
+        Command::Run { exit_when_idle } => {
+            let desk = match load_desk(config) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested: finishing the message in hand");
+                let _ = tx.send(true);
+            });
+            let options = RunOptions {
+                exit_when_idle,
+                record_latencies: false,
+            };
+            with_store!(config, |store| {
+                store.migrate().await?;
+                worker::run(store, config, desk, options, rx).await?;
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    messages,
+                    database,
+                    dir,
+                    batch,
+                    json,
+                },
+        } => {
+            let mut config = config.clone();
+            if let Some(b) = batch {
+                config.batch_size = b.max(1);
+            }
+            let temp;
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    temp = tempfile_dir()?;
+                    temp.clone()
+                }
+            };
+            let report =
+                postdesk::bench::ingest(&config, &dir, messages, database.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "backend={} messages={} tickets={} acknowledgements={} batch={}\n\
+                     elapsed={:.2}s throughput={:.0} msg/s p50={:.2}ms p99={:.2}ms peak_rss={:.1}MiB",
+                    report.backend,
+                    report.messages,
+                    report.tickets,
+                    report.outbox_files,
+                    report.batch_size,
+                    report.seconds,
+                    report.messages_per_second,
+                    report.p50_ms,
+                    report.p99_ms,
+                    report.peak_rss_mib
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("postdesk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
+        }
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+            Ok(buf)
+        }
+    }
+}
+
+/// `postdesk ingest`: the MTA contract is the exit code, so every failure maps to one.
+async fn ingest(config: &Config, file: Option<PathBuf>) -> ExitCode {
+    let desk = match load_desk(config) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let raw = match read_input(file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postdesk: {e:#}");
+            return ExitCode::from(EX_TEMPFAIL);
+        }
+    };
+    let item = Incoming {
+        raw,
+        source: "stdin".into(),
+    };
+    let result: Result<_, StoreError> = async {
+        with_store!(config, |store| {
+            store.migrate().await?;
+            pipeline::ingest_batch(&store, &desk, std::slice::from_ref(&item), Utc::now()).await
+        })
+    }
+    .await;
+    match result {
+        Ok(outcomes) => {
+            let Some(o) = outcomes.first() else {
+                return ExitCode::from(EX_TEMPFAIL);
+            };
+            tracing::info!(
+                action = o.decision.action.name(),
+                ticket = o.ticket,
+                acknowledge = o.decision.acknowledge,
+                reason = %o.decision.reason,
+                "message taken"
+            );
+            if o.decision.action.name() == "quarantine" {
+                eprintln!("postdesk: quarantined: {}", o.decision.reason);
+                ExitCode::from(EX_DATAERR)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            // Any store failure leaves the message with the MTA, which retries: nothing is lost.
+            eprintln!("postdesk: try again later: {e}");
+            ExitCode::from(EX_TEMPFAIL)
+        }
+    }
+}
+
+async fn tickets<S: Store>(store: &S, command: TicketsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TicketsCommand::List { status, json } => {
+            let list = store.list_tickets(status).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_ticket_table(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TicketsCommand::Show { number, json } => match store.ticket_detail(number).await {
+            Ok(detail) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&detail)?);
+                } else {
+                    print_ticket_detail(&detail);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(StoreError::NotFound) => {
+                eprintln!("postdesk: no ticket #{number}");
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+fn severity_cell(t: &TicketSummary) -> String {
+    match (t.requested_severity, t.downgraded, t.severity_given) {
+        (_, _, false) => format!("{} (not given)", t.assigned_severity),
+        (Some(r), true, _) => format!("{} (asked {r})", t.assigned_severity),
+        _ => t.assigned_severity.to_string(),
+    }
+}
+
+fn print_ticket_table(list: &[TicketSummary]) {
+    println!(
+        "{:>6}  {:<16}  {:<14}  {:<28}  SUBJECT",
+        "#", "STATUS", "SEV", "REQUESTER"
+    );
+    for t in list {
+        let subject: String = t.subject.chars().take(60).collect();
+        println!(
+            "{:>6}  {:<16}  {:<14}  {:<28}  {}",
+            t.number,
+            t.status,
+            severity_cell(t),
+            t.requester,
+            subject
+        );
+    }
+    println!("{} ticket(s)", list.len());
+}
+
+fn print_ticket_detail(d: &TicketDetail) {
+    let t = &d.ticket;
+    println!("Ticket #{}: {}", t.number, t.subject);
+    println!("  status:    {}", t.status);
+    println!("  severity:  Sev {}", severity_cell(t));
+    println!(
+        "  requester: {}{}",
+        t.requester,
+        t.requester_name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+    println!("  created:   {}", t.created_at.to_rfc3339());
+    println!("Participants:");
+    for p in &d.participants {
+        println!("  {:<10} {}", p.role, p.address);
+    }
+    println!("Messages:");
+    for m in &d.messages {
+        println!(
+            "  {} {} {} <{}> {} bytes",
+            m.received_at.to_rfc3339(),
+            m.direction,
+            m.from,
+            m.message_id,
+            m.size
+        );
+    }
+    println!("History:");
+    for e in &d.history {
+        let change = match (&e.from, &e.to) {
+            (Some(f), Some(t)) => format!(" {f} -> {t}"),
+            (None, Some(t)) => format!(" -> {t}"),
+            _ => String::new(),
+        };
+        println!(
+            "  {} {} {}{}: {}",
+            e.at.to_rfc3339(),
+            e.actor,
+            e.kind,
+            change,
+            e.reason
+        );
+    }
+    println!("Outbox:");
+    for o in &d.outbox {
+        let state = match (&o.sent_at, &o.failed_at) {
+            (Some(s), _) => format!("sent {}", s.to_rfc3339()),
+            (None, Some(f)) => format!("failed {}", f.to_rfc3339()),
+            _ => format!("pending ({} attempts)", o.attempts),
+        };
+        println!("  {} to {} <{}> {}", o.template, o.to, o.message_id, state);
+    }
+}

@@ -1,0 +1,421 @@
+//! One message (or a batch) through parse -> decide -> store, with the acknowledgement rendered
+//! into the outbox in the same transaction (SPEC: Outbound mail, "Nothing is lost").
+//!
+//! A batch is one transaction: the worker commits many decisions with one fsync (group commit),
+//! each still all-or-nothing, and the source acknowledges the messages only after that commit.
+//! If the batch fails, nothing of it was written and the source keeps every message for later.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::desk::decide::Template;
+use crate::desk::{Action, Decision, MailContext, NewTicket, Policy, decide_parsed};
+use crate::mail::{InboundMail, QuarantineReason, parse};
+use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
+use crate::outbound::templates::{Renderer, TemplateError};
+use crate::store::{Event, InboundRecord, QueuedMail, Store, StoreError, StoreTx};
+
+/// Everything the pipeline needs besides the store: policy, templates and sender identity.
+#[derive(Debug)]
+pub struct Desk {
+    /// Decision rules.
+    pub policy: Policy,
+    /// Loaded templates.
+    pub renderer: Renderer,
+    /// The address that sends.
+    pub from_address: String,
+    /// Its display name.
+    pub from_name: String,
+    /// Phone number for Sev 1/2.
+    pub phone: String,
+    /// Ticket tag prefix (`#`).
+    pub tag_prefix: String,
+    /// Largest message taken.
+    pub max_message_size: usize,
+}
+
+impl Desk {
+    /// Builds the desk from config, loading the templates.
+    pub fn from_config(config: &Config) -> Result<Desk, TemplateError> {
+        Ok(Desk {
+            policy: config.policy(),
+            renderer: Renderer::load(&config.templates_dir)?,
+            from_address: config.sending_address().to_string(),
+            from_name: config.support_name.clone(),
+            phone: config.support_phone.clone(),
+            tag_prefix: config.tag_prefix.clone(),
+            max_message_size: config.max_message_size,
+        })
+    }
+
+    /// The subject tag of a ticket: `[#42]`.
+    pub fn tag(&self, ticket: i64) -> String {
+        format!("[{}{ticket}]", self.tag_prefix)
+    }
+}
+
+/// One message from a source.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The raw bytes.
+    pub raw: Vec<u8>,
+    /// Where it came from (`maildir:<file>`, `stdin`).
+    pub source: String,
+}
+
+/// A mail queued in the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct Queued {
+    /// Template.
+    pub template: String,
+    /// Recipient.
+    pub to: String,
+    /// Message-ID it is sent with.
+    pub message_id: String,
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// The ticket it opened or belongs to.
+    pub ticket: Option<i64>,
+    /// Mails queued.
+    pub queued: Vec<Queued>,
+    /// Sender and subject, when the message parsed.
+    pub from: Option<String>,
+    /// The decoded subject.
+    pub subject: Option<String>,
+}
+
+/// The window of the RFC 3834 rate limit.
+fn rate_window_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - Duration::hours(1)
+}
+
+/// Parses, decides and stores a batch in one transaction.
+pub async fn ingest_batch<S: Store>(
+    store: &S,
+    desk: &Desk,
+    items: &[Incoming],
+    now: DateTime<Utc>,
+) -> Result<Vec<Outcome>, StoreError> {
+    // Parsing needs no database: do it before taking the write lock.
+    let parsed: Vec<Result<InboundMail, QuarantineReason>> = items
+        .iter()
+        .map(|i| parse(&i.raw, desk.max_message_size))
+        .collect();
+    let mut tx = store.begin().await?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (item, parsed) in items.iter().zip(&parsed) {
+        let ctx = match parsed {
+            Ok(mail) => tx.context(mail, rate_window_start(now)).await?,
+            Err(_) => MailContext::default(),
+        };
+        let decision = decide_parsed(parsed, &ctx, &desk.policy, now);
+        let outcome = apply(&mut tx, desk, item, parsed, decision).await?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn apply<T: StoreTx>(
+    tx: &mut T,
+    desk: &Desk,
+    item: &Incoming,
+    parsed: &Result<InboundMail, QuarantineReason>,
+    decision: Decision,
+) -> Result<Outcome, StoreError> {
+    let mut outcome = Outcome {
+        ticket: None,
+        queued: Vec::new(),
+        from: parsed.as_ref().ok().map(|m| m.from.address.clone()),
+        subject: parsed.as_ref().ok().map(|m| m.subject.clone()),
+        decision,
+    };
+    let mail = match parsed {
+        Ok(mail) => mail,
+        Err(reason) => {
+            tx.quarantine(&item.raw, reason, &item.source, outcome.decision.at)
+                .await?;
+            return Ok(outcome);
+        }
+    };
+    let record = InboundRecord {
+        raw: &item.raw,
+        mail,
+        source: &item.source,
+    };
+    match &outcome.decision.action {
+        Action::Duplicate { ticket } => outcome.ticket = *ticket,
+        Action::Bounce => {
+            tx.store_unattached(record, "bounce", &outcome.decision)
+                .await?
+        }
+        Action::Quarantine(reason) => {
+            tx.quarantine(&item.raw, reason, &item.source, outcome.decision.at)
+                .await?
+        }
+        Action::NewTicket(ticket) => {
+            let number = tx.open_ticket(ticket, record, &outcome.decision).await?;
+            outcome.ticket = Some(number);
+            for planned in &outcome.decision.outbound {
+                match render_acknowledgement(
+                    desk,
+                    number,
+                    ticket,
+                    mail,
+                    planned.template,
+                    &outcome.decision,
+                ) {
+                    Ok(q) => {
+                        tx.queue(&q, outcome.decision.at).await?;
+                        outcome.queued.push(Queued {
+                            template: q.template,
+                            to: q.to,
+                            message_id: q.message_id,
+                        });
+                    }
+                    Err(why) => {
+                        // The ticket stands; the missing mail is on its record and in the log.
+                        tracing::error!(ticket = number, error = %why, "acknowledgement not queued");
+                        let e = Event {
+                            at: outcome.decision.at,
+                            actor: "postdesk".into(),
+                            kind: "outbound_failed".into(),
+                            from: None,
+                            to: Some(planned.to.key()),
+                            reason: format!("{} not queued: {why}", planned.template.name()),
+                        };
+                        tx.record_event(Some(number), &e).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// The values every acknowledgement template gets.
+#[derive(Debug, Serialize)]
+pub struct AckContext<'a> {
+    /// The ticket.
+    pub ticket: TicketView<'a>,
+    /// The requester.
+    pub requester: PersonView<'a>,
+    /// Severity requested/assigned/given/downgraded.
+    pub severity: SeverityView,
+    /// The support desk.
+    pub support: SupportView<'a>,
+}
+
+/// The ticket as templates see it.
+#[derive(Debug, Serialize)]
+pub struct TicketView<'a> {
+    /// Number.
+    pub number: i64,
+    /// `[#42]`.
+    pub tag: String,
+    /// Subject on one line.
+    pub subject: &'a str,
+    /// `in_triage`.
+    pub status: &'static str,
+    /// `In Triage`.
+    pub status_label: &'static str,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// A person as templates see it.
+#[derive(Debug, Serialize)]
+pub struct PersonView<'a> {
+    /// Display name, if any.
+    pub name: Option<&'a str>,
+    /// Address.
+    pub address: &'a str,
+}
+
+/// Severity as templates see it.
+#[derive(Debug, Serialize)]
+pub struct SeverityView {
+    /// What the subject asked for (none when not given).
+    pub requested: Option<u8>,
+    /// What the ticket has.
+    pub assigned: u8,
+    /// False when the subject named none.
+    pub given: bool,
+    /// True when email asked for Sev 1/2.
+    pub downgraded: bool,
+}
+
+/// The desk as templates see it.
+#[derive(Debug, Serialize)]
+pub struct SupportView<'a> {
+    /// Sending address.
+    pub address: &'a str,
+    /// Display name.
+    pub name: &'a str,
+    /// Phone for Sev 1/2.
+    pub phone: &'a str,
+}
+
+fn render_acknowledgement(
+    desk: &Desk,
+    number: i64,
+    ticket: &NewTicket,
+    mail: &InboundMail,
+    template: Template,
+    decision: &Decision,
+) -> Result<QueuedMail, String> {
+    let tag = desk.tag(number);
+    let s = &ticket.severity;
+    let ctx = AckContext {
+        ticket: TicketView {
+            number,
+            tag: tag.clone(),
+            subject: &ticket.subject,
+            status: ticket.status.as_str(),
+            status_label: ticket.status.label(),
+            created_at: decision.at.to_rfc3339(),
+        },
+        requester: PersonView {
+            name: ticket.requester.name.as_deref(),
+            address: &ticket.requester.address,
+        },
+        severity: SeverityView {
+            requested: s.requested.map(|r| r.number()),
+            assigned: s.assigned.number(),
+            given: s.given,
+            downgraded: s.downgraded,
+        },
+        support: SupportView {
+            address: &desk.from_address,
+            name: &desk.from_name,
+            phone: &desk.phone,
+        },
+    };
+    let rendered = desk
+        .renderer
+        .render(template, &ctx, &tag)
+        .map_err(|e| e.to_string())?;
+    let message_id = outbound_message_id(
+        number,
+        template.name(),
+        &mail.message_id,
+        &desk.from_address,
+    );
+    let raw = compose(&Letter {
+        from_name: &desk.from_name,
+        from_address: &desk.from_address,
+        to: &ticket.requester,
+        subject: &rendered.subject,
+        text: &rendered.text,
+        html: &rendered.html,
+        message_id: &message_id,
+        in_reply_to: Some(&mail.message_id),
+        references: &mail.references,
+        ticket: number,
+        auto_submitted: AutoSubmitted::AutoReplied,
+        date: decision.at,
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(QueuedMail {
+        ticket: Some(number),
+        message_id,
+        template: template.name().to_string(),
+        to: ticket.requester.key(),
+        automatic: true,
+        rendered: raw,
+    })
+}
+
+/// What `explain` prints: the decision for one message, without changing anything.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// Sender address.
+    pub from: Option<String>,
+    /// Decoded subject.
+    pub subject: Option<String>,
+    /// Severity reading.
+    pub severity: Option<SeverityExplanation>,
+    /// new_ticket, duplicate, bounce or quarantine.
+    pub action: &'static str,
+    /// The ticket it belongs to (duplicates), or null.
+    pub ticket: Option<i64>,
+    /// Whether an acknowledgement would be sent.
+    pub acknowledge: bool,
+    /// Why.
+    pub reason: String,
+    /// Mails that would be queued.
+    pub outbound: Vec<OutboundExplanation>,
+    /// The Message-ID used for duplicate detection.
+    pub message_id: Option<String>,
+}
+
+/// Severity in `explain`.
+#[derive(Debug, Serialize)]
+pub struct SeverityExplanation {
+    /// 1-4 or null.
+    pub requested: Option<u8>,
+    /// 1-4.
+    pub assigned: u8,
+    /// Named in the subject?
+    pub given: bool,
+    /// Downgraded?
+    pub downgraded: bool,
+}
+
+/// One mail in `explain`.
+#[derive(Debug, Serialize)]
+pub struct OutboundExplanation {
+    /// Template name.
+    pub template: &'static str,
+    /// Recipient.
+    pub to: String,
+}
+
+/// Decides for one raw message against what the store knows, changing nothing. Without a store
+/// (no database yet) the message is judged as if it were the first one seen.
+pub async fn explain<S: Store>(
+    store: Option<&S>,
+    desk: &Desk,
+    raw: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Explanation, StoreError> {
+    let parsed = parse(raw, desk.max_message_size);
+    let ctx = match (store, &parsed) {
+        (Some(store), Ok(mail)) => store.peek_context(mail, rate_window_start(now)).await?,
+        _ => MailContext::default(),
+    };
+    let d = decide_parsed(&parsed, &ctx, &desk.policy, now);
+    let mail = parsed.as_ref().ok();
+    Ok(Explanation {
+        from: mail.map(|m| m.from.address.clone()),
+        subject: mail.map(|m| m.subject.clone()),
+        severity: d.severity.map(|s| SeverityExplanation {
+            requested: s.requested.map(|r| r.number()),
+            assigned: s.assigned.number(),
+            given: s.given,
+            downgraded: s.downgraded,
+        }),
+        action: d.action.name(),
+        ticket: match d.action {
+            Action::Duplicate { ticket } => ticket,
+            _ => None,
+        },
+        acknowledge: d.acknowledge,
+        reason: d.reason.clone(),
+        outbound: d
+            .outbound
+            .iter()
+            .map(|p| OutboundExplanation {
+                template: p.template.name(),
+                to: p.to.address.clone(),
+            })
+            .collect(),
+        message_id: mail.map(|m| m.message_id.clone()),
+    })
+}

@@ -1,0 +1,356 @@
+//! The ticket store: one `Store` trait with a SQLite and a PostgreSQL implementation that pass
+//! the same test suite (SPEC: Outbound mail, "Nothing is lost").
+//!
+//! A decision is applied through a `StoreTx`: the ticket, its participants, the message, the
+//! history events and the outbox rows are written in one transaction, so a crash at any point
+//! leaves either all of them or none. Both backends share their SQL through the `sql_store!`
+//! macro in `sql.rs`; only connecting, migrating and how a write transaction begins differ.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::desk::{Decision, MailContext, NewTicket, Status};
+use crate::mail::{InboundMail, QuarantineReason};
+
+#[macro_use]
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// What went wrong in the store, and whether trying again later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is busy, locked or unreachable: try again later (ingest exits 75).
+    #[error("database temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The thing asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Migrations failed: the schema is not what this postdesk expects.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    /// True when the same work may succeed later without any change (busy, locked, down).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) => {
+                // SQLite: 5 BUSY, 6 LOCKED (extended codes keep the low byte);
+                // PostgreSQL: class 08 connection, 53 resources, 57P0x shutdown, 40001/40P01 retry.
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                let sqlite_busy = code
+                    .parse::<i64>()
+                    .map(|n| matches!(n & 0xff, 5 | 6))
+                    .unwrap_or(false);
+                let pg_temporary = code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P0")
+                    || code == "40001"
+                    || code == "40P01";
+                if sqlite_busy || pg_temporary {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Database(e.to_string())
+                }
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e.to_string())
+    }
+}
+
+/// One inbound message as the store keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRecord<'a> {
+    /// The original bytes, kept whole.
+    pub raw: &'a [u8],
+    /// What was parsed from them.
+    pub mail: &'a InboundMail,
+    /// Where it came from (`maildir:...`, `stdin`).
+    pub source: &'a str,
+}
+
+/// A rendered mail to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct QueuedMail {
+    /// The ticket it belongs to.
+    pub ticket: Option<i64>,
+    /// The Message-ID it is sent with (without brackets).
+    pub message_id: String,
+    /// The template that rendered it.
+    pub template: String,
+    /// The recipient address.
+    pub to: String,
+    /// Whether it is an automatic reply (counts toward the RFC 3834 rate limit).
+    pub automatic: bool,
+    /// The complete RFC 5322 message.
+    pub rendered: Vec<u8>,
+}
+
+/// An outbox row that is due for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// The ticket it belongs to.
+    pub ticket: Option<i64>,
+    /// The Message-ID it is sent with.
+    pub message_id: String,
+    /// The recipient address.
+    pub to: String,
+    /// The complete message.
+    pub rendered: Vec<u8>,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+}
+
+/// One line of `tickets list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketSummary {
+    /// The ticket number.
+    pub number: i64,
+    /// The subject on one line.
+    pub subject: String,
+    /// The requester's address.
+    pub requester: String,
+    /// The requester's display name.
+    pub requester_name: Option<String>,
+    /// Current status.
+    pub status: String,
+    /// Severity the subject asked for.
+    pub requested_severity: Option<i64>,
+    /// Severity the ticket has.
+    pub assigned_severity: i64,
+    /// False when the subject named no severity.
+    pub severity_given: bool,
+    /// True when email asked for Sev 1/2.
+    pub downgraded: bool,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A participant of a ticket.
+#[derive(Debug, Clone, Serialize)]
+pub struct Participant {
+    /// Address, lower-cased.
+    pub address: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// requester, watcher, staff or account_manager.
+    pub role: String,
+}
+
+/// A stored message, without its bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSummary {
+    /// The Message-ID.
+    pub message_id: String,
+    /// inbound or outbound.
+    pub direction: String,
+    /// public or internal.
+    pub visibility: String,
+    /// customer, auto_reply, bounce, ...
+    pub kind: String,
+    /// Sender address.
+    pub from: String,
+    /// Subject.
+    pub subject: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// Size of the raw message in bytes.
+    pub size: i64,
+    /// The readable text.
+    pub text: String,
+}
+
+/// One change in a ticket's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (an address, or `postdesk`).
+    pub actor: String,
+    /// What kind of change.
+    pub kind: String,
+    /// Value before.
+    pub from: Option<String>,
+    /// Value after.
+    pub to: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// One outbox row, as `tickets show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxSummary {
+    /// Row id.
+    pub id: i64,
+    /// The Message-ID sent.
+    pub message_id: String,
+    /// The template.
+    pub template: String,
+    /// The recipient.
+    pub to: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When delivery was given up.
+    pub failed_at: Option<DateTime<Utc>>,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+}
+
+/// Everything `tickets show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketDetail {
+    /// The ticket itself.
+    pub ticket: TicketSummary,
+    /// Requester, watchers, staff.
+    pub participants: Vec<Participant>,
+    /// Messages in arrival order.
+    pub messages: Vec<MessageSummary>,
+    /// History.
+    pub history: Vec<Event>,
+    /// Outbound mail.
+    pub outbox: Vec<OutboxSummary>,
+}
+
+/// Totals for tests, benchmarks and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Tickets.
+    pub tickets: i64,
+    /// Stored messages.
+    pub messages: i64,
+    /// Outbox rows not yet sent or failed.
+    pub outbox_pending: i64,
+    /// Outbox rows sent.
+    pub outbox_sent: i64,
+    /// Quarantined messages.
+    pub quarantined: i64,
+}
+
+/// The ticket store.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The write transaction type.
+    type Tx: StoreTx;
+    /// Brings the schema up to date.
+    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Starts a write transaction (SQLite: `BEGIN IMMEDIATE`).
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// What the store knows about a message, read without writing (for `explain`).
+    fn peek_context(
+        &self,
+        mail: &InboundMail,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<MailContext, StoreError>> + Send;
+    /// Tickets, newest first, optionally of one status.
+    fn list_tickets(
+        &self,
+        status: Option<Status>,
+    ) -> impl Future<Output = Result<Vec<TicketSummary>, StoreError>> + Send;
+    /// One ticket with everything about it.
+    fn ticket_detail(
+        &self,
+        number: i64,
+    ) -> impl Future<Output = Result<TicketDetail, StoreError>> + Send;
+    /// Outbox rows due at `now`, oldest first.
+    fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+    /// Marks outbox rows delivered.
+    fn mark_sent(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records a failed attempt; `retry_at` None gives up (permanent failure).
+    fn mark_attempt_failed(
+        &self,
+        id: i64,
+        error: &str,
+        now: DateTime<Utc>,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Totals.
+    fn counts(&self) -> impl Future<Output = Result<Counts, StoreError>> + Send;
+}
+
+/// A write transaction: everything one decision changes, committed together.
+pub trait StoreTx: Send {
+    /// What the store knows about the message (duplicate? replies sent to its sender lately?).
+    fn context(
+        &mut self,
+        mail: &InboundMail,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<MailContext, StoreError>> + Send;
+    /// Opens a ticket: ticket, participants, message and history events. Returns its number.
+    fn open_ticket(
+        &mut self,
+        ticket: &NewTicket,
+        record: InboundRecord<'_>,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Stores a message that belongs to no ticket (a bounce), with an event saying why.
+    fn store_unattached(
+        &mut self,
+        record: InboundRecord<'_>,
+        kind: &str,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Keeps a message whole in quarantine (once per distinct content).
+    fn quarantine(
+        &mut self,
+        raw: &[u8],
+        reason: &QuarantineReason,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Puts a rendered mail in the outbox and records it in the ticket's history.
+    fn queue(
+        &mut self,
+        mail: &QueuedMail,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records an event on a ticket.
+    fn record_event(
+        &mut self,
+        ticket: Option<i64>,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Commits everything.
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

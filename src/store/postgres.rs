@@ -1,0 +1,85 @@
+//! The PostgreSQL store, for teams that run several workers against one database. Message-ID
+//! uniqueness is enforced by the database, so two workers that race on the same message end
+//! with one ticket: the loser's transaction fails and its retry sees a duplicate.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Pool, Postgres};
+
+use crate::config::redact_url_password;
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool<Postgres>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore")
+    }
+}
+
+impl PgStore {
+    /// Connects to a `postgres://` URL.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Unavailable(m) => {
+                    StoreError::Unavailable(format!("{}: {m}", redact_url_password(url)))
+                }
+                other => other,
+            })?;
+        Ok(PgStore { pool })
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// Creates an empty database `name` on the server of `admin_url` (for tests and benchmarks)
+/// and returns the URL of the new database.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Database(format!(
+            "invalid database name {name}"
+        )));
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&pool)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let base = match admin_url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+            format!("{scheme}://{}/{name}{query}", &rest[..host_end])
+        }
+        None => return Err(StoreError::Database("admin URL has no scheme".into())),
+    };
+    Ok(base)
+}
+
+sql_store!(PgStore, PgTx, Postgres);
