@@ -1,0 +1,482 @@
+//! The `postdesk` binary as users and MTAs see it: fixtures become the right tickets, duplicates
+//! are one ticket, `explain` changes nothing, hostile subjects cannot add headers, bad config
+//! exits 78.
+
+mod common;
+
+use common::{Sandbox, code, customer_mail, repo};
+
+fn expected() -> toml::Table {
+    let text = std::fs::read_to_string(repo().join("fixtures/expected.toml")).unwrap();
+    text.parse().unwrap()
+}
+
+#[test]
+fn every_fixture_gives_the_expected_outcome() {
+    let sb = Sandbox::new();
+    let expected = expected();
+    assert!(
+        expected.len() >= 15,
+        "fixtures/expected.toml lists {} fixtures",
+        expected.len()
+    );
+    let mut checked = 0;
+    for (name, want) in &expected {
+        let file = repo().join("fixtures").join(name);
+        let file_s = file.to_str().unwrap();
+        let want_action = want["action"].as_str().unwrap();
+
+        // explain first: it must predict exactly what ingest then does.
+        let e = sb.json(&["explain", file_s, "--json"]);
+        assert_eq!(e["action"], want_action, "{name}: explain action: {e}");
+        assert_eq!(
+            e["acknowledge"],
+            want["acknowledge"].as_bool().unwrap(),
+            "{name}: acknowledge: {e}"
+        );
+        if let Some(from) = want.get("from").and_then(|v| v.as_str()) {
+            assert_eq!(
+                e["from"].as_str().map(str::to_lowercase).as_deref(),
+                Some(from),
+                "{name}: from"
+            );
+        }
+        if let Some(subject) = want.get("subject").and_then(|v| v.as_str()) {
+            assert_eq!(e["subject"], subject, "{name}: subject");
+        }
+        if want_action == "new_ticket" {
+            let s = &e["severity"];
+            assert_eq!(
+                s["requested"].as_i64(),
+                want.get("requested").and_then(|v| v.as_integer()),
+                "{name}: requested"
+            );
+            assert_eq!(
+                s["assigned"].as_i64(),
+                want["assigned"].as_integer(),
+                "{name}: assigned"
+            );
+            assert_eq!(
+                s["given"],
+                want["given"].as_bool().unwrap(),
+                "{name}: given"
+            );
+            assert_eq!(
+                s["downgraded"],
+                want["downgraded"].as_bool().unwrap(),
+                "{name}: downgraded"
+            );
+            let outbound = e["outbound"].as_array().unwrap();
+            assert_eq!(
+                outbound.len(),
+                usize::from(want["acknowledge"].as_bool().unwrap()),
+                "{name}: outbound"
+            );
+        }
+
+        let before = sb.tickets().len();
+        let out = sb.run(&["ingest", file_s]);
+        let want_code = if want_action == "quarantine" { 65 } else { 0 };
+        assert_eq!(
+            code(&out),
+            want_code,
+            "{name}: ingest exit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tickets = sb.tickets();
+        let new_tickets = tickets.len() - before;
+        assert_eq!(
+            new_tickets,
+            usize::from(want_action == "new_ticket"),
+            "{name}: tickets made"
+        );
+        if want_action == "new_ticket" {
+            let t = &tickets[0];
+            assert_eq!(t["status"], "in_triage", "{name}");
+            assert_eq!(
+                t["assigned_severity"].as_i64(),
+                want["assigned"].as_integer(),
+                "{name}"
+            );
+            assert_eq!(
+                t["severity_given"],
+                want["given"].as_bool().unwrap(),
+                "{name}"
+            );
+            let number = t["number"].as_i64().unwrap().to_string();
+            let d = sb.json(&["tickets", "show", &number, "--json"]);
+            let outbox = d["outbox"].as_array().unwrap();
+            assert_eq!(
+                outbox.len(),
+                usize::from(want["acknowledge"].as_bool().unwrap()),
+                "{name}: outbox rows"
+            );
+            assert_eq!(
+                d["messages"].as_array().unwrap().len(),
+                1,
+                "{name}: messages"
+            );
+            if let Some(watchers) = want.get("watchers").and_then(|v| v.as_array()) {
+                let got: Vec<&str> = d["participants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["role"] == "watcher")
+                    .map(|p| p["address"].as_str().unwrap())
+                    .collect();
+                let want: Vec<String> = watchers
+                    .iter()
+                    .map(|w| w.as_str().unwrap().to_lowercase())
+                    .collect();
+                assert_eq!(got, want, "{name}: watchers");
+            }
+        }
+        checked += 1;
+    }
+    // The worker then writes one acknowledgement file per acknowledged ticket.
+    let out = sb.run(&["run", "--exit-when-idle"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = expected
+        .values()
+        .filter(|w| w["acknowledge"].as_bool() == Some(true))
+        .count();
+    assert_eq!(sb.outbox_files().len(), acks);
+    eprintln!("{checked} fixtures checked, {acks} acknowledgements written");
+}
+
+#[test]
+fn the_same_message_twice_is_one_ticket_and_one_acknowledgement() {
+    let sb = Sandbox::new();
+    let raw = customer_mail(
+        "jane@acme.test",
+        "SEV 3 Reports page times out",
+        "twice@acme.test",
+    );
+    for _ in 0..2 {
+        let out = sb.run_stdin(&["ingest", "-"], &raw);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Also through the maildir, as an IMAP re-delivery would arrive.
+    std::fs::create_dir_all(sb.maildir().join("new")).unwrap();
+    std::fs::write(sb.maildir().join("new/1.redelivered"), &raw).unwrap();
+    assert!(sb.run(&["run", "--exit-when-idle"]).status.success());
+    assert_eq!(sb.tickets().len(), 1);
+    assert_eq!(sb.outbox_files().len(), 1);
+    let e = sb.json(&["explain", "-", "--json"]);
+    // explain with '-' reads stdin: empty stdin is not mail.
+    assert_eq!(e["action"], "quarantine");
+    let file = sb.path().join("again.eml");
+    std::fs::write(&file, &raw).unwrap();
+    let e = sb.json(&["explain", file.to_str().unwrap(), "--json"]);
+    assert_eq!(e["action"], "duplicate");
+    assert_eq!(e["ticket"], 1);
+    assert_eq!(e["acknowledge"], false);
+}
+
+#[test]
+fn explain_leaves_the_database_byte_for_byte_unchanged() {
+    let sb = Sandbox::new();
+    for i in 0..3 {
+        let raw = customer_mail(
+            &format!("c{i}@acme.test"),
+            "SEV 4 x",
+            &format!("m{i}@acme.test"),
+        );
+        assert_eq!(code(&sb.run_stdin(&["ingest"], &raw)), 0);
+    }
+    // (file name, size, SHA-256) of the database and its write-ahead log. The -shm file is
+    // SQLite's shared-memory index, where every reader records its read mark; it holds no data
+    // and is rebuilt from the WAL, so it is not part of "the database".
+    let snapshot = |sb: &Sandbox| -> Vec<(String, usize, String)> {
+        use sha2::Digest;
+        let mut files: Vec<(String, usize, String)> = std::fs::read_dir(sb.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("postdesk.db"))
+            .filter(|e| !e.file_name().to_string_lossy().ends_with("-shm"))
+            .map(|e| {
+                let bytes = std::fs::read(e.path()).unwrap();
+                let hash = format!("{:x}", sha2::Sha256::digest(&bytes));
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    bytes.len(),
+                    hash,
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot(&sb);
+    assert!(!before.is_empty());
+    for fixture in [
+        "outlook-sev3-plain.eml",
+        "no-sender.eml",
+        "bounce-multipart-report.eml",
+    ] {
+        let f = repo().join("fixtures").join(fixture);
+        let e = sb.json(&["explain", f.to_str().unwrap(), "--json"]);
+        assert!(e["action"].is_string());
+        let plain = sb.run(&["explain", f.to_str().unwrap()]);
+        assert!(plain.status.success());
+    }
+    let dup = sb.path().join("dup.eml");
+    std::fs::write(
+        &dup,
+        customer_mail("c1@acme.test", "SEV 4 x", "m1@acme.test"),
+    )
+    .unwrap();
+    assert_eq!(
+        sb.json(&["explain", dup.to_str().unwrap(), "--json"])["action"],
+        "duplicate"
+    );
+    assert_eq!(snapshot(&sb), before, "explain changed the database files");
+}
+
+#[test]
+fn explain_json_has_the_documented_shape() {
+    let sb = Sandbox::new();
+    let f = repo().join("fixtures/gmail-sev2-downgraded.eml");
+    let e = sb.json(&["explain", f.to_str().unwrap(), "--json"]);
+    for key in [
+        "from",
+        "subject",
+        "severity",
+        "action",
+        "ticket",
+        "acknowledge",
+        "reason",
+        "outbound",
+    ] {
+        assert!(e.get(key).is_some(), "missing {key}: {e}");
+    }
+    assert_eq!(e["severity"]["requested"], 2);
+    assert_eq!(e["severity"]["assigned"], 4);
+    assert_eq!(e["severity"]["downgraded"], true);
+    assert_eq!(e["outbound"][0]["template"], "acknowledgement");
+    assert!(e["reason"].as_str().unwrap().contains("downgraded"));
+    // No database file was created by explain.
+    assert!(!sb.db().exists());
+}
+
+#[test]
+fn hostile_subject_is_escaped_in_html_and_cannot_add_a_header() {
+    let sb = Sandbox::new();
+    let f = repo().join("fixtures/subject-injection-script.eml");
+    assert_eq!(code(&sb.run(&["ingest", f.to_str().unwrap()])), 0);
+    assert!(sb.run(&["run", "--exit-when-idle"]).status.success());
+    let files = sb.outbox_files();
+    assert_eq!(files.len(), 1);
+    let raw = std::fs::read(&files[0]).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (headers, _) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !headers
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "a header was injected:\n{headers}"
+    );
+    let subject_lines: Vec<&str> = headers
+        .lines()
+        .filter(|l| l.starts_with("Subject:"))
+        .collect();
+    assert_eq!(subject_lines.len(), 1);
+    // Parse it back as a mail client would and look at the parts.
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    let subject = msg.subject().unwrap();
+    assert!(subject.starts_with("[#1] "), "{subject}");
+    assert!(!subject.contains('\n') && !subject.contains('\r'));
+    let html = msg.body_html(0).unwrap();
+    assert!(!html.contains("<script>"), "unescaped script in HTML part");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+    assert!(msg.header("Bcc").is_none());
+}
+
+#[test]
+fn acknowledgement_threads_into_the_customer_conversation() {
+    let sb = Sandbox::new();
+    let raw = customer_mail("jane@acme.test", "Sev 1 site down", "thread-1@acme.test");
+    assert_eq!(code(&sb.run_stdin(&["ingest"], &raw)), 0);
+    assert!(sb.run(&["run", "--exit-when-idle"]).status.success());
+    let files = sb.outbox_files();
+    assert_eq!(files.len(), 1);
+    let raw = std::fs::read(&files[0]).unwrap();
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(msg.subject(), Some("[#1] Sev 1 site down"));
+    assert_eq!(msg.in_reply_to().as_text(), Some("thread-1@acme.test"));
+    assert!(
+        msg.message_id()
+            .unwrap()
+            .starts_with("postdesk.1.acknowledgement.")
+    );
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-replied")
+    );
+    assert_eq!(
+        msg.from().unwrap().first().unwrap().address(),
+        Some("support@example.com")
+    );
+    let text = msg.body_text(0).unwrap();
+    assert!(
+        text.contains("Sev 1 and Sev 2 cannot be opened by email"),
+        "{text}"
+    );
+    assert!(text.contains("+1 555 0100"), "{text}");
+    // The ticket's history says what happened and the outbox row is marked sent.
+    let d = sb.json(&["tickets", "show", "1", "--json"]);
+    let kinds: Vec<&str> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["created", "severity", "outbound"]);
+    assert!(d["outbox"][0]["sent_at"].is_string());
+}
+
+#[test]
+fn severity_not_given_acknowledgement_explains_how_to_set_it() {
+    let sb = Sandbox::new();
+    let raw = customer_mail(
+        "jane@acme.test",
+        "Question about invoices",
+        "nogiven@acme.test",
+    );
+    assert_eq!(code(&sb.run_stdin(&["ingest"], &raw)), 0);
+    assert!(sb.run(&["run", "--exit-when-idle"]).status.success());
+    let raw = std::fs::read(&sb.outbox_files()[0]).unwrap();
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    let text = msg.body_text(0).unwrap();
+    assert!(text.contains("did not name a severity"), "{text}");
+    assert!(text.contains("SEV 3"), "{text}");
+}
+
+#[test]
+fn bad_config_exits_78_naming_file_key_and_expectation() {
+    let sb = Sandbox::new();
+    let cfg = sb.path().join("bad.toml");
+    std::fs::write(&cfg, "[severity]\ndefault = \"high\"\n").unwrap();
+    let out = sb.run(&["--config", cfg.to_str().unwrap(), "tickets", "list"]);
+    assert_eq!(code(&out), 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("severity.default") && err.contains("integer"),
+        "{err}"
+    );
+
+    let out = sb
+        .command(&["tickets", "list"])
+        .env("POSTDESK_DATABASE_URL", "mysql://x")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("POSTDESK_DATABASE_URL") && err.contains("database.url"),
+        "{err}"
+    );
+
+    // A broken template is a config problem too, named by file and line.
+    let tdir = sb.path().join("templates");
+    copy_dir(&repo().join("templates"), &tdir);
+    std::fs::write(tdir.join("acknowledgement/html.html"), "<p>\n{% if %}\n").unwrap();
+    let f = repo().join("fixtures/outlook-sev3-plain.eml");
+    let out = sb
+        .command(&["ingest", f.to_str().unwrap()])
+        .env("POSTDESK_TEMPLATES_DIR", &tdir)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("acknowledgement/html.html:2"), "{err}");
+}
+
+#[test]
+fn ingest_exits_75_when_the_database_cannot_be_reached() {
+    let sb = Sandbox::new();
+    let raw = customer_mail("jane@acme.test", "SEV 3 x", "down@acme.test");
+    let out = sb
+        .command(&["ingest"])
+        .env(
+            "POSTDESK_DATABASE_URL",
+            "postgres://postdesk@127.0.0.1:1/none",
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&raw)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(code(&out), 75, "{}", String::from_utf8_lossy(&out.stderr));
+    // A SQLite database held by another writer past the busy timeout is "try later" too: a
+    // directory where the database file should be cannot be opened at all.
+    let out = sb
+        .command(&["ingest"])
+        .env(
+            "POSTDESK_DATABASE_URL",
+            format!("sqlite:{}/no/such/dir/db", sb.path().display()),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 75, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn tickets_list_filters_by_status_and_show_reports_missing() {
+    let sb = Sandbox::new();
+    assert_eq!(
+        code(&sb.run_stdin(
+            &["ingest"],
+            &customer_mail("a@acme.test", "SEV 3 a", "a@acme.test")
+        )),
+        0
+    );
+    assert_eq!(
+        sb.json(&["tickets", "list", "--status", "in_triage", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        sb.json(&["tickets", "list", "--status", "closed", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let out = sb.run(&["tickets", "list", "--status", "bogus"]);
+    assert!(!out.status.success());
+    let out = sb.run(&["tickets", "show", "99"]);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ticket #99"));
+    let table = sb.run(&["tickets", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("in_triage") && table.contains("a@acme.test"),
+        "{table}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

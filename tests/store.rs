@@ -1,0 +1,908 @@
+//! The store test suite, run once on SQLite and once on PostgreSQL through the public API.
+//!
+//! Every suite is a generic `async fn suite<S: Store>(store: S)`; the `store_tests!` macro at the
+//! bottom stamps out `sqlite::<suite>` and `postgres::<suite>` tests from the same list, so both
+//! backends answer to exactly the same assertions.
+//!
+//! SQLite: a fresh file in a temporary directory per test. PostgreSQL: a fresh database per test
+//! on the server named by `POSTDESK_TEST_POSTGRES_URL` (for example
+//! `postgres://postgres@127.0.0.1:5432`); without that variable the PostgreSQL tests fail and say
+//! how to run them (`scripts/test.sh` sets it up).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use postdesk::config::Config;
+use postdesk::desk::{Action, MailContext, Status, decide};
+use postdesk::mail::{QuarantineReason, parse};
+use postdesk::pipeline::{Desk, Incoming, Outcome, ingest_batch};
+use postdesk::store::postgres::create_database;
+use postdesk::store::{InboundRecord, PgStore, SqliteStore, Store, StoreError, StoreTx};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A raw RFC 5322 message from `from` to the support address, with optional Cc.
+fn mail(from: &str, subject: &str, message_id: &str, cc: &[&str]) -> Vec<u8> {
+    let mut m = String::new();
+    m.push_str(&format!("From: {from}\r\n"));
+    m.push_str("To: Support <support@example.com>\r\n");
+    if !cc.is_empty() {
+        m.push_str(&format!("Cc: {}\r\n", cc.join(", ")));
+    }
+    m.push_str(&format!("Subject: {subject}\r\n"));
+    m.push_str(&format!("Message-ID: <{message_id}>\r\n"));
+    m.push_str("Date: Tue, 03 Mar 2026 10:00:00 +0000\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+    m.push_str("\r\n");
+    m.push_str("Hello,\r\n\r\nthe printer in room 4 is on fire again.\r\n\r\nJane\r\n");
+    m.into_bytes()
+}
+
+/// A delivery-status report (bounce) from the mailer daemon.
+fn bounce(message_id: &str) -> Vec<u8> {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.acme.test>\r\n\
+         To: support@example.com\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Message-ID: <{message_id}>\r\n\
+         Date: Tue, 03 Mar 2026 10:05:00 +0000\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\
+         \r\n\
+         --b1\r\n\
+         Content-Type: text/plain\r\n\
+         \r\n\
+         This is the mail system. Your message could not be delivered.\r\n\
+         --b1\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; mx.acme.test\r\n\
+         \r\n\
+         Final-Recipient: rfc822; gone@acme.test\r\n\
+         Action: failed\r\n\
+         Status: 5.1.1\r\n\
+         --b1--\r\n"
+    )
+    .into_bytes()
+}
+
+fn incoming(raw: &[u8]) -> Incoming {
+    Incoming {
+        raw: raw.to_vec(),
+        source: "test".into(),
+    }
+}
+
+/// The desk with the embedded defaults, the repository's templates and `extra` settings.
+fn desk_with(extra: &[(&str, &str)]) -> Desk {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert(
+        "POSTDESK_TEMPLATES_DIR".into(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into(),
+    );
+    for (k, v) in extra {
+        env.insert((*k).into(), (*v).into());
+    }
+    let config = Config::load_with_env(None, &env).unwrap_or_else(|e| panic!("config: {e}"));
+    Desk::from_config(&config).unwrap_or_else(|e| panic!("templates: {e}"))
+}
+
+fn desk() -> Desk {
+    desk_with(&[])
+}
+
+/// A fixed instant (whole seconds, so both backends round-trip it exactly).
+fn t0() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+/// Ingests one message in its own batch and returns its outcome.
+async fn ingest_one<S: Store>(store: &S, desk: &Desk, raw: &[u8], now: DateTime<Utc>) -> Outcome {
+    let mut out = ingest_batch(store, desk, &[incoming(raw)], now)
+        .await
+        .unwrap_or_else(|e| panic!("ingest: {e}"));
+    assert_eq!(out.len(), 1, "one outcome per message");
+    out.remove(0)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+// ---------------------------------------------------------------------------------------------
+
+/// A new mail becomes: the ticket, the requester and the Cc watchers, the message with its raw
+/// bytes whole, the `created` and `severity` events, and exactly one acknowledgement in the outbox
+/// that carries the ticket tag and `Auto-Submitted: auto-replied`.
+async fn new_ticket_stores_ticket_participants_message_events_and_one_acknowledgement<S: Store>(
+    store: S,
+) {
+    let desk = desk();
+    let now = t0();
+    let raw = mail(
+        "Jane Doe <Jane@Acme.test>",
+        "SEV 3 printer on fire",
+        "m1@acme.test",
+        &[
+            "bob@acme.test",
+            "Carol Client <carol@globex.test>",
+            "support@example.com",
+        ],
+    );
+    let o = ingest_one(&store, &desk, &raw, now).await;
+    assert_eq!(
+        o.decision.action.name(),
+        "new_ticket",
+        "{}",
+        o.decision.reason
+    );
+    assert!(o.decision.acknowledge, "{}", o.decision.reason);
+    let n = o.ticket.unwrap_or_else(|| panic!("no ticket number"));
+    assert_eq!(o.queued.len(), 1);
+
+    let list = store.list_tickets(None).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].number, n);
+
+    let d = store.ticket_detail(n).await.unwrap();
+    let t = &d.ticket;
+    assert_eq!(t.number, n);
+    assert_eq!(t.subject, "SEV 3 printer on fire");
+    assert_eq!(t.requester, "jane@acme.test");
+    assert_eq!(t.requester_name.as_deref(), Some("Jane Doe"));
+    assert_eq!(t.status, "in_triage");
+    assert_eq!(t.requested_severity, Some(3));
+    assert_eq!(t.assigned_severity, 3);
+    assert!(t.severity_given);
+    assert!(!t.downgraded);
+    assert_eq!(t.created_at, now);
+
+    let people: Vec<(&str, &str, Option<&str>)> = d
+        .participants
+        .iter()
+        .map(|p| (p.address.as_str(), p.role.as_str(), p.name.as_deref()))
+        .collect();
+    assert_eq!(
+        people,
+        vec![
+            ("jane@acme.test", "requester", Some("Jane Doe")),
+            ("bob@acme.test", "watcher", None),
+            ("carol@globex.test", "watcher", Some("Carol Client")),
+        ],
+        "requester first, Cc as watchers, the support address is no watcher"
+    );
+
+    assert_eq!(d.messages.len(), 1);
+    let m = &d.messages[0];
+    assert_eq!(m.message_id, "m1@acme.test");
+    assert_eq!(m.direction, "inbound");
+    assert_eq!(m.kind, "customer");
+    assert_eq!(m.from, "jane@acme.test");
+    assert_eq!(m.subject, "SEV 3 printer on fire");
+    assert_eq!(m.size, raw.len() as i64, "the raw message is kept whole");
+    assert!(m.text.contains("printer in room 4"), "text: {:?}", m.text);
+
+    let created = d
+        .history
+        .iter()
+        .find(|e| e.kind == "created")
+        .unwrap_or_else(|| panic!("no created event: {:?}", d.history));
+    assert_eq!(created.to.as_deref(), Some("in_triage"));
+    assert_eq!(created.actor, "jane@acme.test");
+    assert_eq!(created.at, now);
+    let severity = d
+        .history
+        .iter()
+        .find(|e| e.kind == "severity")
+        .unwrap_or_else(|| panic!("no severity event: {:?}", d.history));
+    assert_eq!(severity.from.as_deref(), Some("3"));
+    assert_eq!(severity.to.as_deref(), Some("3"));
+    assert!(d.history.iter().any(|e| e.kind == "outbound"));
+
+    let due = store.due_outbox(now, 100).await.unwrap();
+    assert_eq!(due.len(), 1, "exactly one acknowledgement");
+    let ack = &due[0];
+    assert_eq!(ack.ticket, Some(n));
+    assert_eq!(ack.to, "jane@acme.test");
+    assert_eq!(ack.attempts, 0);
+    assert_eq!(ack.message_id, o.queued[0].message_id);
+    let tag = format!("[#{n}]");
+    assert!(
+        contains(&ack.rendered, &tag),
+        "no {tag} in:\n{}",
+        String::from_utf8_lossy(&ack.rendered)
+    );
+    assert!(
+        contains(&ack.rendered, "Auto-Submitted: auto-replied"),
+        "no Auto-Submitted in:\n{}",
+        String::from_utf8_lossy(&ack.rendered)
+    );
+    assert!(
+        contains(&ack.rendered, "<m1@acme.test>"),
+        "the acknowledgement is not threaded into the customer's message"
+    );
+    assert_eq!(d.outbox.len(), 1);
+    assert_eq!(d.outbox[0].template, "acknowledgement");
+    assert!(d.outbox[0].sent_at.is_none() && d.outbox[0].failed_at.is_none());
+
+    let c = store.counts().await.unwrap();
+    assert_eq!(
+        (
+            c.tickets,
+            c.messages,
+            c.outbox_pending,
+            c.outbox_sent,
+            c.quarantined
+        ),
+        (1, 1, 1, 0, 0)
+    );
+}
+
+/// IMAP re-delivery, crash replay, the same mail via Cc: one Message-ID is one message, whether
+/// the copies arrive in separate batches or in the same one, and even when their bytes differ.
+async fn same_message_id_twice_is_one_ticket_and_one_acknowledgement<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+
+    // Separate batches.
+    let raw = mail("jane@acme.test", "SEV 3 first", "dup-1@acme.test", &[]);
+    let first = ingest_one(&store, &desk, &raw, now).await;
+    let n = first.ticket.unwrap_or_else(|| panic!("no ticket"));
+    let again = ingest_one(&store, &desk, &raw, now + Duration::minutes(1)).await;
+    assert_eq!(again.decision.action.name(), "duplicate");
+    assert_eq!(again.ticket, Some(n));
+    assert!(again.queued.is_empty() && !again.decision.acknowledge);
+    // Same Message-ID, different bytes (the copy a Cc'd list or a relay rewrote).
+    let rewritten = mail(
+        "jane@acme.test",
+        "SEV 3 first (via list)",
+        "dup-1@acme.test",
+        &["list@acme.test"],
+    );
+    let copy = ingest_one(&store, &desk, &rewritten, now + Duration::minutes(2)).await;
+    assert_eq!(copy.decision.action.name(), "duplicate");
+    assert_eq!(copy.ticket, Some(n));
+
+    // Twice inside one batch (one transaction).
+    let raw2 = mail("bob@acme.test", "SEV 4 second", "dup-2@acme.test", &[]);
+    let out = ingest_batch(
+        &store,
+        &desk,
+        &[incoming(&raw2), incoming(&raw2)],
+        now + Duration::minutes(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].decision.action.name(), "new_ticket");
+    let m = out[0].ticket.unwrap_or_else(|| panic!("no ticket"));
+    assert_ne!(m, n);
+    assert_eq!(out[1].decision.action.name(), "duplicate");
+    assert_eq!(out[1].ticket, Some(m));
+    assert!(out[1].queued.is_empty());
+
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.tickets, c.messages, c.outbox_pending), (2, 2, 2));
+    let due = store
+        .due_outbox(now + Duration::hours(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().filter(|i| i.ticket == Some(n)).count(), 1);
+    assert_eq!(due.iter().filter(|i| i.ticket == Some(m)).count(), 1);
+    assert_eq!(store.ticket_detail(n).await.unwrap().messages.len(), 1);
+    assert_eq!(store.ticket_detail(m).await.unwrap().messages.len(), 1);
+}
+
+/// A transaction that is dropped without commit leaves nothing behind (a crash mid-decision), and
+/// the store takes the next transaction normally afterwards (no lock left held).
+async fn dropped_transaction_leaves_nothing<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let reason = QuarantineReason::Unparseable {
+        detail: "test".into(),
+    };
+
+    // A quarantine entry, and a whole ticket written through the transaction, then dropped.
+    let raw = mail(
+        "jane@acme.test",
+        "SEV 3 never stored",
+        "gone@acme.test",
+        &[],
+    );
+    let parsed = parse(&raw, desk.max_message_size).unwrap();
+    let decision = decide(&parsed, &MailContext::default(), &desk.policy, now);
+    let Action::NewTicket(ticket) = &decision.action else {
+        panic!("expected a new ticket: {:?}", decision.action)
+    };
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.quarantine(b"\x89PNG not mail", &reason, "test", now)
+            .await
+            .unwrap();
+        let record = InboundRecord {
+            raw: &raw,
+            mail: &parsed,
+            source: "test",
+        };
+        let n = tx.open_ticket(ticket, record, &decision).await.unwrap();
+        assert!(n > 0);
+        drop(tx);
+    }
+    let c = store.counts().await.unwrap();
+    assert_eq!(
+        (
+            c.tickets,
+            c.messages,
+            c.outbox_pending,
+            c.outbox_sent,
+            c.quarantined
+        ),
+        (0, 0, 0, 0, 0),
+        "a dropped transaction left rows behind"
+    );
+    assert!(store.list_tickets(None).await.unwrap().is_empty());
+
+    // The same work committed is there: the test can tell the difference.
+    let mut tx = store.begin().await.unwrap();
+    tx.quarantine(b"\x89PNG not mail", &reason, "test", now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.counts().await.unwrap().quarantined, 1);
+
+    // And the message that was rolled back is not known: it opens its ticket now.
+    let o = ingest_one(&store, &desk, &raw, now).await;
+    assert_eq!(
+        o.decision.action.name(),
+        "new_ticket",
+        "{}",
+        o.decision.reason
+    );
+    assert_eq!(store.counts().await.unwrap().tickets, 1);
+}
+
+/// What cannot be taken is kept whole in quarantine with its reason, once per distinct content.
+async fn quarantine_is_stored_once_per_distinct_content<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let o = ingest_one(&store, &desk, &png, now).await;
+    assert_eq!(o.decision.action.name(), "quarantine");
+    assert!(o.ticket.is_none() && o.queued.is_empty());
+    assert_eq!(store.counts().await.unwrap().quarantined, 1);
+
+    // The same bytes again, in a later batch and twice within one batch.
+    ingest_one(&store, &desk, &png, now + Duration::minutes(1)).await;
+    let out = ingest_batch(&store, &desk, &[incoming(&png), incoming(&png)], now)
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| o.decision.action.name() == "quarantine"));
+    assert_eq!(store.counts().await.unwrap().quarantined, 1);
+
+    // Different content is kept separately: no sender, and a different unparseable blob.
+    let no_sender = b"To: support@example.com\r\nSubject: SEV 3 who am I\r\n\r\nbody\r\n";
+    let o = ingest_one(&store, &desk, no_sender, now).await;
+    assert_eq!(o.decision.action.name(), "quarantine");
+    assert!(
+        o.decision.reason.contains("sender"),
+        "{}",
+        o.decision.reason
+    );
+    ingest_one(&store, &desk, b"{\"not\": \"mail\"}\n", now).await;
+
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.quarantined, c.tickets, c.messages), (3, 0, 0));
+}
+
+/// A delivery-status report is stored as a message with an event, never as a ticket, and gets no
+/// reply; the same report again is a duplicate.
+async fn bounce_is_stored_without_a_ticket<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    ingest_one(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 x", "b-base@acme.test", &[]),
+        now,
+    )
+    .await;
+    let before = store.counts().await.unwrap();
+    assert_eq!((before.tickets, before.messages), (1, 1));
+
+    let raw = bounce("dsn-1@mx.acme.test");
+    let o = ingest_one(&store, &desk, &raw, now).await;
+    assert_eq!(o.decision.action.name(), "bounce", "{}", o.decision.reason);
+    assert!(o.ticket.is_none() && o.queued.is_empty() && !o.decision.acknowledge);
+
+    let after = store.counts().await.unwrap();
+    assert_eq!(after.messages, before.messages + 1, "the bounce is stored");
+    assert_eq!(after.tickets, before.tickets, "a bounce opens no ticket");
+    assert_eq!(after.outbox_pending, before.outbox_pending, "no reply");
+    assert_eq!(after.quarantined, 0);
+
+    let again = ingest_one(&store, &desk, &raw, now).await;
+    assert_eq!(again.decision.action.name(), "duplicate");
+    assert_eq!(again.ticket, None);
+    assert_eq!(store.counts().await.unwrap(), after);
+}
+
+/// `list_tickets` returns newest first and filters by status.
+async fn list_tickets_filters_by_status<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let a = ingest_one(
+        &store,
+        &desk,
+        &mail("a@acme.test", "SEV 3 a", "l-a@acme.test", &[]),
+        now,
+    )
+    .await
+    .ticket
+    .unwrap();
+    let b = ingest_one(
+        &store,
+        &desk,
+        &mail("b@acme.test", "SEV 4 b", "l-b@acme.test", &[]),
+        now,
+    )
+    .await
+    .ticket
+    .unwrap();
+
+    // A ticket in another status, written through the transaction API directly (email only ever
+    // opens tickets in triage).
+    let raw = mail("c@acme.test", "SEV 4 c", "l-c@acme.test", &[]);
+    let parsed = parse(&raw, desk.max_message_size).unwrap();
+    let decision = decide(&parsed, &MailContext::default(), &desk.policy, now);
+    let Action::NewTicket(mut ticket) = decision.action.clone() else {
+        panic!("expected a new ticket")
+    };
+    ticket.status = Status::ClosePending;
+    let mut tx = store.begin().await.unwrap();
+    let c = tx
+        .open_ticket(
+            &ticket,
+            InboundRecord {
+                raw: &raw,
+                mail: &parsed,
+                source: "test",
+            },
+            &decision,
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let numbers = |l: Vec<postdesk::store::TicketSummary>| -> Vec<i64> {
+        l.into_iter().map(|t| t.number).collect()
+    };
+    assert_eq!(
+        numbers(store.list_tickets(None).await.unwrap()),
+        vec![c, b, a]
+    );
+    assert_eq!(
+        numbers(store.list_tickets(Some(Status::InTriage)).await.unwrap()),
+        vec![b, a]
+    );
+    let pending = store
+        .list_tickets(Some(Status::ClosePending))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].number, c);
+    assert_eq!(pending[0].status, "close_pending");
+    assert!(
+        store
+            .list_tickets(Some(Status::Closed))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_tickets(Some(Status::EngineerPending))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Asking for a ticket that does not exist is `NotFound`, not an empty ticket or another error.
+async fn ticket_detail_of_a_missing_number_is_not_found<S: Store>(store: S) {
+    let desk = desk();
+    match store.ticket_detail(1).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("empty store, ticket 1: expected NotFound, got {other:?}"),
+    }
+    let n = ingest_one(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 x", "nf@acme.test", &[]),
+        t0(),
+    )
+    .await
+    .ticket
+    .unwrap();
+    assert!(store.ticket_detail(n).await.is_ok());
+    for missing in [n + 1, n + 1000, 0, -1] {
+        match store.ticket_detail(missing).await {
+            Err(StoreError::NotFound) => {}
+            other => panic!("ticket {missing}: expected NotFound, got {other:?}"),
+        }
+    }
+}
+
+/// A delivered row leaves the due list and counts as sent; the others stay due.
+async fn mark_sent_removes_the_row_from_due_outbox<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    for (i, from) in ["a@acme.test", "b@acme.test"].iter().enumerate() {
+        ingest_one(
+            &store,
+            &desk,
+            &mail(from, "SEV 3 x", &format!("ms-{i}@acme.test"), &[]),
+            now,
+        )
+        .await;
+    }
+    let due = store.due_outbox(now, 100).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due[0].id < due[1].id, "oldest first");
+    assert_eq!(store.due_outbox(now, 1).await.unwrap().len(), 1, "limit");
+
+    store.mark_sent(&[], now).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().outbox_sent, 0);
+
+    let sent_at = now + Duration::seconds(5);
+    store.mark_sent(&[due[0].id], sent_at).await.unwrap();
+    let still: Vec<i64> = store
+        .due_outbox(now + Duration::days(1), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(still, vec![due[1].id]);
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.outbox_sent, c.outbox_pending), (1, 1));
+
+    let d = store
+        .ticket_detail(due[0].ticket.unwrap_or_default())
+        .await
+        .unwrap();
+    assert_eq!(d.outbox.len(), 1);
+    assert_eq!(d.outbox[0].sent_at, Some(sent_at));
+    assert_eq!(d.outbox[0].attempts, 1);
+
+    store.mark_sent(&[due[1].id], sent_at).await.unwrap();
+    assert!(
+        store
+            .due_outbox(now + Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.counts().await.unwrap().outbox_sent, 2);
+}
+
+/// A failed attempt with a retry time hides the row until then; without one it is given up for
+/// good (failed, neither pending nor sent).
+async fn failed_attempt_waits_until_retry_at_and_none_gives_up<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let n = ingest_one(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 x", "fail@acme.test", &[]),
+        now,
+    )
+    .await
+    .ticket
+    .unwrap();
+    let due = store.due_outbox(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let id = due[0].id;
+
+    let retry_at = now + Duration::minutes(10);
+    store
+        .mark_attempt_failed(id, "421 try again later", now, Some(retry_at))
+        .await
+        .unwrap();
+    assert!(store.due_outbox(now, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_outbox(retry_at - Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "due before its retry time"
+    );
+    let back = store.due_outbox(retry_at, 10).await.unwrap();
+    assert_eq!(back.len(), 1, "not due again at its retry time");
+    assert_eq!(back[0].id, id);
+    assert_eq!(back[0].attempts, 1);
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.outbox_pending, c.outbox_sent), (1, 0));
+    let d = store.ticket_detail(n).await.unwrap();
+    assert_eq!(
+        d.outbox[0].last_error.as_deref(),
+        Some("421 try again later")
+    );
+    assert!(d.outbox[0].failed_at.is_none());
+
+    store
+        .mark_attempt_failed(id, "550 no such user", retry_at, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_outbox(now + Duration::days(365), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a permanently failed row came back"
+    );
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.outbox_pending, c.outbox_sent), (0, 0));
+    let d = store.ticket_detail(n).await.unwrap();
+    assert_eq!(d.outbox[0].failed_at, Some(retry_at));
+    assert_eq!(d.outbox[0].attempts, 2);
+    assert_eq!(d.outbox[0].last_error.as_deref(), Some("550 no such user"));
+}
+
+/// RFC 3834: at most N automatic replies per sender per hour. Every mail still opens its ticket;
+/// the limit counts per sender, inside one batch as well, and the window moves on.
+async fn rate_limit_allows_two_acknowledgements_per_sender_per_hour<S: Store>(store: S) {
+    let desk = desk_with(&[("POSTDESK_LOOPS_MAX_AUTO_REPLIES_PER_HOUR", "2")]);
+    let now = t0();
+    let mut outcomes = Vec::new();
+    for i in 0..3 {
+        let raw = mail(
+            "Jane <jane@acme.test>",
+            &format!("SEV 3 problem {i}"),
+            &format!("rl-{i}@acme.test"),
+            &[],
+        );
+        outcomes.push(ingest_one(&store, &desk, &raw, now + Duration::minutes(10 * i)).await);
+    }
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.decision.action.name() == "new_ticket")
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|o| o.decision.acknowledge)
+            .collect::<Vec<_>>(),
+        vec![true, true, false]
+    );
+    assert!(
+        outcomes[2].decision.reason.contains("rate limit"),
+        "{}",
+        outcomes[2].decision.reason
+    );
+    let c = store.counts().await.unwrap();
+    assert_eq!(
+        (c.tickets, c.outbox_pending),
+        (3, 2),
+        "three tickets, two acknowledgements"
+    );
+
+    // Another sender is not limited by Jane's replies; within one batch the limit holds too.
+    let batch: Vec<Incoming> = (0..3)
+        .map(|i| {
+            incoming(&mail(
+                "bob@acme.test",
+                "SEV 4 q",
+                &format!("rl-bob-{i}@acme.test"),
+                &[],
+            ))
+        })
+        .collect();
+    let out = ingest_batch(&store, &desk, &batch, now + Duration::minutes(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|o| o.decision.acknowledge)
+            .collect::<Vec<_>>(),
+        vec![true, true, false]
+    );
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.tickets, c.outbox_pending), (6, 4));
+
+    // 61 minutes after the first reply only one of Jane's replies is within the hour.
+    let later = ingest_one(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 later", "rl-later@acme.test", &[]),
+        now + Duration::minutes(61),
+    )
+    .await;
+    assert!(later.decision.acknowledge, "{}", later.decision.reason);
+    assert_eq!(store.counts().await.unwrap().outbox_pending, 5);
+}
+
+/// Email cannot open Sev 1 or Sev 2: both the requested and the assigned severity are stored,
+/// with the downgrade flagged and explained in history and acknowledgement.
+async fn severity_downgrade_is_stored<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let cases = [
+        ("[SEV 1] site down", 1, 3, true),
+        ("Sev-2: login broken", 2, 4, true),
+        ("SEV 4 question", 4, 4, false),
+    ];
+    for (i, (subject, requested, assigned, downgraded)) in cases.into_iter().enumerate() {
+        let o = ingest_one(
+            &store,
+            &desk,
+            &mail(
+                "jane@acme.test",
+                subject,
+                &format!("sev-{i}@acme.test"),
+                &[],
+            ),
+            now,
+        )
+        .await;
+        let n = o.ticket.unwrap();
+        let d = store.ticket_detail(n).await.unwrap();
+        let t = &d.ticket;
+        assert_eq!(t.requested_severity, Some(requested), "{subject}");
+        assert_eq!(t.assigned_severity, assigned, "{subject}");
+        assert_eq!(t.downgraded, downgraded, "{subject}");
+        assert!(t.severity_given, "{subject}");
+        let e = d
+            .history
+            .iter()
+            .find(|e| e.kind == "severity")
+            .unwrap_or_else(|| panic!("{subject}: no severity event"));
+        assert_eq!(e.from, Some(requested.to_string()), "{subject}");
+        assert_eq!(e.to, Some(assigned.to_string()), "{subject}");
+        if downgraded {
+            assert!(e.reason.contains("downgraded"), "{subject}: {}", e.reason);
+        }
+    }
+
+    // No severity in the subject: the default, marked as not given.
+    let o = ingest_one(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "Invoices", "sev-none@acme.test", &[]),
+        now,
+    )
+    .await;
+    let t = store.ticket_detail(o.ticket.unwrap()).await.unwrap().ticket;
+    assert_eq!(
+        (t.requested_severity, t.assigned_severity, t.severity_given),
+        (None, 4, false)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+async fn run_sqlite<F, Fut>(suite: F)
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("postdesk.sqlite");
+    let store = SqliteStore::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    suite(store).await;
+}
+
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+fn postgres_admin_url() -> String {
+    match std::env::var("POSTDESK_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "POSTDESK_TEST_POSTGRES_URL is not set: the PostgreSQL store tests need a server.\n\
+             Set it to a URL that may create databases, e.g.\n  \
+             POSTDESK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432 cargo test --test store\n\
+             or run the README's test command `scripts/test.sh`, which provides one."
+        ),
+    }
+}
+
+/// Runs `suite` on a fresh database named after the test, and drops that database afterwards
+/// (also when the suite fails).
+async fn run_postgres<F, Fut>(test: &str, suite: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin = postgres_admin_url();
+    let raw_name = format!(
+        "pd_test_{}_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::SeqCst),
+        test
+    );
+    let name: String = raw_name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(63)
+        .collect();
+    let url = create_database(&admin, &name)
+        .await
+        .unwrap_or_else(|e| panic!("creating database {name} on {admin}: {e}"));
+    let store = PgStore::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    store.migrate().await.unwrap();
+    let result = tokio::spawn(suite(store)).await;
+    drop_database(&admin, &name).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn drop_database(admin: &str, name: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("{admin}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("dropping {name}: {e}"));
+}
+
+/// One `sqlite::<suite>` and one `postgres::<suite>` test per suite.
+macro_rules! store_tests {
+    ($($suite:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $suite() {
+                    super::run_sqlite(super::$suite::<super::SqliteStore>).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $suite() {
+                    super::run_postgres(stringify!($suite), super::$suite::<super::PgStore>)
+                        .await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    new_ticket_stores_ticket_participants_message_events_and_one_acknowledgement,
+    same_message_id_twice_is_one_ticket_and_one_acknowledgement,
+    dropped_transaction_leaves_nothing,
+    quarantine_is_stored_once_per_distinct_content,
+    bounce_is_stored_without_a_ticket,
+    list_tickets_filters_by_status,
+    ticket_detail_of_a_missing_number_is_not_found,
+    mark_sent_removes_the_row_from_due_outbox,
+    failed_attempt_waits_until_retry_at_and_none_gives_up,
+    rate_limit_allows_two_acknowledgements_per_sender_per_hour,
+    severity_downgrade_is_stored,
+);
