@@ -181,7 +181,9 @@ pub async fn ingest(
             let store = PgStore::open(&url).await?;
             store.migrate().await?;
             let summary = worker::run(store.clone(), &config, desk, options, shutdown).await?;
-            ("postgres", summary, store.counts().await?.tickets)
+            let tickets = store.counts().await?.tickets;
+            crate::store::postgres::drop_database(admin, &name).await?;
+            ("postgres", summary, tickets)
         }
         other => {
             let url = match other {

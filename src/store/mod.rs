@@ -22,6 +22,11 @@ pub mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// A writer's turn: held for the life of a write transaction where the backend has one writer
+/// at a time (SQLite), so that writers in one process queue on a fair async lock instead of
+/// SQLite's sleep-and-retry busy handler.
+pub type WriterTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
+
 /// What went wrong in the store, and whether trying again later can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

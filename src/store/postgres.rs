@@ -45,8 +45,11 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+    /// PostgreSQL has row locks: writers need no turn.
+    async fn begin_write(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, Postgres>, WriterTurn), StoreError> {
+        Ok((self.pool.begin().await?, None))
     }
 }
 
@@ -80,6 +83,26 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
         None => return Err(StoreError::Database("admin URL has no scheme".into())),
     };
     Ok(base)
+}
+
+/// Drops database `name` on the server of `admin_url`, closing its connections.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Database(format!(
+            "invalid database name {name}"
+        )));
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(())
 }
 
 sql_store!(PgStore, PgTx, Postgres);

@@ -13,11 +13,11 @@ macro_rules! sql_store {
         use crate::mail::{InboundMail, QuarantineReason};
         use crate::store::{
             Counts, Event, InboundRecord, MessageSummary, OutboxItem, OutboxSummary, Participant,
-            QueuedMail, Store, StoreError, StoreTx, TicketDetail, TicketSummary,
+            QueuedMail, Store, StoreError, StoreTx, TicketDetail, TicketSummary, WriterTurn,
         };
 
-        /// A write transaction on this backend.
-        pub struct $tx(sqlx::Transaction<'static, $db>);
+        /// A write transaction on this backend, with the in-process writer turn it holds.
+        pub struct $tx(sqlx::Transaction<'static, $db>, #[allow(dead_code)] WriterTurn);
 
         type Conn = <$db as sqlx::Database>::Connection;
         type DbRow = <$db as sqlx::Database>::Row;
@@ -134,7 +134,8 @@ macro_rules! sql_store {
             }
 
             async fn begin(&self) -> Result<$tx, StoreError> {
-                Ok($tx(self.begin_write().await?))
+                let (tx, turn) = self.begin_write().await?;
+                Ok($tx(tx, turn))
             }
 
             async fn peek_context(
@@ -301,7 +302,7 @@ macro_rules! sql_store {
                 if ids.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.begin_write().await?;
+                let (mut tx, _turn) = self.begin_write().await?;
                 for id in ids {
                     sqlx::query(
                         "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
@@ -322,7 +323,7 @@ macro_rules! sql_store {
                 now: DateTime<Utc>,
                 retry_at: Option<DateTime<Utc>>,
             ) -> Result<(), StoreError> {
-                let mut tx = self.begin_write().await?;
+                let (mut tx, _turn) = self.begin_write().await?;
                 sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $1,
                             next_attempt_at = COALESCE($2, next_attempt_at),
@@ -523,7 +524,9 @@ macro_rules! sql_store {
             }
 
             async fn commit(self) -> Result<(), StoreError> {
-                self.0.commit().await?;
+                let $tx(tx, turn) = self;
+                tx.commit().await?;
+                drop(turn);
                 Ok(())
             }
         }

@@ -12,6 +12,7 @@ use sqlx::{Pool, Sqlite};
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool<Sqlite>,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -35,7 +36,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Default::default(),
+        })
     }
 
     /// Opens an existing database without ever writing to it (for `explain`).
@@ -48,7 +52,10 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(opts)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Default::default(),
+        })
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
@@ -58,8 +65,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Takes this process's writer turn, then `BEGIN IMMEDIATE` (other processes wait on the
+    /// busy timeout).
+    async fn begin_write(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, Sqlite>, WriterTurn), StoreError> {
+        let turn = self.writer.clone().lock_owned().await;
+        Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(turn)))
     }
 }
 
