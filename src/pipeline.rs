@@ -394,7 +394,7 @@ pub async fn explain<S: Store>(
     let mail = parsed.as_ref().ok();
     Ok(Explanation {
         from: mail.map(|m| m.from.address.clone()),
-        subject: mail.map(|m| m.subject.clone()),
+        subject: mail.map(|m| display_subject(&m.subject)),
         severity: d.severity.map(|s| SeverityExplanation {
             requested: s.requested.map(|r| r.number()),
             assigned: s.assigned.number(),
@@ -418,4 +418,16 @@ pub async fn explain<S: Store>(
             .collect(),
         message_id: mail.map(|m| m.message_id.clone()),
     })
+}
+
+/// The decoded subject as `explain` shows it: control characters (CR, LF, ESC, ...) become spaces
+/// and surrounding whitespace is trimmed, so nothing from the sender reaches the admin's terminal
+/// as a control sequence; inner spacing is kept as written (Zammad's corpus expects runs of
+/// ideographic spaces unchanged).
+fn display_subject(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }

@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn quarantine_carries_reason() {
         let parsed = Err(QuarantineReason::NoSender {
-            detail: "no From or Sender header".into(),
+            detail: "no From, Sender or Reply-To header".into(),
         });
         let d = decide_parsed(&parsed, &MailContext::default(), &policy(), now());
         assert_eq!(d.action.name(), "quarantine");

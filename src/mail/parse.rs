@@ -78,7 +78,7 @@ pub struct InboundMail {
     pub message_id: String,
     /// True when the message had no usable Message-ID and one was made from its bytes.
     pub message_id_synthesised: bool,
-    /// The sender: `From`, else `Sender`.
+    /// The sender: `From`, else `Sender`, else `Reply-To`.
     pub from: Mailbox,
     /// `To` recipients.
     pub to: Vec<Mailbox>,
@@ -108,7 +108,7 @@ pub enum QuarantineReason {
     Oversized { size: usize, limit: usize },
     /// The bytes are not an RFC 5322 message.
     Unparseable { detail: String },
-    /// No `From` or `Sender` with a usable address.
+    /// No `From`, `Sender` or `Reply-To` with a usable address.
     NoSender { detail: String },
 }
 
@@ -162,11 +162,14 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
         });
     }
 
+    // From, else Sender, else Reply-To: a broken client that omits From still names someone to
+    // answer (Zammad falls back the same way); with none of them the message is quarantined.
     let from = first_mailbox(msg.from())
         .or_else(|| first_mailbox(msg.sender()))
+        .or_else(|| first_mailbox(msg.reply_to()))
         .ok_or_else(|| QuarantineReason::NoSender {
             detail: match msg.from().and_then(Address::first) {
-                None => "no From or Sender header".into(),
+                None => "no From, Sender or Reply-To header".into(),
                 Some(_) => "From has no valid address".into(),
             },
         })?;
@@ -435,6 +438,13 @@ mod tests {
                 limit: 10
             })
         );
+    }
+
+    #[test]
+    fn sender_falls_back_to_reply_to() {
+        let raw = b"Reply-To: jane@acme.test\r\nSubject: x\r\n\r\nbody";
+        let m = parse(raw, LIMIT).map_err(|e| e.to_string());
+        assert_eq!(m.map(|m| m.from.address), Ok("jane@acme.test".to_string()));
     }
 
     #[test]
