@@ -66,4 +66,10 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
-cargo test --locked -- --test-threads=2
+# Unit and integration tests (doc comments hold no examples to run). The summary line at the end
+# adds up every test binary's result.
+out=$(mktemp /tmp/postdesk-test.XXXXXX)
+cargo test --locked --lib --bins --tests -- --test-threads=2 2>&1 | tee "$out"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$out"
+rm -f "$out"
