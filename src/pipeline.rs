@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::desk::decide::Template;
-use crate::desk::{Action, Decision, MailContext, NewTicket, Policy, decide_parsed};
+use crate::desk::{
+    Action, Decision, MailContext, NewTicket, Policy, SeverityReading, decide_parsed,
+};
 use crate::mail::{InboundMail, QuarantineReason, parse};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 use crate::outbound::templates::{Renderer, TemplateError};
@@ -238,7 +240,7 @@ pub struct PersonView<'a> {
     pub address: &'a str,
 }
 
-/// Severity as templates see it.
+/// Severity as templates and `explain` see it.
 #[derive(Debug, Serialize)]
 pub struct SeverityView {
     /// What the subject asked for (none when not given).
@@ -249,6 +251,17 @@ pub struct SeverityView {
     pub given: bool,
     /// True when email asked for Sev 1/2.
     pub downgraded: bool,
+}
+
+impl From<&SeverityReading> for SeverityView {
+    fn from(s: &SeverityReading) -> Self {
+        SeverityView {
+            requested: s.requested.map(|r| r.number()),
+            assigned: s.assigned.number(),
+            given: s.given,
+            downgraded: s.downgraded,
+        }
+    }
 }
 
 /// The desk as templates see it.
@@ -285,12 +298,7 @@ fn render_acknowledgement(
             name: ticket.requester.name.as_deref(),
             address: &ticket.requester.address,
         },
-        severity: SeverityView {
-            requested: s.requested.map(|r| r.number()),
-            assigned: s.assigned.number(),
-            given: s.given,
-            downgraded: s.downgraded,
-        },
+        severity: SeverityView::from(s),
         support: SupportView {
             address: &desk.from_address,
             name: &desk.from_name,
@@ -340,7 +348,7 @@ pub struct Explanation {
     /// Decoded subject.
     pub subject: Option<String>,
     /// Severity reading.
-    pub severity: Option<SeverityExplanation>,
+    pub severity: Option<SeverityView>,
     /// new_ticket, duplicate, bounce or quarantine.
     pub action: &'static str,
     /// The ticket it belongs to (duplicates), or null.
@@ -353,19 +361,6 @@ pub struct Explanation {
     pub outbound: Vec<OutboundExplanation>,
     /// The Message-ID used for duplicate detection.
     pub message_id: Option<String>,
-}
-
-/// Severity in `explain`.
-#[derive(Debug, Serialize)]
-pub struct SeverityExplanation {
-    /// 1-4 or null.
-    pub requested: Option<u8>,
-    /// 1-4.
-    pub assigned: u8,
-    /// Named in the subject?
-    pub given: bool,
-    /// Downgraded?
-    pub downgraded: bool,
 }
 
 /// One mail in `explain`.
@@ -395,12 +390,7 @@ pub async fn explain<S: Store>(
     Ok(Explanation {
         from: mail.map(|m| m.from.address.clone()),
         subject: mail.map(|m| display_subject(&m.subject)),
-        severity: d.severity.map(|s| SeverityExplanation {
-            requested: s.requested.map(|r| r.number()),
-            assigned: s.assigned.number(),
-            given: s.given,
-            downgraded: s.downgraded,
-        }),
+        severity: d.severity.as_ref().map(SeverityView::from),
         action: d.action.name(),
         ticket: match d.action {
             Action::Duplicate { ticket } => ticket,

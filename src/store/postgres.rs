@@ -53,9 +53,8 @@ impl PgStore {
     }
 }
 
-/// Creates an empty database `name` on the server of `admin_url` (for tests and benchmarks)
-/// and returns the URL of the new database.
-pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+/// Runs administrative statements about database `name` on the server of `admin_url`.
+async fn admin(admin_url: &str, name: &str, statements: &[&str]) -> Result<(), StoreError> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(StoreError::Database(format!(
             "invalid database name {name}"
@@ -65,44 +64,40 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
         .max_connections(1)
         .connect(admin_url)
         .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&pool)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await?;
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.replace("{name}", name)))
+            .execute(&pool)
+            .await?;
+    }
     pool.close().await;
-    let base = match admin_url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host_end = rest.find('/').unwrap_or(rest.len());
-            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
-            format!("{scheme}://{}/{name}{query}", &rest[..host_end])
-        }
-        None => return Err(StoreError::Database("admin URL has no scheme".into())),
+    Ok(())
+}
+
+/// Creates an empty database `name` on the server of `admin_url` (for tests and benchmarks)
+/// and returns the URL of the new database.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+    let Some((scheme, rest)) = admin_url.split_once("://") else {
+        return Err(StoreError::Database("admin URL has no scheme".into()));
     };
-    Ok(base)
+    admin(
+        admin_url,
+        name,
+        &["DROP DATABASE IF EXISTS {name}", "CREATE DATABASE {name}"],
+    )
+    .await?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+    Ok(format!("{scheme}://{}/{name}{query}", &rest[..host_end]))
 }
 
 /// Drops database `name` on the server of `admin_url`, closing its connections.
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(StoreError::Database(format!(
-            "invalid database name {name}"
-        )));
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(admin_url)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await?;
-    pool.close().await;
-    Ok(())
+    admin(
+        admin_url,
+        name,
+        &["DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+    )
+    .await
 }
 
 sql_store!(PgStore, PgTx, Postgres);
