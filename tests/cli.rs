@@ -480,3 +480,42 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn run_notices_new_mail_and_exits_0_on_sigterm() {
+    let sb = Sandbox::new();
+    let mut child = sb
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Deliver the maildir way once the worker is up (it creates new/ at start).
+    let new = sb.maildir().join("new");
+    let tmp = sb.maildir().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(new.is_dir() && tmp.is_dir()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not create the maildir"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let raw = customer_mail("live@acme.test", "SEV 3 live", "live-1@acme.test");
+    std::fs::write(tmp.join("1.live"), &raw).unwrap();
+    std::fs::rename(tmp.join("1.live"), new.join("1.live")).unwrap();
+    while sb.outbox_files().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no acknowledgement while running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(sb.maildir().join("cur/1.live:2,S").exists());
+    assert_eq!(sb.tickets().len(), 1);
+}
