@@ -484,7 +484,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn run_notices_new_mail_and_exits_0_on_sigterm() {
     let sb = Sandbox::new();
-    let mut child = sb
+    let child = sb
         .command(&["run"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
