@@ -111,6 +111,14 @@ async fn ingest_one<S: Store>(store: &S, desk: &Desk, raw: &[u8], now: DateTime<
     out.remove(0)
 }
 
+/// Ingests one message that must open a ticket, and returns its number.
+async fn new_ticket<S: Store>(store: &S, desk: &Desk, raw: &[u8], now: DateTime<Utc>) -> i64 {
+    ingest_one(store, desk, raw, now)
+        .await
+        .ticket
+        .unwrap_or_else(|| panic!("no ticket opened"))
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -440,24 +448,20 @@ async fn bounce_is_stored_without_a_ticket<S: Store>(store: S) {
 async fn list_tickets_filters_by_status<S: Store>(store: S) {
     let desk = desk();
     let now = t0();
-    let a = ingest_one(
+    let a = new_ticket(
         &store,
         &desk,
         &mail("a@acme.test", "SEV 3 a", "l-a@acme.test", &[]),
         now,
     )
-    .await
-    .ticket
-    .unwrap();
-    let b = ingest_one(
+    .await;
+    let b = new_ticket(
         &store,
         &desk,
         &mail("b@acme.test", "SEV 4 b", "l-b@acme.test", &[]),
         now,
     )
-    .await
-    .ticket
-    .unwrap();
+    .await;
 
     // A ticket in another status, written through the transaction API directly (email only ever
     // opens tickets in triage).
@@ -600,15 +604,13 @@ async fn mark_sent_removes_the_row_from_due_outbox<S: Store>(store: S) {
 async fn failed_attempt_waits_until_retry_at_and_none_gives_up<S: Store>(store: S) {
     let desk = desk();
     let now = t0();
-    let n = ingest_one(
+    let n = new_ticket(
         &store,
         &desk,
         &mail("jane@acme.test", "SEV 3 x", "fail@acme.test", &[]),
         now,
     )
-    .await
-    .ticket
-    .unwrap();
+    .await;
     let due = store.due_outbox(now, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     let id = due[0].id;
