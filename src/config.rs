@@ -64,6 +64,8 @@ enum Origin {
     File(PathBuf),
     Env(String),
     EnvFile(String, PathBuf),
+    /// A built-in default (only named when a default cannot serve, e.g. it is missing).
+    Default,
 }
 
 impl fmt::Display for Origin {
@@ -72,6 +74,7 @@ impl fmt::Display for Origin {
             Origin::File(p) => write!(f, "config file {}", p.display()),
             Origin::Env(v) => write!(f, "environment variable {v}"),
             Origin::EnvFile(v, p) => write!(f, "file {} (named by {v})", p.display()),
+            Origin::Default => f.write_str("the built-in defaults"),
         }
     }
 }
@@ -521,7 +524,7 @@ impl Values {
         let (db, db_origin) = self.str_or("database.url", "sqlite:./postdesk.db")?;
         let database_url = DatabaseUrl::parse(&db).map_err(|p| {
             err(
-                &db_origin.unwrap_or(Origin::Env("default".into())),
+                &db_origin.unwrap_or(Origin::Default),
                 "database.url",
                 format!("{p}, found \"{}\"", redact_url_password(&db)),
             )
@@ -534,7 +537,7 @@ impl Values {
             MailboxUrl::Imap(mb)
         } else {
             return Err(err(
-                &mb_origin.unwrap_or(Origin::Env("default".into())),
+                &mb_origin.unwrap_or(Origin::Default),
                 "mailbox.url",
                 format!("expected maildir:PATH, imaps://... or imap://..., found \"{mb}\""),
             ));
@@ -547,7 +550,7 @@ impl Values {
             OutboxUrl::Smtp(ob)
         } else {
             return Err(err(
-                &ob_origin.unwrap_or(Origin::Env("default".into())),
+                &ob_origin.unwrap_or(Origin::Default),
                 "outbox.url",
                 format!("expected file:PATH, smtps://... or smtp://..., found \"{ob}\""),
             ));
@@ -560,7 +563,7 @@ impl Values {
                     .map
                     .get(key)
                     .map(|(_, o)| o.clone())
-                    .unwrap_or(Origin::Env("default".into()));
+                    .unwrap_or(Origin::Default);
                 return Err(err(
                     &origin,
                     key,
@@ -575,7 +578,7 @@ impl Values {
                 .map
                 .get("support.addresses")
                 .map(|(_, o)| o.clone())
-                .unwrap_or(Origin::Env("default".into()));
+                .unwrap_or(Origin::Default);
             return Err(err(
                 &origin,
                 "support.addresses",
@@ -649,7 +652,7 @@ impl Values {
         let auth = self.str_or("mailbox.auth", "password")?;
         if auth.0 != "password" && auth.0 != "xoauth2" {
             return Err(err(
-                &auth.1.unwrap_or(Origin::Env("default".into())),
+                &auth.1.unwrap_or(Origin::Default),
                 "mailbox.auth",
                 format!("expected \"password\" or \"xoauth2\", found \"{}\"", auth.0),
             ));
@@ -657,7 +660,7 @@ impl Values {
         let log_format = self.str_or("log.format", "text")?;
         if log_format.0 != "text" && log_format.0 != "json" {
             return Err(err(
-                &log_format.1.unwrap_or(Origin::Env("default".into())),
+                &log_format.1.unwrap_or(Origin::Default),
                 "log.format",
                 format!("expected \"text\" or \"json\", found \"{}\"", log_format.0),
             ));
@@ -753,7 +756,7 @@ impl Values {
         let (s, origin) = self.str_or(key, default)?;
         parse_duration(&s).ok_or_else(|| {
             err(
-                &origin.unwrap_or(Origin::Env("default".into())),
+                &origin.unwrap_or(Origin::Default),
                 key,
                 format!(
                     "expected a duration like \"30s\", \"500ms\", \"5m\" or \"1h\", found \"{s}\""
