@@ -22,7 +22,17 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ -z "${POSTDESK_TEST_POSTGRES_URL:-}" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 fi
-[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+# The live-mail tests start their own Dovecot (IMAP, LMTP) and Postfix (SMTP); the template
+# tests open rendered mail in headless Chromium; TLS test certificates are made with openssl.
+[ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/lmtp ] || missing+=(dovecot-imapd dovecot-lmtpd)
+[ -x /usr/lib/postfix/sbin/master ] || missing+=(postfix)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  # Postfix asks a question at install time; answer it (and let no other MTA replace it).
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+  apt_install "${missing[@]}"
+fi
 
 free_port() {
   local port
