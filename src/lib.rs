@@ -9,6 +9,7 @@ pub mod config;
 pub mod desk;
 pub mod inbound;
 pub mod mail;
+pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
 pub mod store;
