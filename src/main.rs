@@ -390,6 +390,7 @@ async fn ingest(config: &Config, file: Option<PathBuf>) -> ExitCode {
     let item = Incoming {
         raw,
         source: "stdin".into(),
+        silent: false,
     };
     let result: Result<_, StoreError> = async {
         with_store!(config, |store| {

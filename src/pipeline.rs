@@ -62,8 +62,10 @@ impl Desk {
 pub struct Incoming {
     /// The raw bytes.
     pub raw: Vec<u8>,
-    /// Where it came from (`maildir:<file>`, `stdin`).
+    /// Where it came from (`maildir:<file>`, `imap:<mailbox>/<uid>`, `stdin`).
     pub source: String,
+    /// Take it without sending any mail (`mailbox.on_first_start = "import_silently"`).
+    pub silent: bool,
 }
 
 /// A mail queued in the outbox.
@@ -164,6 +166,18 @@ async fn apply<T: StoreTx>(
         Action::NewTicket(ticket) => {
             let number = tx.open_ticket(ticket, record, &outcome.decision).await?;
             outcome.ticket = Some(number);
+            if item.silent && !outcome.decision.outbound.is_empty() {
+                let e = Event {
+                    at: outcome.decision.at,
+                    actor: "postdesk".into(),
+                    kind: "imported_silently".into(),
+                    from: None,
+                    to: None,
+                    reason: "imported from a mailbox that already held mail (mailbox.on_first_start = import_silently): no mail sent".into(),
+                };
+                tx.record_event(Some(number), &e).await?;
+                return Ok(outcome);
+            }
             for planned in &outcome.decision.outbound {
                 match render_acknowledgement(
                     desk,

@@ -255,7 +255,14 @@ async fn read_files(paths: &[PathBuf]) -> Vec<(PathBuf, Incoming)> {
             .filter_map(|p| match std::fs::read(&p) {
                 Ok(raw) => {
                     let source = format!("maildir:{}", p.display());
-                    Some((p, Incoming { raw, source }))
+                    Some((
+                        p,
+                        Incoming {
+                            raw,
+                            source,
+                            silent: false,
+                        },
+                    ))
                 }
                 // Gone (another worker took it) or unreadable: the next scan decides.
                 Err(e) => {

@@ -76,6 +76,7 @@ fn incoming(raw: &[u8]) -> Incoming {
     Incoming {
         raw: raw.to_vec(),
         source: "test".into(),
+        silent: false,
     }
 }
 
