@@ -35,10 +35,24 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("mailbox", "processed_folder", Kind::Str),
     ("mailbox", "quarantine_folder", Kind::Str),
     ("mailbox", "poll_interval", Kind::Str),
+    ("mailbox", "tls", Kind::Str),
+    ("mailbox", "token_file", Kind::Str),
+    ("mailbox", "token_command", Kind::Str),
+    ("mailbox", "on_first_start", Kind::Str),
+    ("mailbox", "idle_renew", Kind::Str),
+    ("mailbox", "command_timeout", Kind::Str),
     ("outbox", "url", Kind::Str),
     ("outbox", "password", Kind::Secret),
     ("outbox", "poll_interval", Kind::Str),
+    ("outbox", "tls", Kind::Str),
+    ("outbox", "envelope_sender", Kind::Str),
+    ("outbox", "concurrency", Kind::Int),
+    ("outbox", "retry_min", Kind::Str),
+    ("outbox", "retry_max", Kind::Str),
+    ("outbox", "max_attempts", Kind::Int),
+    ("outbox", "timeout", Kind::Str),
     ("tls", "ca_file", Kind::Str),
+    ("tls", "accept_invalid_certs", Kind::Bool),
     ("support", "addresses", Kind::List),
     ("support", "name", Kind::Str),
     ("support", "phone", Kind::Str),
@@ -142,7 +156,7 @@ pub enum MailboxUrl {
     /// A local maildir (`maildir:./mail`).
     Maildir(PathBuf),
     /// An IMAP mailbox (`imaps://user@host:993/INBOX` or `imap://`), served by the IMAP source.
-    Imap(String),
+    Imap(Endpoint),
 }
 
 /// Where outbound mail goes.
@@ -151,7 +165,170 @@ pub enum OutboxUrl {
     /// A directory of `.eml` files (`file:./outbox`).
     File(PathBuf),
     /// An SMTP server (`smtps://` or `smtp://`), served by the SMTP sender.
-    Smtp(String),
+    Smtp(Endpoint),
+}
+
+/// How a connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (`imaps://`, `smtps://`).
+    Implicit,
+    /// Plain connect, then STARTTLS, which is required (`imap://`, `smtp://`).
+    StartTls,
+    /// No TLS at all: only when the config says `tls = "none"` explicitly.
+    None,
+}
+
+/// A server named by an `imap(s)://` or `smtp(s)://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The URL as configured, password removed (for logs and as the source's key).
+    pub url: String,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login name (percent-decoded), if any.
+    pub user: Option<String>,
+    /// A password given inside the URL, if any.
+    pub password: Option<Secret>,
+    /// The path: the IMAP mailbox (`INBOX` when absent).
+    pub path: String,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl Endpoint {
+    /// Parses `scheme://[user[:password]@]host[:port][/path]` for one of `schemes`
+    /// (name, TLS mode, default port). `user` and `path` are percent-decoded.
+    pub fn parse(url: &str, schemes: &[(&str, TlsMode, u16)]) -> Result<Endpoint, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| "expected scheme://host".to_string())?;
+        let &(_, tls, default_port) = schemes
+            .iter()
+            .find(|(s, _, _)| s.eq_ignore_ascii_case(scheme))
+            .ok_or_else(|| format!("unknown scheme {scheme}://"))?;
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((n, p)) => (Some(percent_decode(n)?), Some(Secret(percent_decode(p)?))),
+                None => (Some(percent_decode(u)?), None),
+            },
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| "unclosed [ in host".to_string())?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err("the host is missing".into());
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("bad port \"{p}\""))?,
+        };
+        let path = percent_decode(path.trim_end_matches('/'))?;
+        Ok(Endpoint {
+            url: redact_url_password(url),
+            tls,
+            host,
+            port,
+            user: user.filter(|u| !u.is_empty()),
+            password,
+            path,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-escape in \"{s}\""))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("\"{s}\" is not UTF-8 once decoded"))
+}
+
+/// What the first start on a mailbox that already holds mail does with that mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstStart {
+    /// Take the unseen messages as new mail; leave the seen ones where they are.
+    ProcessUnseen,
+    /// Make tickets of every message there, sending no mail.
+    ImportSilently,
+    /// Leave every message there; take only what arrives afterwards.
+    SkipExisting,
+}
+
+/// The IMAP and SMTP settings beyond the URLs.
+#[derive(Debug, Clone)]
+pub struct LiveMail {
+    /// Where the XOAUTH2 bearer token is read from (each login).
+    pub token_file: Option<PathBuf>,
+    /// A command that prints the XOAUTH2 bearer token (each login).
+    pub token_command: Option<String>,
+    /// First start behaviour.
+    pub on_first_start: FirstStart,
+    /// IDLE is ended and re-issued after this long (RFC 2177 says at most 29 minutes).
+    pub idle_renew: Duration,
+    /// Longest wait for any IMAP response.
+    pub command_timeout: Duration,
+    /// SMTP envelope sender (bounces go there).
+    pub envelope_sender: String,
+    /// Parallel SMTP deliveries.
+    pub concurrency: usize,
+    /// First retry delay after a temporary failure.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Attempts before a temporarily failing mail is given up.
+    pub max_attempts: u32,
+    /// SMTP connection and command timeout.
+    pub smtp_timeout: Duration,
+    /// Accept any server certificate (never on by default).
+    pub accept_invalid_certs: bool,
 }
 
 /// A password or token; never printed.
@@ -242,6 +419,8 @@ pub struct Config {
     pub log_format: String,
     /// Customer companies.
     pub customers: Vec<Customer>,
+    /// IMAP and SMTP details.
+    pub live: LiveMail,
 }
 
 impl Config {
@@ -531,10 +710,44 @@ impl Values {
         })?;
 
         let (mb, mb_origin) = self.str_or("mailbox.url", "maildir:./mail")?;
+        let tls_none = |key: &str| -> Result<bool, ConfigError> {
+            let (v, o) = self.str_or(key, "required")?;
+            match v.as_str() {
+                "required" => Ok(false),
+                "none" => Ok(true),
+                other => Err(err(
+                    &o.unwrap_or(Origin::Default),
+                    key,
+                    format!("expected \"required\" or \"none\", found \"{other}\""),
+                )),
+            }
+        };
+        let mailbox_tls_none = tls_none("mailbox.tls")?;
+        let outbox_tls_none = tls_none("outbox.tls")?;
         let mailbox_url = if let Some(path) = mb.strip_prefix("maildir:") {
             MailboxUrl::Maildir(PathBuf::from(path))
         } else if mb.starts_with("imaps://") || mb.starts_with("imap://") {
-            MailboxUrl::Imap(mb)
+            let plain = if mailbox_tls_none {
+                TlsMode::None
+            } else {
+                TlsMode::StartTls
+            };
+            let mut e = Endpoint::parse(
+                &mb,
+                &[("imaps", TlsMode::Implicit, 993), ("imap", plain, 143)],
+            )
+            .map_err(|p| err(&mb_origin.clone().unwrap_or(Origin::Default), "mailbox.url", p))?;
+            if e.user.is_none() {
+                return Err(err(
+                    &mb_origin.unwrap_or(Origin::Default),
+                    "mailbox.url",
+                    "expected the login name in the URL: imaps://user@host/INBOX (write @ in the name as %40)",
+                ));
+            }
+            if e.path.is_empty() {
+                e.path = "INBOX".into();
+            }
+            MailboxUrl::Imap(e)
         } else {
             return Err(err(
                 &mb_origin.unwrap_or(Origin::Default),
@@ -547,7 +760,17 @@ impl Values {
         let outbox_url = if let Some(path) = ob.strip_prefix("file:") {
             OutboxUrl::File(PathBuf::from(path))
         } else if ob.starts_with("smtps://") || ob.starts_with("smtp://") {
-            OutboxUrl::Smtp(ob)
+            let plain = if outbox_tls_none {
+                TlsMode::None
+            } else {
+                TlsMode::StartTls
+            };
+            OutboxUrl::Smtp(
+                Endpoint::parse(&ob, &[("smtps", TlsMode::Implicit, 465), ("smtp", plain, 587)])
+                    .map_err(|p| {
+                        err(&ob_origin.clone().unwrap_or(Origin::Default), "outbox.url", p)
+                    })?,
+            )
         } else {
             return Err(err(
                 &ob_origin.unwrap_or(Origin::Default),
@@ -657,6 +880,69 @@ impl Values {
                 format!("expected \"password\" or \"xoauth2\", found \"{}\"", auth.0),
             ));
         }
+        let (first, first_origin) = self.str_or("mailbox.on_first_start", "process_unseen")?;
+        let on_first_start = match first.as_str() {
+            "process_unseen" => FirstStart::ProcessUnseen,
+            "import_silently" => FirstStart::ImportSilently,
+            "skip_existing" => FirstStart::SkipExisting,
+            other => {
+                return Err(err(
+                    &first_origin.unwrap_or(Origin::Default),
+                    "mailbox.on_first_start",
+                    format!(
+                        "expected \"process_unseen\", \"import_silently\" or \"skip_existing\", found \"{other}\""
+                    ),
+                ));
+            }
+        };
+        let idle_renew = self.duration_or("mailbox.idle_renew", "10m")?;
+        if idle_renew > Duration::from_secs(29 * 60) || idle_renew < Duration::from_secs(1) {
+            let o = self.map.get("mailbox.idle_renew").map(|(_, o)| o.clone());
+            return Err(err(
+                &o.unwrap_or(Origin::Default),
+                "mailbox.idle_renew",
+                "expected between 1s and 29m (RFC 2177: re-issue IDLE at least every 29 minutes)",
+            ));
+        }
+        let envelope_sender = match self.opt_str("outbox.envelope_sender")? {
+            Some((s, o)) => {
+                if !is_usable_address(&s) {
+                    return Err(err(
+                        &o,
+                        "outbox.envelope_sender",
+                        format!("expected a mail address, found \"{s}\""),
+                    ));
+                }
+                s
+            }
+            None => support_addresses[0].clone(),
+        };
+        let live = LiveMail {
+            token_file: self.opt_str("mailbox.token_file")?.map(|(s, _)| PathBuf::from(s)),
+            token_command: self.opt_str("mailbox.token_command")?.map(|(s, _)| s),
+            on_first_start,
+            idle_renew,
+            command_timeout: self.duration_or("mailbox.command_timeout", "60s")?,
+            envelope_sender,
+            concurrency: self.int_or("outbox.concurrency", 4, 1, 256)? as usize,
+            retry_min: self.duration_or("outbox.retry_min", "30s")?,
+            retry_max: self.duration_or("outbox.retry_max", "1h")?,
+            max_attempts: self.int_or("outbox.max_attempts", 60, 1, 100_000)? as u32,
+            smtp_timeout: self.duration_or("outbox.timeout", "60s")?,
+            accept_invalid_certs: self.bool_or("tls.accept_invalid_certs", false)?,
+        };
+        if auth.0 == "xoauth2"
+            && live.token_file.is_none()
+            && live.token_command.is_none()
+            && self.map.get("mailbox.password").is_none()
+            && matches!(mailbox_url, MailboxUrl::Imap(_))
+        {
+            return Err(err(
+                &auth.1.clone().unwrap_or(Origin::Default),
+                "mailbox.auth",
+                "xoauth2 needs the bearer token: set mailbox.token_file, mailbox.token_command or mailbox.password",
+            ));
+        }
         let log_format = self.str_or("log.format", "text")?;
         if log_format.0 != "text" && log_format.0 != "json" {
             return Err(err(
@@ -749,6 +1035,7 @@ impl Values {
             batch_size: self.int_or("worker.batch_size", 64, 1, 10_000)? as usize,
             log_format: log_format.0,
             customers,
+            live,
         })
     }
 

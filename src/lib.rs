@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
 pub mod store;
+pub mod tls;
 pub mod worker;

@@ -133,6 +133,18 @@ pub struct OutboxItem {
     pub rendered: Vec<u8>,
     /// Delivery attempts so far.
     pub attempts: i64,
+    /// The template it was rendered from.
+    pub template: String,
+}
+
+/// Where an IMAP source stands: the mailbox's UIDVALIDITY and the highest UID that existed when
+/// postdesk first saw the mailbox (messages at or below it follow `mailbox.on_first_start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SourceState {
+    /// The mailbox's UIDVALIDITY when the state was written.
+    pub uid_validity: u32,
+    /// The highest UID present at first start (0: none).
+    pub first_start_uid: u32,
 }
 
 /// One line of `tickets list`.
@@ -312,6 +324,22 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Totals.
     fn counts(&self) -> impl Future<Output = Result<Counts, StoreError>> + Send;
+    /// When the oldest mail still waiting in the outbox was queued (None: nothing waits).
+    fn oldest_unsent(
+        &self,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+    /// The saved state of a mailbox source (`imap://user@host/INBOX`).
+    fn source_state(
+        &self,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<SourceState>, StoreError>> + Send;
+    /// Saves the state of a mailbox source.
+    fn set_source_state(
+        &self,
+        source: &str,
+        state: SourceState,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A write transaction: everything one decision changes, committed together.
@@ -355,6 +383,13 @@ pub trait StoreTx: Send {
         &mut self,
         ticket: Option<i64>,
         event: &Event,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives up on an outbox row (permanent failure) and records why on its ticket.
+    fn fail_outbox(
+        &mut self,
+        id: i64,
+        error: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Commits everything.
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;

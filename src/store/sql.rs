@@ -13,7 +13,8 @@ macro_rules! sql_store {
         use crate::mail::{InboundMail, QuarantineReason};
         use crate::store::{
             Counts, Event, InboundRecord, MessageSummary, OutboxItem, OutboxSummary, Participant,
-            QueuedMail, Store, StoreError, StoreTx, TicketDetail, TicketSummary, WriterTurn,
+            QueuedMail, SourceState, Store, StoreError, StoreTx, TicketDetail, TicketSummary,
+            WriterTurn,
         };
 
         /// A write transaction on this backend, with the in-process writer turn it holds.
@@ -276,7 +277,7 @@ macro_rules! sql_store {
                 limit: i64,
             ) -> Result<Vec<OutboxItem>, StoreError> {
                 sqlx::query(
-                    "SELECT id, ticket_id, message_id, to_addr, rendered, attempts FROM outbox
+                    "SELECT id, ticket_id, message_id, to_addr, rendered, attempts, template FROM outbox
                      WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
                      ORDER BY id LIMIT $2",
                 )
@@ -293,6 +294,7 @@ macro_rules! sql_store {
                         to: r.try_get("to_addr")?,
                         rendered: r.try_get("rendered")?,
                         attempts: r.try_get("attempts")?,
+                        template: r.try_get("template")?,
                     })
                 })
                 .collect()
@@ -357,6 +359,53 @@ macro_rules! sql_store {
                     outbox_sent: r.try_get(3)?,
                     quarantined: r.try_get(4)?,
                 })
+            }
+
+            async fn oldest_unsent(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+                let r = sqlx::query(
+                    "SELECT MIN(created_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(r.try_get::<Option<DateTime<Utc>>, _>(0)?)
+            }
+
+            async fn source_state(&self, source: &str) -> Result<Option<SourceState>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT uid_validity, last_uid FROM source_state WHERE source = $1",
+                )
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                let uid_validity: Option<i64> = r.try_get(0)?;
+                let last_uid: Option<i64> = r.try_get(1)?;
+                Ok(Some(SourceState {
+                    uid_validity: u32::try_from(uid_validity.unwrap_or(0)).unwrap_or(0),
+                    first_start_uid: u32::try_from(last_uid.unwrap_or(0)).unwrap_or(0),
+                }))
+            }
+
+            async fn set_source_state(
+                &self,
+                source: &str,
+                state: SourceState,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let (mut tx, _turn) = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO source_state (source, uid_validity, last_uid, updated_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (source) DO UPDATE SET uid_validity = $2, last_uid = $3, updated_at = $4",
+                )
+                .bind(source)
+                .bind(i64::from(state.uid_validity))
+                .bind(i64::from(state.first_start_uid))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
             }
         }
 
@@ -521,6 +570,40 @@ macro_rules! sql_store {
 
             async fn record_event(&mut self, ticket: Option<i64>, e: &Event) -> Result<(), StoreError> {
                 insert_event(&mut self.0, ticket, e, None).await
+            }
+
+            async fn fail_outbox(
+                &mut self,
+                id: i64,
+                error: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let conn: &mut Conn = &mut self.0;
+                let row = sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1, failed_at = $2
+                     WHERE id = $3 RETURNING ticket_id, template, to_addr, message_id",
+                )
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(r) = row else {
+                    return Err(StoreError::NotFound);
+                };
+                let ticket: Option<i64> = r.try_get(0)?;
+                let template: String = r.try_get(1)?;
+                let to: String = r.try_get(2)?;
+                let message_id: String = r.try_get(3)?;
+                let e = Event {
+                    at: now,
+                    actor: "postdesk".into(),
+                    kind: "delivery_failed".into(),
+                    from: None,
+                    to: Some(to),
+                    reason: format!("{template} could not be delivered: {error}"),
+                };
+                insert_event(conn, ticket, &e, Some(&message_id)).await
             }
 
             async fn commit(self) -> Result<(), StoreError> {
