@@ -327,7 +327,10 @@ macro_rules! sql_store {
             ) -> Result<(), StoreError> {
                 let (mut tx, _turn) = self.begin_write().await?;
                 sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1,
+                    // A row marked sent at hand-over (SMTP: before the final dot) that the
+                    // server then refused is due again; that attempt was already counted.
+                    "UPDATE outbox SET attempts = attempts + CASE WHEN sent_at IS NULL THEN 1 ELSE 0 END,
+                            sent_at = NULL, last_error = $1,
                             next_attempt_at = COALESCE($2, next_attempt_at),
                             failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END
                      WHERE id = $4",
@@ -580,7 +583,8 @@ macro_rules! sql_store {
             ) -> Result<(), StoreError> {
                 let conn: &mut Conn = &mut self.0;
                 let row = sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1, failed_at = $2
+                    "UPDATE outbox SET attempts = attempts + CASE WHEN sent_at IS NULL THEN 1 ELSE 0 END,
+                            sent_at = NULL, last_error = $1, failed_at = $2
                      WHERE id = $3 RETURNING ticket_id, template, to_addr, message_id",
                 )
                 .bind(error)

@@ -1,0 +1,529 @@
+//! Delivering the outbox over SMTP (lettre's connection, our own small pool).
+//!
+//! Exactly once, as far as SMTP allows: a server takes responsibility for a message when it
+//! reads the final `.` of DATA. So the row is marked sent *after* the server said 354 (go ahead)
+//! and *before* the body and its final dot are written. A crash before that commit leaves the
+//! row due (the server never saw a complete message, so it discards it: no duplicate); a crash
+//! after it leaves the row sent, with the body already handed to the kernel, which still
+//! delivers it when the process dies. If the server then refuses the message, the mark is undone
+//! and the failure recorded. What remains is a crash in the microseconds between the commit and
+//! the write of the dot, or a refusal followed by a crash before the undo: such a mail is
+//! recorded as sent although it was not.
+//!
+//! Temporary failures (4xx, connection, TLS, timeouts) are retried with exponential backoff;
+//! a permanent 5xx (or too many attempts) marks the row failed, records an event on its ticket
+//! and queues a notice to the triage owners, in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use tokio::sync::Mutex;
+
+use crate::config::{Config, Endpoint, TlsMode};
+use crate::mail::Mailbox;
+use crate::metrics::METRICS;
+use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
+use crate::outbound::outbox::Round;
+use crate::store::{OutboxItem, QueuedMail, Store, StoreError, StoreTx};
+
+/// Rows fetched per round.
+const ROUND: i64 = 256;
+/// Pooled connections unused this long are closed.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// The template name of the notice about a mail that could not be delivered.
+pub const DELIVERY_FAILURE: &str = "delivery_failure";
+
+/// Why the SMTP sender could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("outbox: {0}")]
+pub struct SmtpSetupError(String);
+
+/// How one delivery attempt ended.
+#[derive(Debug)]
+enum Attempt {
+    /// The server took it.
+    Delivered,
+    /// Not taken; retry later. The row is unchanged.
+    Temporary(String),
+    /// Refused for good (5xx).
+    Permanent(String),
+    /// The database could not record the hand-over; nothing was sent.
+    Store(StoreError),
+}
+
+struct Pooled {
+    conn: AsyncSmtpConnection,
+    last_used: std::time::Instant,
+}
+
+/// The SMTP sender.
+pub struct SmtpOutbox {
+    endpoint: Endpoint,
+    credentials: Option<Credentials>,
+    tls: Option<TlsParameters>,
+    hello: ClientId,
+    envelope_from: Address,
+    timeout: Duration,
+    concurrency: usize,
+    retry_min: Duration,
+    retry_max: Duration,
+    max_attempts: u32,
+    pool: Mutex<Vec<Pooled>>,
+    notice: NoticeSettings,
+}
+
+/// Who hears about mail that could not be delivered, and as whom postdesk writes.
+#[derive(Debug, Clone)]
+struct NoticeSettings {
+    triage_owners: Vec<String>,
+    from_address: String,
+    from_name: String,
+    tag_prefix: String,
+}
+
+impl std::fmt::Debug for SmtpOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SmtpOutbox({})", self.endpoint)
+    }
+}
+
+impl SmtpOutbox {
+    /// Builds the sender from config (no connection is made yet).
+    pub fn from_config(endpoint: &Endpoint, config: &Config) -> Result<Self, SmtpSetupError> {
+        let live = &config.live;
+        let password = config
+            .outbox_password
+            .clone()
+            .or_else(|| endpoint.password.clone());
+        let credentials = match (&endpoint.user, password) {
+            (Some(user), Some(p)) => Some(Credentials::new(user.clone(), p.0)),
+            (Some(user), None) => {
+                return Err(SmtpSetupError(format!(
+                    "outbox.url names the user {user} but outbox.password (or POSTDESK_OUTBOX_PASSWORD[_FILE]) is not set"
+                )));
+            }
+            (None, _) => None,
+        };
+        let tls = match endpoint.tls {
+            TlsMode::None => None,
+            TlsMode::Implicit | TlsMode::StartTls => {
+                let mut b = TlsParameters::builder(endpoint.host.clone())
+                    .dangerous_accept_invalid_certs(live.accept_invalid_certs);
+                if let Some(ca) = &config.tls_ca_file {
+                    for der in crate::tls::read_ca_file(ca).map_err(SmtpSetupError)? {
+                        b = b.add_root_certificate(
+                            Certificate::from_der(der.to_vec())
+                                .map_err(|e| SmtpSetupError(format!("tls.ca_file: {e}")))?,
+                        );
+                    }
+                }
+                Some(
+                    b.build_rustls()
+                        .map_err(|e| SmtpSetupError(format!("TLS setup: {e}")))?,
+                )
+            }
+        };
+        let envelope_from: Address = live.envelope_sender.parse().map_err(|e| {
+            SmtpSetupError(format!(
+                "outbox.envelope_sender \"{}\": {e}",
+                live.envelope_sender
+            ))
+        })?;
+        let hello = match config.sending_address().rsplit_once('@') {
+            Some((_, domain)) if !domain.is_empty() => ClientId::Domain(domain.to_string()),
+            _ => ClientId::default(),
+        };
+        Ok(SmtpOutbox {
+            endpoint: endpoint.clone(),
+            credentials,
+            tls,
+            hello,
+            envelope_from,
+            timeout: live.smtp_timeout,
+            concurrency: live.concurrency,
+            retry_min: live.retry_min,
+            retry_max: live.retry_max,
+            max_attempts: live.max_attempts,
+            pool: Mutex::new(Vec::new()),
+            notice: NoticeSettings {
+                triage_owners: config.triage_owners.clone(),
+                from_address: config.sending_address().to_string(),
+                from_name: config.support_name.clone(),
+                tag_prefix: config.tag_prefix.clone(),
+            },
+        })
+    }
+
+    /// Delay before attempt `attempts + 1`: retry_min doubling, capped at retry_max.
+    pub fn retry_delay(&self, attempts: i64) -> Duration {
+        backoff(self.retry_min, self.retry_max, attempts)
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        let addr = (self.endpoint.host.as_str(), self.endpoint.port);
+        let implicit = match self.endpoint.tls {
+            TlsMode::Implicit => self.tls.clone(),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            addr,
+            Some(self.timeout),
+            &self.hello,
+            implicit,
+            None,
+        )
+        .await
+        .map_err(|e| describe_connect_error(&e, &self.endpoint))?;
+        if self.endpoint.tls == TlsMode::StartTls
+            && let Some(tls) = &self.tls
+        {
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(format!(
+                    "{} does not offer STARTTLS, which outbox.url (smtp://) requires; use outbox.tls = \"none\" only for a trusted local relay",
+                    self.endpoint
+                ));
+            }
+            conn.starttls(tls.clone(), &self.hello)
+                .await
+                .map_err(|e| describe_connect_error(&e, &self.endpoint))?;
+        }
+        if let Some(c) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
+                .await
+                .map_err(|e| format!("AUTH refused by {}: {e}", self.endpoint))?;
+        }
+        Ok(conn)
+    }
+
+    async fn take_connection(&self) -> Result<AsyncSmtpConnection, String> {
+        loop {
+            let pooled = self.pool.lock().await.pop();
+            match pooled {
+                Some(p) if p.last_used.elapsed() < IDLE_CLOSE && !p.conn.has_broken() => {
+                    return Ok(p.conn);
+                }
+                Some(mut p) => p.conn.abort().await,
+                None => return self.connect().await,
+            }
+        }
+    }
+
+    async fn give_back(&self, conn: AsyncSmtpConnection) {
+        if !conn.has_broken() {
+            self.pool.lock().await.push(Pooled {
+                conn,
+                last_used: std::time::Instant::now(),
+            });
+        }
+    }
+
+    /// One mail, following the module's exactly-once protocol.
+    async fn deliver_one<S: Store>(&self, store: &S, item: &OutboxItem) -> Attempt {
+        let to: Address = match item.to.parse() {
+            Ok(a) => a,
+            Err(e) => return Attempt::Permanent(format!("bad recipient {}: {e}", item.to)),
+        };
+        let mut conn = match self.take_connection().await {
+            Ok(c) => c,
+            Err(e) => return Attempt::Temporary(e),
+        };
+        let mut options = Vec::new();
+        if !item.rendered.is_ascii() {
+            if conn.server_info().supports_feature(Extension::EightBitMime) {
+                options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+            } else {
+                // Our composer writes 7-bit MIME; a raw 8-bit body needs 8BITMIME.
+                self.give_back(conn).await;
+                return Attempt::Permanent(
+                    "8-bit message but the server does not offer 8BITMIME".into(),
+                );
+            }
+        }
+        let envelope = async {
+            conn.command(Mail::new(Some(self.envelope_from.clone()), options))
+                .await?;
+            conn.command(Rcpt::new(to.clone(), vec![])).await?;
+            conn.command(Data).await
+        };
+        if let Err(e) = envelope.await {
+            let attempt = classify(&e, "envelope");
+            // Refused before DATA: the connection is still usable after RSET.
+            if e.is_permanent() || e.is_transient() {
+                let _ = conn.command(lettre::transport::smtp::commands::Rset).await;
+                self.give_back(conn).await;
+            } else {
+                conn.abort().await;
+            }
+            return attempt;
+        }
+        // 354: the server waits for the body. Record the hand-over first.
+        if let Err(e) = store.mark_sent(&[item.id], Utc::now()).await {
+            // Nothing was sent: closing in the middle of DATA makes the server drop it.
+            conn.abort().await;
+            return Attempt::Store(e);
+        }
+        match conn.message(&item.rendered).await {
+            Ok(_) => {
+                self.give_back(conn).await;
+                Attempt::Delivered
+            }
+            Err(e) => {
+                let attempt = classify(&e, "message");
+                if e.is_permanent() || e.is_transient() {
+                    self.give_back(conn).await;
+                } else {
+                    conn.abort().await;
+                }
+                attempt
+            }
+        }
+    }
+
+    /// Delivers every due row, `concurrency` at a time, until none is due or one fails.
+    pub async fn deliver_due<S: Store>(
+        &self,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> Result<Round, StoreError> {
+        let mut total = Round::default();
+        loop {
+            let due = store.due_outbox(now, ROUND).await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let results: Vec<(OutboxItem, Attempt)> = futures::stream::iter(due)
+                .map(|item| async move {
+                    let a = self.deliver_one(store, &item).await;
+                    (item, a)
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            let mut failed = 0;
+            let mut store_error = None;
+            for (item, attempt) in results {
+                match attempt {
+                    Attempt::Delivered => {
+                        total.sent += 1;
+                        METRICS.mails_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(
+                            outbox_id = item.id,
+                            ticket = item.ticket,
+                            template = %item.template,
+                            to = %item.to,
+                            message_id = %item.message_id,
+                            "mail sent"
+                        );
+                    }
+                    Attempt::Temporary(why)
+                        if item.attempts + 1 < i64::from(self.max_attempts) =>
+                    {
+                        failed += 1;
+                        let delay = self.retry_delay(item.attempts);
+                        METRICS.mail_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            outbox_id = item.id,
+                            ticket = item.ticket,
+                            to = %item.to,
+                            attempt = item.attempts + 1,
+                            retry_in_s = delay.as_secs(),
+                            error = %why,
+                            "mail not delivered; will retry"
+                        );
+                        let retry_at = Utc::now()
+                            + chrono::Duration::from_std(delay)
+                                .unwrap_or(chrono::Duration::seconds(60));
+                        store
+                            .mark_attempt_failed(item.id, &why, Utc::now(), Some(retry_at))
+                            .await?;
+                    }
+                    Attempt::Temporary(why) => {
+                        failed += 1;
+                        let why = format!("gave up after {} attempts: {why}", item.attempts + 1);
+                        self.fail_permanently(store, &item, &why).await?;
+                    }
+                    Attempt::Permanent(why) => {
+                        failed += 1;
+                        self.fail_permanently(store, &item, &why).await?;
+                    }
+                    Attempt::Store(e) => {
+                        tracing::warn!(outbox_id = item.id, error = %e, "could not record the hand-over; mail not sent, will retry");
+                        store_error = Some(e);
+                    }
+                }
+            }
+            total.failed += failed;
+            if let Some(e) = store_error {
+                return Err(e);
+            }
+            if failed > 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn fail_permanently<S: Store>(
+        &self,
+        store: &S,
+        item: &OutboxItem,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        METRICS
+            .mails_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            outbox_id = item.id,
+            ticket = item.ticket,
+            template = %item.template,
+            to = %item.to,
+            error = %why,
+            "mail could not be delivered; triage owners notified"
+        );
+        let now = Utc::now();
+        let mut tx = store.begin().await?;
+        tx.fail_outbox(item.id, why, now).await?;
+        // A notice about a failed notice would loop: those are only logged.
+        if item.template != DELIVERY_FAILURE {
+            for owner in &self.notice.triage_owners {
+                match self.failure_notice(item, owner, why, now) {
+                    Ok(q) => tx.queue(&q, now).await?,
+                    Err(e) => {
+                        tracing::error!(to = %owner, error = %e, "could not compose the delivery-failure notice")
+                    }
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    fn failure_notice(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<QueuedMail, String> {
+        let n = &self.notice;
+        let tag = item
+            .ticket
+            .map(|t| format!("[{}{t}] ", n.tag_prefix))
+            .unwrap_or_default();
+        let subject = format!("{tag}Delivery failed: {} to {}", item.template, item.to);
+        let ticket_line = item
+            .ticket
+            .map(|t| format!("Ticket:     {}{t}\n", n.tag_prefix))
+            .unwrap_or_default();
+        let text = format!(
+            "A mail from the support desk could not be delivered and will not be retried.\n\n\
+             {ticket_line}Mail:       {}\nRecipient:  {}\nMessage-ID: {}\nError:      {why}\n\n\
+             The customer has not received it. Please reach them another way.\n",
+            item.template, item.to, item.message_id
+        );
+        let html = format!("<pre>{}</pre>", html_escape(&text));
+        let message_id = outbound_message_id(
+            item.ticket.unwrap_or(0),
+            DELIVERY_FAILURE,
+            &format!("{}/{owner}", item.message_id),
+            &n.from_address,
+        );
+        let to = Mailbox {
+            name: None,
+            address: owner.to_string(),
+        };
+        let raw = compose(&Letter {
+            from_name: &n.from_name,
+            from_address: &n.from_address,
+            to: &to,
+            subject: &subject,
+            text: &text,
+            html: &html,
+            message_id: &message_id,
+            in_reply_to: None,
+            references: &[],
+            ticket: item.ticket.unwrap_or(0),
+            auto_submitted: AutoSubmitted::AutoGenerated,
+            date: now,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(QueuedMail {
+            ticket: item.ticket,
+            message_id,
+            template: DELIVERY_FAILURE.to_string(),
+            to: owner.to_string(),
+            automatic: true,
+            rendered: raw,
+        })
+    }
+
+    /// Closes pooled connections politely.
+    pub async fn close(&self) {
+        let conns: Vec<Pooled> = std::mem::take(&mut *self.pool.lock().await);
+        for mut p in conns {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.quit()).await;
+        }
+    }
+}
+
+fn classify(e: &lettre::transport::smtp::Error, stage: &str) -> Attempt {
+    if e.is_permanent() {
+        Attempt::Permanent(format!("{stage}: {e}"))
+    } else {
+        Attempt::Temporary(format!("{stage}: {e}"))
+    }
+}
+
+fn describe_connect_error(e: &lettre::transport::smtp::Error, endpoint: &Endpoint) -> String {
+    use std::error::Error as _;
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_tls() || chain.contains("certificate") {
+        format!(
+            "TLS with {endpoint} failed ({chain}); if the certificate is not trusted, add its CA with tls.ca_file"
+        )
+    } else {
+        format!("cannot connect to {endpoint}: {chain}")
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `min` doubling per attempt, capped at `max`.
+pub fn backoff(min: Duration, max: Duration, attempts: i64) -> Duration {
+    let exp = attempts.clamp(0, 30) as u32;
+    min.saturating_mul(2u32.saturating_pow(exp)).min(max)
+}
+
+/// Shared handle used by the worker.
+pub type SharedSmtp = Arc<SmtpOutbox>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_min_and_caps_at_max() {
+        let (min, max) = (Duration::from_secs(30), Duration::from_secs(3600));
+        assert_eq!(backoff(min, max, 0), Duration::from_secs(30));
+        assert_eq!(backoff(min, max, 1), Duration::from_secs(60));
+        assert_eq!(backoff(min, max, 3), Duration::from_secs(240));
+        assert_eq!(backoff(min, max, 40), Duration::from_secs(3600));
+    }
+}
