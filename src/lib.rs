@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod config;
 pub mod desk;
+pub mod http;
 pub mod inbound;
 pub mod mail;
 pub mod metrics;

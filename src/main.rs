@@ -391,6 +391,7 @@ async fn ingest(config: &Config, file: Option<PathBuf>) -> ExitCode {
         raw,
         source: "stdin".into(),
         silent: false,
+        truncated_from: None,
     };
     let result: Result<_, StoreError> = async {
         with_store!(config, |store| {

@@ -66,6 +66,9 @@ pub struct Incoming {
     pub source: String,
     /// Take it without sending any mail (`mailbox.on_first_start = "import_silently"`).
     pub silent: bool,
+    /// Set when the message is over the size limit and `raw` holds only its first bytes (the
+    /// IMAP source never loads such a message whole): its full size. It is quarantined.
+    pub truncated_from: Option<usize>,
 }
 
 /// A mail queued in the outbox.
@@ -109,7 +112,13 @@ pub async fn ingest_batch<S: Store>(
     // Parsing needs no database: do it before taking the write lock.
     let parsed: Vec<Result<InboundMail, QuarantineReason>> = items
         .iter()
-        .map(|i| parse(&i.raw, desk.max_message_size))
+        .map(|i| match i.truncated_from {
+            Some(size) => Err(QuarantineReason::Oversized {
+                size,
+                limit: desk.max_message_size,
+            }),
+            None => parse(&i.raw, desk.max_message_size),
+        })
         .collect();
     let mut tx = store.begin().await?;
     let mut outcomes = Vec::with_capacity(items.len());

@@ -77,6 +77,7 @@ fn incoming(raw: &[u8]) -> Incoming {
         raw: raw.to_vec(),
         source: "test".into(),
         silent: false,
+        truncated_from: None,
     }
 }
 
