@@ -408,10 +408,7 @@ impl ImapSession {
             .await?;
         if !exists {
             let q = quote(name);
-            match self
-                .with_timeout("CREATE", |s| Box::pin(s.create(q)))
-                .await
-            {
+            match self.with_timeout("CREATE", |s| Box::pin(s.create(q))).await {
                 Ok(()) => {}
                 // Someone else created it meanwhile: fine.
                 Err(e) if e.is_command_refusal() => {
@@ -678,7 +675,11 @@ mod tests {
         let t = TokenSource::Command("printf ' tok-123\\n'".into());
         assert_eq!(t.token().await.unwrap_or_else(|e| panic!("{e}")), "tok-123");
         let bad = TokenSource::Command("echo nope >&2; exit 3".into());
-        let e = bad.token().await.err().unwrap_or_else(|| panic!("accepted"));
+        let e = bad
+            .token()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
         assert!(e.to_string().contains("nope"), "{e}");
         let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let f = d.path().join("token");

@@ -313,7 +313,9 @@ impl SmtpOutbox {
                 match attempt {
                     Attempt::Delivered => {
                         total.sent += 1;
-                        METRICS.mails_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        METRICS
+                            .mails_sent
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(
                             outbox_id = item.id,
                             ticket = item.ticket,
@@ -323,12 +325,12 @@ impl SmtpOutbox {
                             "mail sent"
                         );
                     }
-                    Attempt::Temporary(why)
-                        if item.attempts + 1 < i64::from(self.max_attempts) =>
-                    {
+                    Attempt::Temporary(why) if item.attempts + 1 < i64::from(self.max_attempts) => {
                         failed += 1;
                         let delay = self.retry_delay(item.attempts);
-                        METRICS.mail_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        METRICS
+                            .mail_retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(
                             outbox_id = item.id,
                             ticket = item.ticket,
