@@ -736,7 +736,13 @@ impl Values {
                 &mb,
                 &[("imaps", TlsMode::Implicit, 993), ("imap", plain, 143)],
             )
-            .map_err(|p| err(&mb_origin.clone().unwrap_or(Origin::Default), "mailbox.url", p))?;
+            .map_err(|p| {
+                err(
+                    &mb_origin.clone().unwrap_or(Origin::Default),
+                    "mailbox.url",
+                    p,
+                )
+            })?;
             if e.user.is_none() {
                 return Err(err(
                     &mb_origin.unwrap_or(Origin::Default),
@@ -766,10 +772,17 @@ impl Values {
                 TlsMode::StartTls
             };
             OutboxUrl::Smtp(
-                Endpoint::parse(&ob, &[("smtps", TlsMode::Implicit, 465), ("smtp", plain, 587)])
-                    .map_err(|p| {
-                        err(&ob_origin.clone().unwrap_or(Origin::Default), "outbox.url", p)
-                    })?,
+                Endpoint::parse(
+                    &ob,
+                    &[("smtps", TlsMode::Implicit, 465), ("smtp", plain, 587)],
+                )
+                .map_err(|p| {
+                    err(
+                        &ob_origin.clone().unwrap_or(Origin::Default),
+                        "outbox.url",
+                        p,
+                    )
+                })?,
             )
         } else {
             return Err(err(
@@ -918,7 +931,9 @@ impl Values {
             None => support_addresses[0].clone(),
         };
         let live = LiveMail {
-            token_file: self.opt_str("mailbox.token_file")?.map(|(s, _)| PathBuf::from(s)),
+            token_file: self
+                .opt_str("mailbox.token_file")?
+                .map(|(s, _)| PathBuf::from(s)),
             token_command: self.opt_str("mailbox.token_command")?.map(|(s, _)| s),
             on_first_start,
             idle_renew,
