@@ -65,6 +65,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("severity", "default", Kind::Int),
     ("severity", "downgrade", Kind::Map),
     ("templates", "dir", Kind::Str),
+    ("templates", "watch", Kind::Bool),
+    ("templates", "poll_interval", Kind::Str),
     ("http", "listen", Kind::Str),
     ("limits", "max_message_size", Kind::Str),
     ("loops", "max_auto_replies_per_hour", Kind::Int),
@@ -407,6 +409,10 @@ pub struct Config {
     pub downgrade: DowngradeMap,
     /// Template directory.
     pub templates_dir: PathBuf,
+    /// Reload templates while the worker runs.
+    pub templates_watch: bool,
+    /// How often the worker looks for template edits.
+    pub templates_poll_interval: Duration,
     /// Local address for /healthz and /metrics.
     pub http_listen: Option<String>,
     /// Largest message taken, in bytes.
@@ -949,7 +955,7 @@ impl Values {
         if auth.0 == "xoauth2"
             && live.token_file.is_none()
             && live.token_command.is_none()
-            && self.map.get("mailbox.password").is_none()
+            && !self.map.contains_key("mailbox.password")
             && matches!(mailbox_url, MailboxUrl::Imap(_))
         {
             return Err(err(
@@ -1039,6 +1045,8 @@ impl Values {
             default_severity,
             downgrade,
             templates_dir: PathBuf::from(self.str_or("templates.dir", "./templates")?.0),
+            templates_watch: self.bool_or("templates.watch", true)?,
+            templates_poll_interval: self.duration_or("templates.poll_interval", "200ms")?,
             http_listen: self.opt_str("http.listen")?.map(|(s, _)| s),
             max_message_size,
             max_auto_replies_per_hour: self.int_or(

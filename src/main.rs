@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         exit_when_idle: bool,
     },
+    /// Check or preview the mail templates.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
     /// Measure end-to-end throughput on generated mail.
     Bench {
         #[command(subcommand)]
@@ -90,6 +95,18 @@ enum TicketsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Validate every template and override; list every error with file and line (exit 1).
+    Check {
+        /// Template folder (default: templates.dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Render one template: print the headers and the text part, write the .eml and .html.
+    Preview(postdesk::outbound::preview::PreviewArgs),
 }
 
 #[derive(Subcommand)]
@@ -284,6 +301,7 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             });
             Ok(ExitCode::SUCCESS)
         }
+        Command::Templates { command } => templates(config, command).await,
         Command::Bench {
             command:
                 BenchCommand::Ingest {
@@ -423,6 +441,45 @@ async fn ingest(config: &Config, file: Option<PathBuf>) -> ExitCode {
             // Any store failure leaves the message with the MTA, which retries: nothing is lost.
             eprintln!("postdesk: try again later: {e}");
             ExitCode::from(EX_TEMPFAIL)
+        }
+    }
+}
+
+/// `postdesk templates check|preview` (logic in `outbound::preview`).
+async fn templates(config: &Config, command: TemplatesCommand) -> anyhow::Result<ExitCode> {
+    use postdesk::outbound::preview;
+    match command {
+        TemplatesCommand::Check { dir } => {
+            let dir = dir.unwrap_or_else(|| config.templates_dir.clone());
+            let code = preview::check_command(&dir, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::from(code))
+        }
+        TemplatesCommand::Preview(args) => {
+            let detail = match args.ticket {
+                None => None,
+                Some(n) => match with_store!(config, |store| {
+                    store.migrate().await?;
+                    store.ticket_detail(n).await
+                }) {
+                    Ok(d) => Some(d),
+                    Err(StoreError::NotFound) => {
+                        eprintln!("postdesk: no ticket #{n}");
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            match preview::preview(config, &args, detail.as_ref()) {
+                Ok(p) => {
+                    print!("{}", p.printed);
+                    eprintln!("wrote {} and {}", p.eml.display(), p.html.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("postdesk: {e}");
+                    Ok(ExitCode::from(preview::EXIT_BROKEN))
+                }
+            }
         }
     }
 }

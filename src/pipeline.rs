@@ -8,14 +8,17 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Customer};
 use crate::desk::decide::Template;
-use crate::desk::{
-    Action, Decision, MailContext, NewTicket, Policy, SeverityReading, decide_parsed,
-};
-use crate::mail::{InboundMail, QuarantineReason, parse};
+use crate::desk::{Action, Decision, MailContext, NewTicket, Policy, decide_parsed};
+use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
-use crate::outbound::templates::{Renderer, TemplateError};
+pub use crate::outbound::context::SeverityView;
+use crate::outbound::context::{
+    CompanyView, DEFAULT_ZONE, ParticipantView, PersonView, SupportView, TemplateContext,
+    TicketView,
+};
+use crate::outbound::templates::{LiveTemplates, Renderer, TemplateErrors, Variant};
 use crate::store::{Event, InboundRecord, QueuedMail, Store, StoreError, StoreTx};
 
 /// Everything the pipeline needs besides the store: policy, templates and sender identity.
@@ -23,8 +26,10 @@ use crate::store::{Event, InboundRecord, QueuedMail, Store, StoreError, StoreTx}
 pub struct Desk {
     /// Decision rules.
     pub policy: Policy,
-    /// Loaded templates.
-    pub renderer: Renderer,
+    /// The templates serving now (the watcher swaps in each good edit).
+    pub templates: LiveTemplates,
+    /// Customer companies: template overrides and language by the requester's domain.
+    pub customers: Vec<Customer>,
     /// The address that sends.
     pub from_address: String,
     /// Its display name.
@@ -38,11 +43,12 @@ pub struct Desk {
 }
 
 impl Desk {
-    /// Builds the desk from config, loading the templates.
-    pub fn from_config(config: &Config) -> Result<Desk, TemplateError> {
+    /// Builds the desk from config, loading the templates (every error is reported).
+    pub fn from_config(config: &Config) -> Result<Desk, TemplateErrors> {
         Ok(Desk {
             policy: config.policy(),
-            renderer: Renderer::load(&config.templates_dir)?,
+            templates: LiveTemplates::new(Renderer::load(&config.templates_dir)?),
+            customers: config.customers.clone(),
             from_address: config.sending_address().to_string(),
             from_name: config.support_name.clone(),
             phone: config.support_phone.clone(),
@@ -54,6 +60,21 @@ impl Desk {
     /// The subject tag of a ticket: `[#42]`.
     pub fn tag(&self, ticket: i64) -> String {
         format!("[{}{ticket}]", self.tag_prefix)
+    }
+
+    /// The configured company of an address's domain (`[[customers]]`).
+    pub fn company_of(&self, who: &Mailbox) -> Option<&Customer> {
+        let domain = who.domain();
+        self.customers.iter().find(|c| c.domain == domain)
+    }
+
+    /// The desk as templates see it.
+    pub fn support_view(&self) -> SupportView {
+        SupportView {
+            address: self.from_address.clone(),
+            name: self.from_name.clone(),
+            phone: self.phone.clone(),
+        }
     }
 }
 
@@ -224,80 +245,10 @@ async fn apply<T: StoreTx>(
     Ok(outcome)
 }
 
-/// The values every acknowledgement template gets.
-#[derive(Debug, Serialize)]
-pub struct AckContext<'a> {
-    /// The ticket.
-    pub ticket: TicketView<'a>,
-    /// The requester.
-    pub requester: PersonView<'a>,
-    /// Severity requested/assigned/given/downgraded.
-    pub severity: SeverityView,
-    /// The support desk.
-    pub support: SupportView<'a>,
-}
-
-/// The ticket as templates see it.
-#[derive(Debug, Serialize)]
-pub struct TicketView<'a> {
-    /// Number.
-    pub number: i64,
-    /// `[#42]`.
-    pub tag: String,
-    /// Subject on one line.
-    pub subject: &'a str,
-    /// `in_triage`.
-    pub status: &'static str,
-    /// `In Triage`.
-    pub status_label: &'static str,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-}
-
-/// A person as templates see it.
-#[derive(Debug, Serialize)]
-pub struct PersonView<'a> {
-    /// Display name, if any.
-    pub name: Option<&'a str>,
-    /// Address.
-    pub address: &'a str,
-}
-
-/// Severity as templates and `explain` see it.
-#[derive(Debug, Serialize)]
-pub struct SeverityView {
-    /// What the subject asked for (none when not given).
-    pub requested: Option<u8>,
-    /// What the ticket has.
-    pub assigned: u8,
-    /// False when the subject named none.
-    pub given: bool,
-    /// True when email asked for Sev 1/2.
-    pub downgraded: bool,
-}
-
-impl From<&SeverityReading> for SeverityView {
-    fn from(s: &SeverityReading) -> Self {
-        SeverityView {
-            requested: s.requested.map(|r| r.number()),
-            assigned: s.assigned.number(),
-            given: s.given,
-            downgraded: s.downgraded,
-        }
-    }
-}
-
-/// The desk as templates see it.
-#[derive(Debug, Serialize)]
-pub struct SupportView<'a> {
-    /// Sending address.
-    pub address: &'a str,
-    /// Display name.
-    pub name: &'a str,
-    /// Phone for Sev 1/2.
-    pub phone: &'a str,
-}
-
+/// Renders one planned mail of a new ticket (today: the acknowledgement) with the templates
+/// serving now, in the language and company overrides chosen for the requester. Should the
+/// override fail at render time (a case no sample reached), the defaults are tried before the
+/// mail is given up, so that an override typo does not cost the customer the mail.
 fn render_acknowledgement(
     desk: &Desk,
     number: i64,
@@ -307,31 +258,53 @@ fn render_acknowledgement(
     decision: &Decision,
 ) -> Result<QueuedMail, String> {
     let tag = desk.tag(number);
-    let s = &ticket.severity;
-    let ctx = AckContext {
-        ticket: TicketView {
+    let company = desk.company_of(&ticket.requester);
+    let renderer = desk.templates.current();
+    let languages: Vec<&str> = mail
+        .content_language
+        .as_deref()
+        .into_iter()
+        .chain(company.and_then(|c| c.language.as_deref()))
+        .collect();
+    let variant = renderer.select(
+        company.map(|c| CompanyView::from(c).slug).as_deref(),
+        &languages,
+    );
+    let zone = DEFAULT_ZONE;
+    let requester = PersonView::from_mailbox(&ticket.requester);
+    let mut ctx = TemplateContext::new(
+        TicketView::new(
             number,
-            tag: tag.clone(),
-            subject: &ticket.subject,
-            status: ticket.status.as_str(),
-            status_label: ticket.status.label(),
-            created_at: decision.at.to_rfc3339(),
-        },
-        requester: PersonView {
-            name: ticket.requester.name.as_deref(),
-            address: &ticket.requester.address,
-        },
-        severity: SeverityView::from(s),
-        support: SupportView {
-            address: &desk.from_address,
-            name: &desk.from_name,
-            phone: &desk.phone,
-        },
+            tag.clone(),
+            &ticket.subject,
+            ticket.status,
+            decision.at,
+            zone,
+        ),
+        SeverityView::from(&ticket.severity),
+        requester,
+        desk.support_view(),
+        zone,
+    );
+    ctx.language = variant.language.clone().unwrap_or_else(|| "en".into());
+    ctx.company = company.map(CompanyView::from);
+    ctx.participants.extend(
+        ticket
+            .watchers
+            .iter()
+            .map(|w| ParticipantView::new(w.name.as_deref(), &w.address, "watcher")),
+    );
+    let rendered = match renderer.render(template, &variant, &ctx, &tag) {
+        Ok(r) => r,
+        Err(e) if variant != Variant::default() => {
+            tracing::error!(ticket = number, error = %e, variant = %variant.describe(), "template override failed; using the defaults");
+            ctx.language = "en".into();
+            renderer
+                .render(template, &Variant::default(), &ctx, &tag)
+                .map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
     };
-    let rendered = desk
-        .renderer
-        .render(template, &ctx, &tag)
-        .map_err(|e| e.to_string())?;
     let message_id = outbound_message_id(
         number,
         template.name(),

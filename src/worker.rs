@@ -147,6 +147,10 @@ pub async fn run<S: Store>(
         database = ?config.database_url,
         "postdesk worker started"
     );
+    // Live template reload (templates.watch): good edits serve from the next mail on; the task
+    // stops with the shutdown signal.
+    let _template_watcher =
+        crate::outbound::watch::spawn_template_watcher(&desk.templates, config, shutdown.clone());
 
     let wake_sender = Arc::new(Notify::new());
     let (source_done_tx, source_done_rx) = watch::channel(false);

@@ -36,20 +36,95 @@ pub struct MailContext {
     pub auto_replies_to_sender_last_hour: u32,
 }
 
-/// The mail templates a decision can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The mail templates postdesk sends (SPEC: Outbound mail). Each is a folder of that name under
+/// `templates/`; the variables each one gets are in `outbound::context` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Template {
     /// The acknowledgement of a new ticket (with its not-given and downgraded variants).
     Acknowledgement,
+    /// To engineers and triage: a new ticket or a customer reply, answerable by mail.
+    EngineerNotification,
+    /// An engineer's public reply, relayed to the requester and watchers from the support address.
+    Relay,
+    /// An internal note, to staff and the account manager only.
+    InternalNote,
+    /// The periodic status update while a ticket is open and not waiting on the customer.
+    StatusUpdate,
+    /// Reminder to a customer who has not answered a ticket waiting on them.
+    CustomerPendingReminder,
+    /// The ticket is solved and will close unless the customer answers.
+    ClosePending,
+    /// The ticket is closed.
+    Closed,
+    /// A closed ticket was reopened by the customer's reply.
+    Reopened,
+    /// To the escalation contact and triage: a ticket passed its escalation time.
+    Escalation,
+    /// To triage: a ticket breached its response or resolution deadline.
+    Breach,
+    /// To an engineer: their mail held an unknown or malformed command; nothing was relayed.
+    CommandRejected,
 }
 
 impl Template {
+    /// Every template, in the order the README lists them.
+    pub const ALL: [Template; 12] = [
+        Template::Acknowledgement,
+        Template::EngineerNotification,
+        Template::Relay,
+        Template::InternalNote,
+        Template::StatusUpdate,
+        Template::CustomerPendingReminder,
+        Template::ClosePending,
+        Template::Closed,
+        Template::Reopened,
+        Template::Escalation,
+        Template::Breach,
+        Template::CommandRejected,
+    ];
+
     /// The template's directory name under `templates/`.
     pub fn name(self) -> &'static str {
         match self {
             Template::Acknowledgement => "acknowledgement",
+            Template::EngineerNotification => "engineer_notification",
+            Template::Relay => "relay",
+            Template::InternalNote => "internal_note",
+            Template::StatusUpdate => "status_update",
+            Template::CustomerPendingReminder => "customer_pending_reminder",
+            Template::ClosePending => "close_pending",
+            Template::Closed => "closed",
+            Template::Reopened => "reopened",
+            Template::Escalation => "escalation",
+            Template::Breach => "breach",
+            Template::CommandRejected => "command_rejected",
         }
+    }
+
+    /// The template with this directory name (`-` and `_` are the same, case is ignored).
+    pub fn from_name(name: &str) -> Option<Template> {
+        let norm = name.trim().to_ascii_lowercase().replace('-', "_");
+        Template::ALL.into_iter().find(|t| t.name() == norm)
+    }
+}
+
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Template {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Template::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Template::ALL.iter().map(|t| t.name()).collect();
+            format!(
+                "unknown template `{s}`: expected one of {}",
+                names.join(", ")
+            )
+        })
     }
 }
 
@@ -427,6 +502,23 @@ mod tests {
             panic!("not a ticket")
         };
         assert_eq!(t.subject, "(no subject)");
+    }
+
+    #[test]
+    fn template_names_round_trip() {
+        for t in Template::ALL {
+            assert_eq!(Template::from_name(t.name()), Some(t));
+            assert_eq!(t.name().parse::<Template>().ok(), Some(t));
+            assert_eq!(
+                serde_json::to_value(t).ok(),
+                Some(serde_json::Value::String(t.name().into()))
+            );
+        }
+        assert_eq!(
+            Template::from_name("Command-Rejected"),
+            Some(Template::CommandRejected)
+        );
+        assert!("acknowledgment".parse::<Template>().is_err());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Outbound mail: rendering templates, composing RFC 5322 messages, and delivering the outbox.
 
 pub mod compose;
+pub mod context;
+pub mod html_text;
 pub mod outbox;
+pub mod preview;
+pub mod sample;
 pub mod smtp;
 pub mod templates;
+pub mod watch;

@@ -1,0 +1,543 @@
+//! The values templates get (SPEC: Outbound mail). One shared context: the common part (ticket,
+//! severity, requester, recipient, participants, company, support desk, deadlines) is filled for
+//! every template; the sections only some templates use (`message`, `status_change`, ...) are none
+//! elsewhere. [`sections`] says which template gets which section, and `templates check` rejects
+//! a template that uses a variable it does not get. The README lists them per template.
+//!
+//! Times are formatted here, in the customer's time zone, so that templates print strings and
+//! never do date arithmetic.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::config::Customer;
+use crate::desk::decide::Template;
+use crate::desk::{SeverityReading, Status};
+use crate::mail::Mailbox;
+
+/// The zone deadlines are shown in until per-customer calendars exist: the business-hours zone
+/// of the severity policy.
+pub const DEFAULT_ZONE: Tz = chrono_tz::America::Chicago;
+
+/// How times are shown to people: `2026-11-23 10:00 CST` (no weekday or month names, so that
+/// every language can use it as it is).
+pub fn format_local(at: DateTime<Utc>, zone: Tz) -> String {
+    at.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+/// Who a template writes to: the customer side or staff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Requester and watchers.
+    Customer,
+    /// Engineers, triage, escalation contacts, account managers.
+    Staff,
+}
+
+/// Who each template writes to.
+pub fn audience(template: Template) -> Audience {
+    match template {
+        Template::Acknowledgement
+        | Template::Relay
+        | Template::StatusUpdate
+        | Template::CustomerPendingReminder
+        | Template::ClosePending
+        | Template::Closed
+        | Template::Reopened => Audience::Customer,
+        Template::EngineerNotification
+        | Template::InternalNote
+        | Template::Escalation
+        | Template::Breach
+        | Template::CommandRejected => Audience::Staff,
+    }
+}
+
+/// The variables every template gets.
+pub const COMMON: [&str; 10] = [
+    "audience",
+    "language",
+    "ticket",
+    "severity",
+    "requester",
+    "recipient",
+    "participants",
+    "company",
+    "support",
+    "deadlines",
+];
+
+/// The optional sections a template gets on top of [`COMMON`] (always filled for it).
+pub fn sections(template: Template) -> &'static [&'static str] {
+    match template {
+        Template::Acknowledgement => &[],
+        Template::EngineerNotification => &["message", "notification"],
+        Template::Relay => &["message"],
+        Template::InternalNote => &["message"],
+        Template::StatusUpdate => &["update"],
+        Template::CustomerPendingReminder => &["reminder"],
+        Template::ClosePending => &["status_change", "closing"],
+        Template::Closed => &["status_change", "closing"],
+        Template::Reopened => &["status_change", "message"],
+        Template::Escalation => &["escalation"],
+        Template::Breach => &["breach"],
+        Template::CommandRejected => &["message", "rejection"],
+    }
+}
+
+/// Every optional section name.
+pub const SECTIONS: [&str; 9] = [
+    "message",
+    "notification",
+    "status_change",
+    "update",
+    "reminder",
+    "closing",
+    "escalation",
+    "breach",
+    "rejection",
+];
+
+/// Everything a template can see. Sections a template does not get are `None` (null).
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateContext {
+    /// `customer` or `staff`: who this mail is for.
+    pub audience: Audience,
+    /// The language the mail is written in (`en` for the defaults, else the override's code).
+    pub language: String,
+    /// The ticket.
+    pub ticket: TicketView,
+    /// Requested and assigned severity.
+    pub severity: SeverityView,
+    /// The customer who opened the ticket.
+    pub requester: PersonView,
+    /// Who this copy of the mail goes to.
+    pub recipient: PersonView,
+    /// Requester, watchers, staff and account manager.
+    pub participants: Vec<ParticipantView>,
+    /// The requester's company, when its domain is configured under `[[customers]]`.
+    pub company: Option<CompanyView>,
+    /// The support desk.
+    pub support: SupportView,
+    /// SLA deadlines in the customer's time zone (none until the SLA engine sets them).
+    pub deadlines: DeadlinesView,
+    /// A message: the customer's (engineer notification), the engineer's (relay, note,
+    /// rejection) or the reopening reply.
+    pub message: Option<MessageView>,
+    /// Why engineers are notified.
+    pub notification: Option<NotificationView>,
+    /// A status change (close pending, closed, reopened).
+    pub status_change: Option<StatusChangeView>,
+    /// The periodic status update.
+    pub update: Option<UpdateView>,
+    /// The customer-pending reminder.
+    pub reminder: Option<ReminderView>,
+    /// Closing (close pending and closed notices).
+    pub closing: Option<ClosingView>,
+    /// Escalation.
+    pub escalation: Option<EscalationView>,
+    /// A breached deadline.
+    pub breach: Option<BreachView>,
+    /// Rejected engineer commands.
+    pub rejection: Option<RejectionView>,
+}
+
+/// The ticket as templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketView {
+    /// Number.
+    pub number: i64,
+    /// `[#42]`.
+    pub tag: String,
+    /// Subject on one line, as the customer wrote it.
+    pub subject: String,
+    /// `in_triage`.
+    pub status: &'static str,
+    /// `In Triage`.
+    pub status_label: &'static str,
+    /// Creation time, RFC 3339 in UTC.
+    pub created_at: String,
+    /// Creation time in the customer's time zone (`2026-11-23 10:00 CST`).
+    pub created_local: String,
+}
+
+/// A person as templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonView {
+    /// Display name, if any.
+    pub name: Option<String>,
+    /// Address.
+    pub address: String,
+    /// The name, else the address: what a greeting uses.
+    pub display: String,
+}
+
+impl PersonView {
+    /// From a mailbox.
+    pub fn from_mailbox(m: &Mailbox) -> PersonView {
+        PersonView::new(m.name.as_deref(), &m.address)
+    }
+
+    /// From a name and an address.
+    pub fn new(name: Option<&str>, address: &str) -> PersonView {
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        PersonView {
+            display: name.unwrap_or(address).to_string(),
+            name: name.map(str::to_string),
+            address: address.to_string(),
+        }
+    }
+}
+
+/// A participant of the ticket.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantView {
+    /// Display name, if any.
+    pub name: Option<String>,
+    /// Address.
+    pub address: String,
+    /// The name, else the address.
+    pub display: String,
+    /// `requester`, `watcher`, `staff` or `account_manager`.
+    pub role: String,
+}
+
+impl ParticipantView {
+    /// A participant with a role.
+    pub fn new(name: Option<&str>, address: &str, role: &str) -> ParticipantView {
+        let p = PersonView::new(name, address);
+        ParticipantView {
+            name: p.name,
+            address: p.address,
+            display: p.display,
+            role: role.to_string(),
+        }
+    }
+}
+
+/// Severity as templates and `explain` see it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SeverityView {
+    /// What the subject asked for (none when not given).
+    pub requested: Option<u8>,
+    /// What the ticket has.
+    pub assigned: u8,
+    /// False when the subject named none.
+    pub given: bool,
+    /// True when email asked for Sev 1/2.
+    pub downgraded: bool,
+}
+
+impl From<&SeverityReading> for SeverityView {
+    fn from(s: &SeverityReading) -> Self {
+        SeverityView {
+            requested: s.requested.map(|r| r.number()),
+            assigned: s.assigned.number(),
+            given: s.given,
+            downgraded: s.downgraded,
+        }
+    }
+}
+
+/// The requester's company.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompanyView {
+    /// Company name from config.
+    pub name: String,
+    /// Its mail domain.
+    pub domain: String,
+    /// The folder name of its template overrides (`templates/companies/<slug>/`).
+    pub slug: String,
+}
+
+impl From<&Customer> for CompanyView {
+    fn from(c: &Customer) -> Self {
+        CompanyView {
+            name: c.company.clone(),
+            domain: c.domain.clone(),
+            slug: company_slug(&c.company),
+        }
+    }
+}
+
+/// The folder name for a company: lower-case ASCII letters and digits, other runs become `-`
+/// (`Globex Corporation` -> `globex-corporation`).
+pub fn company_slug(company: &str) -> String {
+    let mut out = String::with_capacity(company.len());
+    for c in company.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// The desk as templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupportView {
+    /// Sending address.
+    pub address: String,
+    /// Display name.
+    pub name: String,
+    /// Phone for Sev 1/2.
+    pub phone: String,
+}
+
+/// SLA deadlines, formatted in the customer's time zone. Each is none while unknown: the
+/// acknowledgement of this build has none, since the SLA engine comes later.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeadlinesView {
+    /// The zone the times are in (`America/Chicago`).
+    pub zone: String,
+    /// First public engineer reply due.
+    pub response: Option<String>,
+    /// Resolution due.
+    pub resolution: Option<String>,
+    /// Next status update due.
+    pub next_update: Option<String>,
+    /// Escalation time.
+    pub escalation: Option<String>,
+}
+
+impl DeadlinesView {
+    /// No deadlines known yet, in `zone`.
+    pub fn unknown(zone: Tz) -> DeadlinesView {
+        DeadlinesView {
+            zone: zone.name().to_string(),
+            ..DeadlinesView::default()
+        }
+    }
+}
+
+/// A message on the ticket.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    /// Who wrote it.
+    pub author: PersonView,
+    /// Its new text (quotes and signature stripped).
+    pub text: String,
+    /// When it arrived, in the customer's time zone.
+    pub received_local: String,
+    /// True for internal notes (never sent to the customer).
+    pub internal: bool,
+}
+
+/// Why engineers get a notification.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationView {
+    /// `new_ticket` or `customer_reply`.
+    pub kind: String,
+}
+
+/// A status change.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusChangeView {
+    /// Status before (`customer_pending`).
+    pub from: String,
+    /// Its label (`Customer Pending`).
+    pub from_label: String,
+    /// Status after.
+    pub to: String,
+    /// Its label.
+    pub to_label: String,
+    /// Why, in words (`solved by Sam Engineer`, `no reply for 5 business days`).
+    pub reason: String,
+}
+
+impl StatusChangeView {
+    /// A change between two statuses.
+    pub fn new(from: Status, to: Status, reason: &str) -> StatusChangeView {
+        StatusChangeView {
+            from: from.as_str().into(),
+            from_label: from.label().into(),
+            to: to.as_str().into(),
+            to_label: to.label().into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The periodic status update.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateView {
+    /// When the last public message went out, in the customer's time zone.
+    pub last_public_local: String,
+    /// The update interval of the ticket's severity (`24 h`).
+    pub interval: String,
+}
+
+/// The customer-pending reminder.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReminderView {
+    /// Since when the ticket waits on the customer.
+    pub waiting_since_local: String,
+    /// When it moves to close pending if nobody answers.
+    pub close_pending_local: String,
+}
+
+/// Closing: close-pending and closed notices.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosingView {
+    /// When a close-pending ticket closes by itself (customer's time zone).
+    pub auto_close_local: String,
+    /// Business days a ticket stays close pending.
+    pub business_days: u32,
+    /// What the customer writes on its own line to close now (`#close`).
+    pub confirm_word: String,
+    /// How long a closed ticket can be reopened by a reply, in days.
+    pub reopen_days: u32,
+}
+
+/// Escalation of a ticket.
+#[derive(Debug, Clone, Serialize)]
+pub struct EscalationView {
+    /// When it escalated (customer's time zone).
+    pub at_local: String,
+    /// The escalation time of the severity (`2 days`).
+    pub after: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// A breached deadline.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreachView {
+    /// `response` or `resolution`.
+    pub deadline: String,
+    /// `Response` or `Resolution`.
+    pub deadline_label: String,
+    /// When it was due (customer's time zone).
+    pub due_local: String,
+    /// How late, in words (`35 min`).
+    pub overdue_by: String,
+}
+
+/// An engineer mail whose commands were rejected.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectionView {
+    /// Each rejected command line.
+    pub problems: Vec<RejectedCommand>,
+    /// The accepted commands, one per line, for the reply.
+    pub help: String,
+}
+
+/// One rejected command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedCommand {
+    /// Line number in the engineer's message.
+    pub line: u32,
+    /// The line as written.
+    pub text: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// The accepted engineer commands (SPEC: Engineers by mail), for rejection mails.
+pub const COMMAND_HELP: &str = "#status <in_triage|engineer_pending|customer_pending|close_pending|closed>\n#severity <1-4>\n#assign <me|address>\n#note\n#solved";
+
+impl TemplateContext {
+    /// The common part for a ticket, written to the requester in English with no deadlines
+    /// known; callers set the recipient, language, company, deadlines and sections they have.
+    pub fn new(
+        ticket: TicketView,
+        severity: SeverityView,
+        requester: PersonView,
+        support: SupportView,
+        zone: Tz,
+    ) -> TemplateContext {
+        TemplateContext {
+            audience: Audience::Customer,
+            language: "en".into(),
+            participants: vec![ParticipantView::new(
+                requester.name.as_deref(),
+                &requester.address,
+                "requester",
+            )],
+            recipient: requester.clone(),
+            requester,
+            ticket,
+            severity,
+            company: None,
+            support,
+            deadlines: DeadlinesView::unknown(zone),
+            message: None,
+            notification: None,
+            status_change: None,
+            update: None,
+            reminder: None,
+            closing: None,
+            escalation: None,
+            breach: None,
+            rejection: None,
+        }
+    }
+}
+
+impl TicketView {
+    /// A ticket's view; `created_local` is in `zone`.
+    pub fn new(
+        number: i64,
+        tag: String,
+        subject: &str,
+        status: Status,
+        created_at: DateTime<Utc>,
+        zone: Tz,
+    ) -> TicketView {
+        TicketView {
+            number,
+            tag,
+            subject: subject.to_string(),
+            status: status.as_str(),
+            status_label: status.label(),
+            created_at: created_at.to_rfc3339(),
+            created_local: format_local(created_at, zone),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn company_slugs() {
+        for (name, slug) in [
+            ("Globex Corporation", "globex-corporation"),
+            ("  ACME, Inc. ", "acme-inc"),
+            ("Müller & Söhne GmbH", "m-ller-s-hne-gmbh"),
+            ("x", "x"),
+        ] {
+            assert_eq!(company_slug(name), slug, "{name}");
+        }
+    }
+
+    #[test]
+    fn local_times_carry_the_zone() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T16:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format_local(at, DEFAULT_ZONE), "2026-11-23 10:00 CST");
+        assert_eq!(
+            format_local(at, chrono_tz::Europe::Berlin),
+            "2026-11-23 17:00 CET"
+        );
+    }
+
+    #[test]
+    fn every_template_has_an_audience_and_known_sections() {
+        for t in Template::ALL {
+            let _ = audience(t);
+            for s in sections(t) {
+                assert!(SECTIONS.contains(s), "{t}: {s}");
+            }
+        }
+    }
+}
