@@ -297,7 +297,16 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             };
             with_store!(config, |store| {
                 store.migrate().await?;
-                worker::run(store, config, desk, options, rx).await?;
+                match worker::run(store, config, desk, options, rx).await {
+                    Ok(_) => {}
+                    // Settings that cannot work (untrusted certificate, refused login, busy
+                    // http.listen, ...): say so and exit 78 instead of retrying forever.
+                    Err(worker::WorkerError::Unsupported(why)) => {
+                        eprintln!("postdesk: {why}");
+                        return Ok(ExitCode::from(EX_CONFIG));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             });
             Ok(ExitCode::SUCCESS)
         }

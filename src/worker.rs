@@ -331,9 +331,14 @@ fn count<K>(summary: &mut RunSummary, done: &[(K, Outcome)], started: Instant, r
 
 /// Sleeps `d` unless shutdown comes first.
 async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    let sleep = tokio::time::sleep(d);
+    tokio::pin!(sleep);
     tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = shutdown.changed() => {}
+        _ = &mut sleep => {}
+        r = shutdown.changed() => if r.is_err() {
+            // Nobody can ask for shutdown any more: just sleep.
+            sleep.await;
+        }
     }
 }
 
@@ -546,15 +551,32 @@ async fn imap_loop<S: Store>(
         backoff: RECONNECT_MIN,
         store_backoff: Duration::from_millis(100),
     };
+    let mut ever_connected = false;
     loop {
         if *shutdown.borrow() {
             return Ok(p.summary);
         }
         METRICS.set_imap_state(ImapState::Connecting);
+        let connects = METRICS
+            .imap_connects
+            .load(std::sync::atomic::Ordering::Relaxed);
         let end = imap_session(store, desk, src, &options, &mut shutdown, wake, &mut p).await;
         METRICS.set_imap_state(ImapState::Disconnected);
+        ever_connected |= METRICS
+            .imap_connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > connects;
         let why = match end {
             SessionEnd::Stop => return Ok(p.summary),
+            // A certificate nobody trusts or a refused login at the very first connection is a
+            // configuration problem: stop with a clear error. Once the mailbox has worked, the
+            // same errors are retried (a server certificate renewal, a token refresh).
+            SessionEnd::Imap(e @ (ImapError::Tls(_) | ImapError::Login(_))) if !ever_connected => {
+                return Err(WorkerError::Unsupported(format!(
+                    "mailbox {}: {e}",
+                    src.endpoint
+                )));
+            }
             SessionEnd::Imap(e) => e.to_string(),
             SessionEnd::Store(e) => format!("store: {e}"),
         };
@@ -595,7 +617,6 @@ async fn imap_session<S: Store>(
     METRICS
         .imap_connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    p.backoff = RECONNECT_MIN;
     tracing::info!(
         mailbox = %src.endpoint,
         state = ImapState::Connected.label(),
@@ -622,9 +643,19 @@ async fn serve_mailbox<S: Store>(
     s: &mut ImapSession,
 ) -> SessionEnd {
     let r: Result<(), SessionEnd> = async {
-        s.ensure_folder(&src.processed).await?;
-        s.ensure_folder(&src.quarantine).await?;
+        // Folder names are configured with `/` between levels; servers use their own delimiter.
+        let delimiter = s.delimiter().await?.unwrap_or_else(|| "/".into());
+        let processed = src.processed.replace('/', &delimiter);
+        let quarantine = src.quarantine.replace('/', &delimiter);
+        s.ensure_folder(&processed).await?;
+        s.ensure_folder(&quarantine).await?;
+        let folders = Folders {
+            processed: &processed,
+            quarantine: &quarantine,
+        };
         let selected = s.select(&src.endpoint.path).await?;
+        // Only a session that got this far resets the reconnect backoff.
+        p.backoff = RECONNECT_MIN;
         let state = source_state(store, src, s, selected).await?;
         loop {
             if *shutdown.borrow() {
@@ -667,6 +698,7 @@ async fn serve_mailbox<S: Store>(
                         store,
                         desk,
                         src,
+                        &folders,
                         options,
                         shutdown,
                         wake,
@@ -690,6 +722,7 @@ async fn serve_mailbox<S: Store>(
                     store,
                     desk,
                     src,
+                    &folders,
                     options,
                     shutdown,
                     wake,
@@ -804,11 +837,18 @@ async fn candidates(
     Ok(work)
 }
 
+/// Where taken messages go, in the server's own folder names.
+struct Folders<'a> {
+    processed: &'a str,
+    quarantine: &'a str,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn take_chunk<S: Store>(
     store: &S,
     desk: &Desk,
     src: &ImapSource,
+    folders: &Folders<'_>,
     options: &RunOptions,
     shutdown: &mut watch::Receiver<bool>,
     wake: &Notify,
@@ -893,8 +933,8 @@ async fn take_chunk<S: Store>(
         p.set_aside.insert((uid_validity, uid), Instant::now());
     }
     // Committed: now (and only now) flag and move them out of the mailbox.
-    s.mark_and_move(&processed, &src.processed).await?;
-    s.mark_and_move(&quarantined, &src.quarantine).await?;
+    s.mark_and_move(&processed, folders.processed).await?;
+    s.mark_and_move(&quarantined, folders.quarantine).await?;
     if let Some(e) = taken.temporary {
         tracing::warn!(error = %e, retry_in_ms = p.store_backoff.as_millis() as u64, "database busy or unreachable; messages stay untouched on the server");
         pause(p.store_backoff, shutdown).await;

@@ -394,35 +394,60 @@ impl ImapSession {
         }
     }
 
+    /// The server's hierarchy delimiter (`LIST "" ""`): `/` or `.` on common servers.
+    pub async fn delimiter(&mut self) -> Result<Option<String>, ImapError> {
+        self.with_timeout("LIST", |s| {
+            Box::pin(async move {
+                let list = s.list(Some(""), Some("\"\"")).await?;
+                let names: Vec<_> = list.collect().await;
+                Ok(names
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .find_map(|n| n.delimiter().map(str::to_string)))
+            })
+        })
+        .await
+    }
+
+    async fn folder_exists(&mut self, name: &str) -> Result<bool, ImapError> {
+        let q = quote(name);
+        self.with_timeout("LIST", |s| {
+            Box::pin(async move {
+                let list = s.list(Some(""), Some(&q)).await?;
+                let names: Vec<_> = list.collect().await;
+                Ok(names.into_iter().any(|n| n.is_ok()))
+            })
+        })
+        .await
+    }
+
     /// Creates a folder unless it exists.
     pub async fn ensure_folder(&mut self, name: &str) -> Result<(), ImapError> {
-        let q = quote(name);
-        let exists = self
-            .with_timeout("LIST", |s| {
-                Box::pin(async move {
-                    let list = s.list(Some(""), Some(&q)).await?;
-                    let names: Vec<_> = list.collect().await;
-                    Ok(names.into_iter().any(|n| n.is_ok()))
-                })
-            })
-            .await?;
-        if !exists {
-            let q = quote(name);
-            match self.with_timeout("CREATE", |s| Box::pin(s.create(q))).await {
-                Ok(()) => {}
-                // Someone else created it meanwhile: fine.
-                Err(e) if e.is_command_refusal() => {
-                    tracing::debug!(folder = name, error = %e, "CREATE refused; assuming it exists")
-                }
-                Err(e) => return Err(e),
-            }
+        if self.folder_exists(name).await? {
+            return Ok(());
         }
-        Ok(())
+        // async-imap quotes mailbox names itself (except LIST patterns).
+        let q = name.to_string();
+        match self.with_timeout("CREATE", |s| Box::pin(s.create(q))).await {
+            Ok(()) => Ok(()),
+            // Refused: fine if someone else created it meanwhile, an error otherwise.
+            Err(e) if e.is_command_refusal() => {
+                if self.folder_exists(name).await? {
+                    Ok(())
+                } else {
+                    Err(ImapError::Command {
+                        command: format!("CREATE {name}"),
+                        message: format!("the folder cannot be created: {e}"),
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Selects the mailbox.
     pub async fn select(&mut self, name: &str) -> Result<Selected, ImapError> {
-        let q = quote(name);
+        let q = name.to_string();
         let m = self
             .with_timeout("SELECT", |s| Box::pin(s.select(q)))
             .await?;
@@ -516,7 +541,7 @@ impl ImapSession {
         }
         let set = uid_set(uids);
         self.store_flags(&set, "+FLAGS.SILENT (\\Seen)").await?;
-        let q = quote(folder);
+        let q = folder.to_string();
         if self.caps.moves {
             let set = set.clone();
             return self
@@ -609,7 +634,15 @@ impl ImapSession {
             let (wait, interrupt) = handle.wait_with_timeout(renew);
             let mut stop = shutdown.clone();
             let stopper = async move {
-                let _ = stop.changed().await;
+                loop {
+                    if stop.changed().await.is_err() {
+                        // Nobody can ask for shutdown any more: only the mailbox ends the wait.
+                        std::future::pending::<()>().await;
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
                 drop(interrupt);
                 std::future::pending::<()>().await
             };

@@ -1,0 +1,748 @@
+//! The worker against a real Dovecot (IMAP, IDLE) and a real Postfix (SMTP), started by the
+//! harness in tests/common/mailstack.rs: customers send mail by SMTP, `postdesk run` (the
+//! binary) takes it from support@'s INBOX and delivers acknowledgements by SMTP submission
+//! (STARTTLS + AUTH), which land in the customers' IMAP inboxes.
+
+#[path = "common/mailstack.rs"]
+mod mailstack;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mailstack::{ALICE, BOB, MailStack, PASSWORD, SUPPORT, StackOptions, TRIAGE, customer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+// The configured "postdesk/processed", in Dovecot's maildir++ hierarchy (delimiter ".").
+const PROCESSED: &str = "postdesk.processed";
+const QUARANTINE: &str = "postdesk.quarantine";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `postdesk` installation wired to a mail stack: its own SQLite file and log file.
+struct Desk {
+    dir: tempfile::TempDir,
+    env: BTreeMap<String, String>,
+    http_port: u16,
+}
+
+impl Desk {
+    fn new(stack: &MailStack) -> Desk {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let http_port = free_port();
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            (
+                "DATABASE_URL",
+                format!("sqlite:{}", dir.path().join("postdesk.db").display()),
+            ),
+            ("MAILBOX_URL", stack.imap_url(SUPPORT)),
+            ("MAILBOX_PASSWORD", PASSWORD.to_string()),
+            ("MAILBOX_POLL_INTERVAL", "1s".into()),
+            ("MAILBOX_COMMAND_TIMEOUT", "10s".into()),
+            ("OUTBOX_URL", stack.submission_url()),
+            ("OUTBOX_PASSWORD", PASSWORD.to_string()),
+            ("OUTBOX_RETRY_MIN", "1s".into()),
+            ("OUTBOX_RETRY_MAX", "2s".into()),
+            ("OUTBOX_POLL_INTERVAL", "200ms".into()),
+            ("TLS_CA_FILE", stack.ca_file.display().to_string()),
+            ("SUPPORT_ADDRESSES", SUPPORT.into()),
+            ("TRIAGE_OWNERS", TRIAGE.into()),
+            (
+                "TEMPLATES_DIR",
+                repo().join("templates").display().to_string(),
+            ),
+            ("HTTP_LISTEN", format!("127.0.0.1:{http_port}")),
+            ("LOG", "info".into()),
+        ] {
+            env.insert(format!("POSTDESK_{k}"), v);
+        }
+        Desk {
+            dir,
+            env,
+            http_port,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> &mut Desk {
+        self.env
+            .insert(format!("POSTDESK_{key}"), value.to_string());
+        self
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("worker.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("POSTDESK_CONFIG")
+            .envs(&self.env);
+        c
+    }
+
+    /// `postdesk run` in the background, its log appended to worker.log.
+    fn spawn(&self, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `postdesk run --exit-when-idle` to the end.
+    fn run_until_idle(&self) -> Output {
+        let child = self.spawn(&["--exit-when-idle"]);
+        wait_with_timeout(child, Duration::from_secs(120))
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn tickets(&self) -> Vec<serde_json::Value> {
+        let out = self.output(&["tickets", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ticket(&self, n: i64) -> serde_json::Value {
+        let out = self.output(&["tickets", "show", &n.to_string(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await {
+                let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                s.write_all(req.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let mut buf = String::new();
+                s.read_to_string(&mut buf)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = buf
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let body = buf
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_default();
+                return (status, body);
+            }
+            assert!(Instant::now() < deadline, "http.listen never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+    }
+
+    /// Waits until the database holds `n` tickets.
+    async fn wait_for_tickets(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.tickets().len();
+            if have >= n || Instant::now() > deadline {
+                return have;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The quarantine table's rows (reason, source) read straight from SQLite.
+    async fn quarantine_rows(&self) -> Vec<(String, String)> {
+        let url = format!("sqlite:{}", self.dir.path().join("postdesk.db").display());
+        let pool = sqlx::SqlitePool::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT reason, source FROM quarantine")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+        rows
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().unwrap_or_else(|e| panic!("{e}")),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                panic!("postdesk run did not finish within {timeout:?}");
+            }
+        }
+    }
+}
+
+fn stop(mut child: Child) -> Output {
+    // SIGTERM: finish the message in hand, exit 0.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("postdesk run did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mail(from: &str, subject: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <{from}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello, something is broken ({id}).\r\n"
+    )
+    .into_bytes()
+}
+
+fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+    let mut value: Option<String> = None;
+    for line in head.split("\r\n") {
+        if let Some(v) = value.as_mut()
+            && (line.starts_with(' ') || line.starts_with('\t'))
+        {
+            v.push_str(line.trim_start());
+            continue;
+        }
+        if value.is_some() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':')
+            && n.eq_ignore_ascii_case(name)
+        {
+            value = Some(v.trim().to_string());
+        }
+    }
+    value
+}
+
+fn message_ids(raws: &[Vec<u8>]) -> Vec<String> {
+    raws.iter()
+        .map(|r| header(r, "Message-ID").unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_mail_is_acknowledged_in_their_inbox_through_idle() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    let worker = desk.spawn(&[]);
+    // The worker is connected and idle before the customer writes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !desk.log().contains("IMAP connected") {
+        assert!(
+            Instant::now() < deadline,
+            "never connected:\n{}",
+            desk.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack
+        .send(
+            ALICE,
+            SUPPORT,
+            &mail(ALICE, "SEV 3 printer on fire", "first@customer.test"),
+        )
+        .await;
+    let n = stack
+        .wait_for_count(ALICE, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(n, 1, "no acknowledgement arrived:\n{}", desk.log());
+    let ack = &stack.fetch_all(ALICE, "INBOX").await[0];
+    let subject = header(ack, "Subject").unwrap_or_default();
+    assert!(subject.contains("[#1]"), "subject: {subject}");
+    assert_eq!(
+        header(ack, "In-Reply-To").as_deref(),
+        Some("<first@customer.test>")
+    );
+    assert!(
+        header(ack, "References")
+            .unwrap_or_default()
+            .contains("<first@customer.test>")
+    );
+    assert_eq!(
+        header(ack, "Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    // The Message-ID the outbox row records is the one that arrived.
+    let t = desk.ticket(1);
+    let recorded = t["outbox"][0]["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let arrived = header(ack, "Message-ID").unwrap_or_default();
+    assert!(
+        arrived.contains(recorded.trim_matches(['<', '>'])),
+        "{recorded} vs {arrived}"
+    );
+    assert!(t["outbox"][0]["sent_at"].is_string(), "{t}");
+    // The customer's mail left the INBOX for the processed folder, flagged \Seen.
+    assert_eq!(
+        stack
+            .wait_for_count(SUPPORT, PROCESSED, 1, Duration::from_secs(5))
+            .await,
+        1,
+        "{}",
+        desk.log()
+    );
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    // Metrics and health.
+    assert_eq!(desk.metric("postdesk_imap_connected").await, 1.0);
+    assert_eq!(desk.metric("postdesk_messages_taken_total").await, 1.0);
+    assert_eq!(desk.metric("postdesk_mails_sent_total").await, 1.0);
+    assert_eq!(desk.metric("postdesk_outbox_depth").await, 0.0);
+    let (status, body) = desk.http_get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"imap\":\"connected\""), "{body}");
+    let out = stop(worker);
+    assert!(
+        out.status.success(),
+        "exit {:?}:\n{}",
+        out.status,
+        desk.log()
+    );
+    assert_eq!(desk.tickets().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_restart_reconnects_and_nothing_is_lost_or_repeated() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    let worker = desk.spawn(&[]);
+    let batch = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| {
+                let from = customer(i);
+                (
+                    from.clone(),
+                    SUPPORT.to_string(),
+                    mail(
+                        &from,
+                        &format!("restart {i}"),
+                        &format!("r{i}@customer.test"),
+                    ),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    stack.send_many(batch(0..20)).await;
+    assert_eq!(desk.wait_for_tickets(20, Duration::from_secs(30)).await, 20);
+    stack.restart_dovecot();
+    stack.send_many(batch(20..40)).await;
+    assert_eq!(
+        desk.wait_for_tickets(40, Duration::from_secs(60)).await,
+        40,
+        "{}",
+        desk.log()
+    );
+    for i in 0..40 {
+        let n = stack
+            .wait_for_count(&customer(i), "INBOX", 1, Duration::from_secs(30))
+            .await;
+        assert_eq!(n, 1, "customer {i}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = stop(worker);
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(desk.tickets().len(), 40);
+    for i in 0..40 {
+        assert_eq!(
+            stack.count(&customer(i), "INBOX").await,
+            1,
+            "customer {i} got a repeat"
+        );
+    }
+    assert_eq!(stack.count(SUPPORT, PROCESSED).await, 40);
+    let log = desk.log();
+    assert!(log.contains("IMAP disconnected; reconnecting"), "{log}");
+    assert!(log.matches("IMAP connected").count() >= 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postfix_stopped_mail_waits_in_the_outbox_and_goes_once_it_is_back() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    stack.stop_postfix();
+    let worker = desk.spawn(&[]);
+    // Postfix is down, so the customer's mail reaches the mailbox another way.
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(BOB, "SEV 4 waiting", "wait@customer.test")],
+        )
+        .await;
+    assert_eq!(desk.wait_for_tickets(1, Duration::from_secs(30)).await, 1);
+    // A few attempts fail while the server is away; the mail waits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while desk.metric("postdesk_mail_retries_total").await < 2.0 {
+        assert!(Instant::now() < deadline, "{}", desk.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(desk.metric("postdesk_outbox_depth").await, 1.0);
+    assert!(desk.metric("postdesk_outbox_oldest_unsent_seconds").await > 0.0);
+    stack.start_postfix();
+    let n = stack
+        .wait_for_count(BOB, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(n, 1, "{}", desk.log());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stack.count(BOB, "INBOX").await, 1, "delivered twice");
+    let out = stop(worker);
+    assert!(out.status.success());
+    let t = desk.ticket(1);
+    assert!(t["outbox"][0]["attempts"].as_i64().unwrap_or(0) >= 3, "{t}");
+    assert!(t["outbox"][0]["sent_at"].is_string(), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_and_acks() {
+    const CUSTOMERS: usize = 100;
+    const EACH: usize = 10;
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    let mut raws = Vec::new();
+    for round in 0..EACH {
+        for c in 0..CUSTOMERS {
+            let from = customer(c);
+            raws.push(mail(
+                &from,
+                &format!("SEV 4 kill test {round}"),
+                &format!("k{round}-{c}@customer.test"),
+            ));
+        }
+    }
+    stack.append(SUPPORT, "INBOX", &raws).await;
+    // Kill at random moments until a run gets to the end on its own.
+    let mut seed = 0x9e37_79b9_u64 ^ std::process::id() as u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut kills = 0;
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no end in sight:\n{}",
+            desk.log()
+        );
+        let mut child = desk.spawn(&["--exit-when-idle"]);
+        let wait = Duration::from_millis(100 + next() % 900);
+        std::thread::sleep(wait);
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                assert!(status.success(), "exit {status:?}:\n{}", desk.log());
+                break;
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("kill test: {kills} SIGKILLs");
+    assert!(
+        kills >= 3,
+        "the worker was hardly interrupted ({kills} kills)"
+    );
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), CUSTOMERS * EACH);
+    let mut total = 0;
+    for c in 0..CUSTOMERS {
+        let n = stack
+            .wait_for_count(&customer(c), "INBOX", EACH, Duration::from_secs(60))
+            .await;
+        total += n;
+    }
+    // Let Postfix finish anything still in flight, then count again: exactly one each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut ids = HashSet::new();
+    let mut recount = 0;
+    for c in 0..CUSTOMERS {
+        let msgs = stack.fetch_all(&customer(c), "INBOX").await;
+        assert_eq!(msgs.len(), EACH, "customer {c}");
+        recount += msgs.len();
+        for id in message_ids(&msgs) {
+            assert!(ids.insert(id.clone()), "duplicate acknowledgement {id}");
+        }
+    }
+    assert_eq!(total, CUSTOMERS * EACH);
+    assert_eq!(recount, CUSTOMERS * EACH);
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_mailbox_with_a_new_uidvalidity_makes_no_duplicate_tickets() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    let raws: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            mail(
+                ALICE,
+                &format!("uidvalidity {i}"),
+                &format!("uv{i}@customer.test"),
+            )
+        })
+        .collect();
+    stack.append(SUPPORT, "INBOX", &raws).await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(desk.tickets().len(), 5);
+    // The mailbox is restored from a backup: the same messages, under a new UIDVALIDITY.
+    let before = stack.uid_validity(SUPPORT, "INBOX").await;
+    stack.append(SUPPORT, "INBOX", &raws).await;
+    stack.recreate_inbox_with_same_messages(SUPPORT);
+    let after = stack.uid_validity(SUPPORT, "INBOX").await;
+    assert_ne!(before, after);
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    assert!(desk.log().contains("UIDVALIDITY changed"), "{}", desk.log());
+    assert_eq!(desk.tickets().len(), 5, "duplicate tickets");
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    assert_eq!(stack.count(SUPPORT, PROCESSED).await, 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stack.count(ALICE, "INBOX").await,
+        5,
+        "duplicate acknowledgements"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_goes_to_quarantine_and_the_worker_goes_on() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack);
+    desk.set("LIMITS_MAX_MESSAGE_SIZE", "100KB");
+    let mut big = mail(BOB, "SEV 4 huge attachment", "big@customer.test");
+    big.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    big.extend_from_slice(b"\r\n");
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[big, mail(ALICE, "SEV 4 small", "small@customer.test")],
+        )
+        .await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(stack.count(SUPPORT, QUARANTINE).await, 1);
+    assert_eq!(stack.count(SUPPORT, PROCESSED).await, 1);
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let q = desk.quarantine_rows().await;
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(q[0].0.contains("oversized"), "{q:?}");
+    // The whole message is still on the server, in the quarantine folder.
+    let kept = stack.fetch_all(SUPPORT, QUARANTINE).await;
+    assert!(kept[0].len() > 300 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_test_ca_works_and_without_it_is_refused_clearly() {
+    let stack = MailStack::start();
+    // IMAPS (implicit TLS) and SMTPS with the CA.
+    let mut desk = Desk::new(&stack);
+    desk.set("MAILBOX_URL", &stack.imaps_url(SUPPORT))
+        .set("OUTBOX_URL", &stack.smtps_url());
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(ALICE, "SEV 4 over imaps", "tls1@customer.test")],
+        )
+        .await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(desk.tickets().len(), 1);
+    assert_eq!(
+        stack
+            .wait_for_count(ALICE, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    // STARTTLS on the plain port (the default Desk) with the CA.
+    let desk2 = Desk::new(&stack);
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(BOB, "SEV 4 over starttls", "tls2@customer.test")],
+        )
+        .await;
+    let out = desk2.run_until_idle();
+    assert!(out.status.success(), "{}", desk2.log());
+    assert_eq!(
+        stack
+            .wait_for_count(BOB, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    // Without the CA: refused at once with a clear error, exit 78, the message untouched.
+    for url in [stack.imaps_url(SUPPORT), stack.imap_url(SUPPORT)] {
+        let mut desk3 = Desk::new(&stack);
+        desk3.set("MAILBOX_URL", &url);
+        desk3.env.remove("POSTDESK_TLS_CA_FILE");
+        stack
+            .append(
+                SUPPORT,
+                "INBOX",
+                &[mail(ALICE, "SEV 4 untrusted", "tls3@customer.test")],
+            )
+            .await;
+        let out = desk3.run_until_idle();
+        assert_eq!(out.status.code(), Some(78), "{url}: {}", desk3.log());
+        let log = desk3.log();
+        assert!(
+            log.contains("not trusted") && log.contains("tls.ca_file"),
+            "{log}"
+        );
+        assert_eq!(stack.count(SUPPORT, "INBOX").await, 1);
+        // Clean up for the next round.
+        let desk4 = Desk::new(&stack);
+        assert!(desk4.run_until_idle().status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idle_or_move_the_worker_polls_and_copies() {
+    let stack = MailStack::start_with(StackOptions {
+        idle: false,
+        moves: false,
+    });
+    let desk = Desk::new(&stack);
+    let worker = desk.spawn(&[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !desk.log().contains("IMAP connected") {
+        assert!(Instant::now() < deadline, "{}", desk.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(desk.log().contains("idle=false"), "{}", desk.log());
+    stack
+        .send(
+            ALICE,
+            SUPPORT,
+            &mail(ALICE, "SEV 4 polled", "poll@customer.test"),
+        )
+        .await;
+    assert_eq!(
+        stack
+            .wait_for_count(ALICE, "INBOX", 1, Duration::from_secs(30))
+            .await,
+        1
+    );
+    assert_eq!(
+        stack
+            .wait_for_count(SUPPORT, PROCESSED, 1, Duration::from_secs(10))
+            .await,
+        1
+    );
+    // COPY + \Deleted + EXPUNGE left nothing behind.
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    assert!(stop(worker).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    // other.test has a fixed user list: Postfix answers 550 for this recipient.
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(
+                "nobody@other.test",
+                "SEV 4 unknown user",
+                "nobody@other.test.id",
+            )],
+        )
+        .await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    let t = desk.ticket(1);
+    let outbox = t["outbox"].as_array().cloned().unwrap_or_default();
+    let ack = outbox
+        .iter()
+        .find(|o| o["to"] == "nobody@other.test")
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(ack["failed_at"].is_string(), "{t}");
+    assert!(
+        ack["last_error"].as_str().unwrap_or("").contains("55"),
+        "{t}"
+    );
+    let history = t["history"].to_string();
+    assert!(history.contains("delivery_failed"), "{history}");
+    assert_eq!(
+        stack
+            .wait_for_count(TRIAGE, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    let notice = &stack.fetch_all(TRIAGE, "INBOX").await[0];
+    let subject = header(notice, "Subject").unwrap_or_default();
+    assert!(
+        subject.contains("[#1]") && subject.contains("nobody@other.test"),
+        "{subject}"
+    );
+}
