@@ -17,6 +17,9 @@ use crate::mail::parse::{is_clean_message_id, one_line};
 
 /// References kept from the customer's thread (the newest ones).
 const MAX_REFERENCES: usize = 20;
+/// Longest recipient display name kept, in characters: a name without spaces cannot be folded,
+/// and a customer's 1,500-character name must not make a header line over RFC 5322's 998 bytes.
+const MAX_NAME_CHARS: usize = 100;
 
 /// The `Auto-Submitted` value (RFC 3834).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +149,20 @@ pub fn compose(l: &Letter<'_>) -> Result<Vec<u8>, ComposeError> {
         l.to.address
             .parse()
             .map_err(|e| ComposeError::Address(l.to.address.to_string(), format!("{e}")))?;
-    let to_name = l.to.name.as_deref().map(one_line).filter(|n| !n.is_empty());
+    let to_name =
+        l.to.name
+            .as_deref()
+            .map(one_line)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                if n.chars().count() > MAX_NAME_CHARS {
+                    let mut cut: String = n.chars().take(MAX_NAME_CHARS - 1).collect();
+                    cut.push('…');
+                    cut
+                } else {
+                    n
+                }
+            });
 
     let mut b = Message::builder()
         .from(LettreMailbox::new(Some(one_line(l.from_name)), from_addr))
@@ -251,6 +267,19 @@ mod tests {
                 .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
             "header injected:\n{h}"
         );
+    }
+
+    #[test]
+    fn long_name_and_subject_stay_within_the_line_limit() {
+        let to = Mailbox {
+            name: Some(format!("Eve {}", "B".repeat(1500))),
+            address: "eve@acme.test".into(),
+        };
+        let subject = format!("[#7] {}", "word ".repeat(400));
+        let raw = compose(&letter(&to, &subject, &[])).unwrap_or_else(|e| panic!("{e}"));
+        for line in headers(&raw).split("\r\n") {
+            assert!(line.len() <= 998, "{} bytes: {}", line.len(), &line[..40]);
+        }
     }
 
     #[test]

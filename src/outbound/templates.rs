@@ -38,6 +38,9 @@ const SHARED: [&str; 2] = ["_layout", "_partials"];
 const MAX_DEPTH: usize = 6;
 /// A template file larger than this is refused: it is a mistake, not a template.
 const MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// Longest rendered subject, in characters: a customer's 3,000-character subject must not make
+/// a header line over RFC 5322's 998-byte limit (a word without spaces cannot be folded).
+pub const MAX_SUBJECT_CHARS: usize = 200;
 /// Names a template may use without them being in the context.
 const BUILTIN_NAMES: [&str; 6] = ["loop", "self", "super", "caller", "varargs", "kwargs"];
 
@@ -520,6 +523,10 @@ impl Renderer {
             t.render(ctx).map_err(|e| self.error(&e))
         };
         let mut subject = subject_line(&part("subject.txt")?);
+        if subject.chars().count() > MAX_SUBJECT_CHARS {
+            subject = subject.chars().take(MAX_SUBJECT_CHARS - 1).collect();
+            subject.push('…');
+        }
         if !subject.contains(tag) {
             subject = format!("{tag} {subject}");
         }
@@ -597,7 +604,11 @@ fn error_message(e: &minijinja::Error) -> String {
     let mut message = e.kind().to_string();
     if let Some(detail) = e.detail() {
         message.push_str(": ");
-        message.push_str(detail);
+        // Template names carry the variant (`"globex:de:_partials/x.txt"`): show the file name.
+        match regex::Regex::new(r#""[a-z0-9-]*:[a-z0-9-]*:"#) {
+            Ok(re) => message.push_str(&re.replace_all(detail, "\"")),
+            Err(_) => message.push_str(detail),
+        }
     } else if e.kind() == minijinja::ErrorKind::UndefinedError {
         message.push_str(": a variable or attribute this template does not get (see the README for each template's variables)");
     }
@@ -680,7 +691,9 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
             }
         }
     }
-    for ((level, name), rel) in &index.files {
+    let mut bodies: Vec<(&(Level, String), &String)> = index.files.iter().collect();
+    bodies.sort();
+    for ((level, name), rel) in bodies {
         if let Some(folder) = name.strip_suffix("/text.txt")
             && *level != default_level
             && !SHARED.contains(&folder)
