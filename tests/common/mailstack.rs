@@ -12,7 +12,8 @@
 //! - `dovecot/dovecot.conf`, `dovecot/passwd`: Dovecot's config and users. One passwd-file is
 //!   looked up by the full address, except for `customer.test` where the key is the domain, so
 //!   any local part there logs in with [`PASSWORD`]. The userdb is static (uid `mail`, home
-//!   `mail/<domain>/<local part>`, `Maildir` inside).
+//!   `mail/<domain>/<local part>`, `Maildir` inside). Folders use Dovecot's maildir++ default
+//!   hierarchy delimiter "."; Drafts, Junk, Sent and Trash carry SPECIAL-USE flags once created.
 //! - `postfix/{main,master}.cf`, `postfix/vmailbox`: Postfix's config. The three test domains
 //!   are virtual mailbox domains; `vmailbox` lists the six users plus `@customer.test` (catch-all),
 //!   and everything goes to Dovecot over `lmtp:unix:private/dovecot-lmtp`. Mail for any other
