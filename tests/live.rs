@@ -48,6 +48,7 @@ impl Desk {
             ("OUTBOX_RETRY_MIN", "1s".into()),
             ("OUTBOX_RETRY_MAX", "2s".into()),
             ("OUTBOX_POLL_INTERVAL", "200ms".into()),
+            ("OUTBOX_TIMEOUT", "10s".into()),
             ("TLS_CA_FILE", stack.ca_file.display().to_string()),
             ("SUPPORT_ADDRESSES", SUPPORT.into()),
             ("TRIAGE_OWNERS", TRIAGE.into()),
@@ -382,7 +383,12 @@ async fn dovecot_restart_reconnects_and_nothing_is_lost_or_repeated() {
             .collect::<Vec<_>>()
     };
     stack.send_many(batch(0..20)).await;
-    assert_eq!(desk.wait_for_tickets(20, Duration::from_secs(30)).await, 20);
+    assert_eq!(
+        desk.wait_for_tickets(20, Duration::from_secs(30)).await,
+        20,
+        "{}",
+        desk.log()
+    );
     stack.restart_dovecot();
     stack.send_many(batch(20..40)).await;
     assert_eq!(
@@ -395,7 +401,7 @@ async fn dovecot_restart_reconnects_and_nothing_is_lost_or_repeated() {
         let n = stack
             .wait_for_count(&customer(i), "INBOX", 1, Duration::from_secs(30))
             .await;
-        assert_eq!(n, 1, "customer {i}");
+        assert_eq!(n, 1, "customer {i}: {}", desk.log());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = stop(worker);
@@ -428,7 +434,12 @@ async fn with_postfix_stopped_mail_waits_in_the_outbox_and_goes_once_it_is_back(
             &[mail(BOB, "SEV 4 waiting", "wait@customer.test")],
         )
         .await;
-    assert_eq!(desk.wait_for_tickets(1, Duration::from_secs(30)).await, 1);
+    assert_eq!(
+        desk.wait_for_tickets(1, Duration::from_secs(30)).await,
+        1,
+        "{}",
+        desk.log()
+    );
     // A few attempts fail while the server is away; the mail waits.
     let deadline = Instant::now() + Duration::from_secs(30);
     while desk.metric("postdesk_mail_retries_total").await < 2.0 {

@@ -1,20 +1,21 @@
 //! Delivering the outbox over SMTP (lettre's connection, our own small pool).
 //!
 //! Exactly once, as far as SMTP allows: a server takes responsibility for a message when it
-//! reads the final `.` of DATA. So the row is marked sent *after* the server said 354 (go ahead)
-//! and *before* the body and its final dot are written. A crash before that commit leaves the
-//! row due (the server never saw a complete message, so it discards it: no duplicate); a crash
-//! after it leaves the row sent, with the body already handed to the kernel, which still
-//! delivers it when the process dies. If the server then refuses the message, the mark is undone
-//! and the failure recorded. What remains is a crash in the microseconds between the commit and
-//! the write of the dot, or a refusal followed by a crash before the undo: such a mail is
-//! recorded as sent although it was not.
+//! reads the final `.` of DATA. So the body is written, then the row is marked sent (a
+//! committed transaction), then the final dot is written, with nothing else in between. A crash
+//! before that commit leaves the row due (the server never saw a complete message, so it
+//! discards it: no duplicate); a crash after it leaves the row sent, with the dot already
+//! handed to the kernel, which still delivers it when the process dies. If the server then
+//! refuses the message, the mark is undone and the failure recorded. What remains is a crash in
+//! the microseconds between the commit and the write of the dot, or a refusal followed by a
+//! crash before the undo: such a mail is recorded as sent although it was not.
 //!
 //! Temporary failures (4xx, connection, TLS, timeouts) are retried with exponential backoff;
 //! a permanent 5xx (or too many attempts) marks the row failed, records an event on its ticket
 //! and queues a notice to the triage owners, in one transaction.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,6 +38,26 @@ use crate::store::{OutboxItem, QueuedMail, Store, StoreError, StoreTx};
 const ROUND: i64 = 256;
 /// Pooled connections unused this long are closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// Yields the message body, then (when lettre asks for more, right before it writes the final
+/// dot) runs `commit` once.
+struct CommitBeforeDot<'a, F: FnOnce()> {
+    body: Option<&'a [u8]>,
+    commit: Option<F>,
+}
+
+impl<'a, F: FnOnce()> Iterator for CommitBeforeDot<'a, F> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(b) = self.body.take() {
+            return Some(b);
+        }
+        if let Some(c) = self.commit.take() {
+            c();
+        }
+        None
+    }
+}
+
 /// The template name of the notice about a mail that could not be delivered.
 pub const DELIVERY_FAILURE: &str = "delivery_failure";
 
@@ -56,6 +77,9 @@ enum Attempt {
     Permanent(String),
     /// The database could not record the hand-over; nothing was sent.
     Store(StoreError),
+    /// The connection failed after the final dot was written: the server most likely has it.
+    /// It stays recorded as sent (a second copy would be a duplicate).
+    Uncertain(String),
 }
 
 struct Pooled {
@@ -210,8 +234,16 @@ impl SmtpOutbox {
                 Some(p) if p.last_used.elapsed() < IDLE_CLOSE && !p.conn.has_broken() => {
                     return Ok(p.conn);
                 }
-                Some(mut p) => p.conn.abort().await,
-                None => return self.connect().await,
+                Some(p) => close_quietly(p.conn).await,
+                None => {
+                    return match tokio::time::timeout(self.timeout, self.connect()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!(
+                            "{}: no answer within {:?} while connecting",
+                            self.endpoint, self.timeout
+                        )),
+                    };
+                }
             }
         }
     }
@@ -225,7 +257,7 @@ impl SmtpOutbox {
         }
     }
 
-    /// One mail, following the module's exactly-once protocol.
+    /// One mail, following the module's exactly-once protocol. Every step has a timeout.
     async fn deliver_one<S: Store>(&self, store: &S, item: &OutboxItem) -> Attempt {
         let to: Address = match item.to.parse() {
             Ok(a) => a,
@@ -253,36 +285,120 @@ impl SmtpOutbox {
             conn.command(Rcpt::new(to.clone(), vec![])).await?;
             conn.command(Data).await
         };
-        if let Err(e) = envelope.await {
-            let attempt = classify(&e, "envelope");
-            // Refused before DATA: the connection is still usable after RSET.
-            if e.is_permanent() || e.is_transient() {
-                let _ = conn.command(lettre::transport::smtp::commands::Rset).await;
-                self.give_back(conn).await;
-            } else {
-                conn.abort().await;
+        match tokio::time::timeout(self.timeout, envelope).await {
+            Err(_) => {
+                close_quietly(conn).await;
+                return Attempt::Temporary(format!(
+                    "envelope: no answer within {:?}",
+                    self.timeout
+                ));
             }
-            return attempt;
-        }
-        // 354: the server waits for the body. Record the hand-over first.
-        if let Err(e) = store.mark_sent(&[item.id], Utc::now()).await {
-            // Nothing was sent: closing in the middle of DATA makes the server drop it.
-            conn.abort().await;
-            return Attempt::Store(e);
-        }
-        match conn.message(&item.rendered).await {
-            Ok(_) => {
-                self.give_back(conn).await;
-                Attempt::Delivered
-            }
-            Err(e) => {
-                let attempt = classify(&e, "message");
+            Ok(Err(e)) => {
+                let attempt = classify(&e, "envelope");
+                // Refused before DATA: the connection is still usable after RSET.
                 if e.is_permanent() || e.is_transient() {
-                    self.give_back(conn).await;
+                    let rset = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        conn.command(lettre::transport::smtp::commands::Rset),
+                    )
+                    .await;
+                    if matches!(rset, Ok(Ok(_))) {
+                        self.give_back(conn).await;
+                    } else {
+                        close_quietly(conn).await;
+                    }
                 } else {
-                    conn.abort().await;
+                    close_quietly(conn).await;
                 }
-                attempt
+                return attempt;
+            }
+            Ok(Ok(_)) => {}
+        }
+        // 354: the server waits for the body. The body goes out, then the hand-over is
+        // committed, then the final dot: nothing but that commit lies between the two writes.
+        let committed = AtomicBool::new(false);
+        let send = async {
+            if tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread
+            {
+                let id = item.id;
+                let committed = &committed;
+                let commit = move || {
+                    let r = tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current()
+                            .block_on(store.mark_sent(&[id], Utc::now()))
+                    });
+                    match r {
+                        Ok(()) => committed.store(true, Ordering::SeqCst),
+                        Err(e) => {
+                            tracing::warn!(outbox_id = id, error = %e, "could not record the hand-over before the final dot; recording it after")
+                        }
+                    }
+                };
+                conn.message_iter(CommitBeforeDot {
+                    body: Some(&item.rendered),
+                    commit: Some(commit),
+                })
+                .await
+                .map_err(Some)
+            } else {
+                // A current-thread runtime cannot block in place: commit before the body.
+                if let Err(e) = store.mark_sent(&[item.id], Utc::now()).await {
+                    tracing::warn!(outbox_id = item.id, error = %e, "could not record the hand-over; not sending");
+                    return Err(None);
+                }
+                committed.store(true, Ordering::SeqCst);
+                conn.message(&item.rendered).await.map_err(Some)
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, send).await;
+        let committed = committed.load(Ordering::SeqCst);
+        match result {
+            Ok(Ok(_)) => {
+                self.give_back(conn).await;
+                if committed {
+                    return Attempt::Delivered;
+                }
+                // Delivered, not yet recorded: keep trying, or it would go out again.
+                let mut wait = Duration::from_millis(100);
+                let mut last = None;
+                for _ in 0..8 {
+                    match store.mark_sent(&[item.id], Utc::now()).await {
+                        Ok(()) => return Attempt::Delivered,
+                        Err(e) => last = Some(e),
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                let e = last.unwrap_or(StoreError::Unavailable("mark sent".into()));
+                tracing::error!(outbox_id = item.id, error = %e, "delivered but the database cannot record it; it will be sent again");
+                Attempt::Store(e)
+            }
+            // The server answered the dot with a refusal: definitely not delivered.
+            Ok(Err(Some(e))) if e.is_permanent() || e.is_transient() => {
+                self.give_back(conn).await;
+                classify(&e, "message")
+            }
+            // The hand-over could not be recorded: nothing was sent (closing mid-DATA makes
+            // the server drop the message).
+            Ok(Err(None)) => {
+                close_quietly(conn).await;
+                Attempt::Temporary("database unavailable at hand-over".into())
+            }
+            // The connection broke or went silent. Before the commit, the dot was never
+            // written: retry. After it, the server may well have the message: it stays sent.
+            other => {
+                close_quietly(conn).await;
+                let why = match other {
+                    Err(_) => format!("no answer within {:?} after the message", self.timeout),
+                    Ok(Err(Some(e))) => e.to_string(),
+                    _ => "unknown".into(),
+                };
+                if committed {
+                    Attempt::Uncertain(why)
+                } else {
+                    Attempt::Temporary(format!("message: {why}"))
+                }
             }
         }
     }
@@ -355,6 +471,16 @@ impl SmtpOutbox {
                     Attempt::Permanent(why) => {
                         failed += 1;
                         self.fail_permanently(store, &item, &why).await?;
+                    }
+                    Attempt::Uncertain(why) => {
+                        total.sent += 1;
+                        tracing::warn!(
+                            outbox_id = item.id,
+                            ticket = item.ticket,
+                            to = %item.to,
+                            error = %why,
+                            "connection lost after the final dot: the server most likely took the mail; recorded as sent, not sent again"
+                        );
                     }
                     Attempt::Store(e) => {
                         tracing::warn!(outbox_id = item.id, error = %e, "could not record the hand-over; mail not sent, will retry");
@@ -472,6 +598,11 @@ impl SmtpOutbox {
             let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.quit()).await;
         }
     }
+}
+
+/// Drops a connection, saying QUIT if the server answers within a second.
+async fn close_quietly(mut conn: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
 }
 
 fn classify(e: &lettre::transport::smtp::Error, stage: &str) -> Attempt {
