@@ -529,9 +529,42 @@ async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_an
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut ids = HashSet::new();
     let mut recount = 0;
+    let desk_log = desk.log();
     for c in 0..CUSTOMERS {
         let msgs = stack.fetch_all(&customer(c), "INBOX").await;
-        assert_eq!(msgs.len(), EACH, "customer {c}");
+        if msgs.len() != EACH {
+            // Say which acknowledgement is missing or doubled and what happened to it.
+            let got = message_ids(&msgs);
+            let mut report = String::new();
+            for t in &tickets {
+                if t["requester"].as_str() != Some(customer(c).as_str()) {
+                    continue;
+                }
+                let n = t["number"].as_i64().unwrap_or(0);
+                let detail = desk.ticket(n);
+                for o in detail["outbox"].as_array().cloned().unwrap_or_default() {
+                    let id = o["message_id"].as_str().unwrap_or("").to_string();
+                    let arrived = got.iter().filter(|g| g.contains(&id)).count();
+                    if arrived != 1 {
+                        let worker_lines: Vec<&str> =
+                            desk_log.lines().filter(|l| l.contains(&id)).collect();
+                        let postfix_lines: Vec<String> = stack
+                            .log()
+                            .lines()
+                            .filter(|l| l.contains(&id))
+                            .map(str::to_string)
+                            .collect();
+                        report.push_str(&format!(
+                            "ticket {n} ack {id} arrived {arrived}x; row {o}\nworker: {worker_lines:#?}\npostfix: {postfix_lines:#?}\n"
+                        ));
+                    }
+                }
+            }
+            panic!(
+                "customer {c} has {} acknowledgements, not {EACH}:\n{report}",
+                msgs.len()
+            );
+        }
         recount += msgs.len();
         for id in message_ids(&msgs) {
             assert!(ids.insert(id.clone()), "duplicate acknowledgement {id}");

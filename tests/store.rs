@@ -874,6 +874,61 @@ async fn drop_database(admin: &str, name: &str) {
     .unwrap_or_else(|e| panic!("dropping {name}: {e}"));
 }
 
+/// The SMTP hand-over mark takes the row out of the due list at once; a refusal after it puts the
+/// row back without counting the attempt twice; a permanent failure records an event; source
+/// state round-trips.
+async fn handed_over_row_is_sent_a_refusal_undoes_it_and_source_state_round_trips<S: Store>(
+    store: S,
+) {
+    let desk = desk();
+    let now = t0();
+    let n = new_ticket(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 y", "handover@acme.test", &[]),
+        now,
+    )
+    .await;
+    let id = store.due_outbox(now, 10).await.unwrap()[0].id;
+    assert!(store.oldest_unsent().await.unwrap().is_some());
+    store.mark_handed_over(id, now).await.unwrap();
+    assert!(store.due_outbox(now, 10).await.unwrap().is_empty());
+    assert_eq!(store.counts().await.unwrap().outbox_sent, 1);
+    assert!(store.oldest_unsent().await.unwrap().is_none());
+    // The server answered the dot with 451: due again, one attempt so far.
+    store
+        .mark_attempt_failed(id, "451 try later", now, Some(now))
+        .await
+        .unwrap();
+    let back = store.due_outbox(now, 10).await.unwrap();
+    assert_eq!((back.len(), back[0].attempts), (1, 1));
+    assert_eq!(back[0].template, "acknowledgement");
+    // Then 550: failed for good, with an event on the ticket.
+    let mut tx = store.begin().await.unwrap();
+    tx.fail_outbox(id, "550 no such user", now).await.unwrap();
+    tx.commit().await.unwrap();
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.outbox_pending, c.outbox_sent), (0, 0));
+    let d = store.ticket_detail(n).await.unwrap();
+    assert!(d.outbox[0].failed_at.is_some());
+    assert!(
+        d.history
+            .iter()
+            .any(|e| e.kind == "delivery_failed" && e.reason.contains("550")),
+        "{:?}",
+        d.history
+    );
+    // Source state.
+    let key = "imaps://support@example.test@imap.example.test:993/INBOX";
+    assert_eq!(store.source_state(key).await.unwrap(), None);
+    let st = postdesk::store::SourceState {
+        uid_validity: 4_000_000_000,
+        first_start_uid: 42,
+    };
+    store.set_source_state(key, st, now).await.unwrap();
+    assert_eq!(store.source_state(key).await.unwrap(), Some(st));
+}
+
 /// One `sqlite::<suite>` and one `postgres::<suite>` test per suite.
 macro_rules! store_tests {
     ($($suite:ident),* $(,)?) => {
@@ -909,4 +964,5 @@ store_tests!(
     failed_attempt_waits_until_retry_at_and_none_gives_up,
     rate_limit_allows_two_acknowledgements_per_sender_per_hour,
     severity_downgrade_is_stored,
+    handed_over_row_is_sent_a_refusal_undoes_it_and_source_state_round_trips,
 );

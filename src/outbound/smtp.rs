@@ -326,7 +326,7 @@ impl SmtpOutbox {
                 let commit = move || {
                     let r = tokio::task::block_in_place(|| {
                         tokio::runtime::Handle::current()
-                            .block_on(store.mark_sent(&[id], Utc::now()))
+                            .block_on(store.mark_handed_over(id, Utc::now()))
                     });
                     match r {
                         Ok(()) => committed.store(true, Ordering::SeqCst),
@@ -343,7 +343,7 @@ impl SmtpOutbox {
                 .map_err(Some)
             } else {
                 // A current-thread runtime cannot block in place: commit before the body.
-                if let Err(e) = store.mark_sent(&[item.id], Utc::now()).await {
+                if let Err(e) = store.mark_handed_over(item.id, Utc::now()).await {
                     tracing::warn!(outbox_id = item.id, error = %e, "could not record the hand-over; not sending");
                     return Err(None);
                 }

@@ -65,6 +65,40 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// [`crate::store::Store::mark_handed_over`]: one UPDATE committed with
+    /// `synchronous=NORMAL` (in WAL mode: visible to every reader and safe from a crash of this
+    /// process at once; flushed to disk by the next full commit or checkpoint).
+    async fn handover(
+        &self,
+        id: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let _turn = self.writer.clone().lock_owned().await;
+        let mut conn = self.pool.acquire().await?;
+        let r: Result<(), sqlx::Error> = async {
+            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query(
+                "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            // Never hand a connection in an unknown sync mode back to the pool.
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Takes this process's writer turn, then `BEGIN IMMEDIATE` (other processes wait on the
     /// busy timeout).
     async fn begin_write(
