@@ -519,3 +519,29 @@ fn run_notices_new_mail_and_exits_0_on_sigterm() {
     assert!(sb.maildir().join("cur/1.live:2,S").exists());
     assert_eq!(sb.tickets().len(), 1);
 }
+
+/// Two processes starting on a new database at once (the worker and `tickets list`) both get
+/// the schema: the one that loses the race looks again instead of failing.
+#[test]
+fn concurrent_first_starts_on_a_new_database_all_succeed() {
+    for _ in 0..20 {
+        let sb = Sandbox::new();
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                sb.command(&["tickets", "list", "--json"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -65,11 +65,22 @@ impl SqliteStore {
         })
     }
 
+    /// Applies the migrations. SQLite has no migration lock: when two processes start on a new
+    /// database at once (the worker and `tickets list`, say), the loser's migration fails on the
+    /// winner's tables; it then finds them applied on a second look.
     async fn run_migrations(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("./migrations/sqlite").run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced another process; looking again");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// [`crate::store::Store::mark_handed_over`]: one UPDATE committed on a connection kept in
