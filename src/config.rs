@@ -1225,6 +1225,48 @@ mod tests {
                 "severity.downgrade",
                 "severities 1-4",
             ),
+            (
+                "imap_without_user",
+                "[mailbox]\nurl = \"imaps://imap.example.com/INBOX\"\n",
+                "mailbox.url",
+                "login name",
+            ),
+            (
+                "bad_port",
+                "[outbox]\nurl = \"smtp://h:99999\"\n",
+                "outbox.url",
+                "bad port",
+            ),
+            (
+                "bad_first_start",
+                "[mailbox]\non_first_start = \"import_all\"\n",
+                "mailbox.on_first_start",
+                "skip_existing",
+            ),
+            (
+                "idle_too_long",
+                "[mailbox]\nidle_renew = \"30m\"\n",
+                "mailbox.idle_renew",
+                "29m",
+            ),
+            (
+                "bad_tls_mode",
+                "[mailbox]\ntls = \"optional\"\n",
+                "mailbox.tls",
+                "\"none\"",
+            ),
+            (
+                "xoauth2_without_token",
+                "[mailbox]\nurl = \"imaps://u%40x.test@h/INBOX\"\nauth = \"xoauth2\"\n",
+                "mailbox.auth",
+                "token_file",
+            ),
+            (
+                "bad_envelope_sender",
+                "[outbox]\nenvelope_sender = \"bounces\"\n",
+                "outbox.envelope_sender",
+                "mail address",
+            ),
         ];
         for (name, text, key, expected) in cases {
             let p = write(dir.path(), text);
@@ -1235,6 +1277,59 @@ mod tests {
             assert!(e.problem.contains(expected), "{name}: {e}");
             assert!(e.to_string().contains("postdesk.toml"), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn mail_urls_become_endpoints_with_tls_modes_and_decoded_names() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                (
+                    "POSTDESK_MAILBOX_URL",
+                    "imap://support%40example.com:s%3Acret@imap.example.com/Support%20Desk",
+                ),
+                ("POSTDESK_OUTBOX_URL", "smtps://mailer@[::1]"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let MailboxUrl::Imap(m) = &c.mailbox_url else {
+            panic!("{:?}", c.mailbox_url)
+        };
+        assert_eq!(m.tls, TlsMode::StartTls);
+        assert_eq!((m.host.as_str(), m.port), ("imap.example.com", 143));
+        assert_eq!(m.user.as_deref(), Some("support@example.com"));
+        assert_eq!(m.password.as_ref().map(|p| p.0.as_str()), Some("s:cret"));
+        assert_eq!(m.path, "Support Desk");
+        assert!(!m.url.contains("cret"), "{}", m.url);
+        let OutboxUrl::Smtp(o) = &c.outbox_url else {
+            panic!("{:?}", c.outbox_url)
+        };
+        assert_eq!(
+            (o.tls, o.host.as_str(), o.port),
+            (TlsMode::Implicit, "::1", 465)
+        );
+        assert_eq!(c.live.on_first_start, FirstStart::ProcessUnseen);
+        assert_eq!(c.live.envelope_sender, "support@example.com");
+        let plain = Config::load_with_env(
+            None,
+            &env(&[
+                ("POSTDESK_OUTBOX_URL", "smtp://relay.internal:25"),
+                ("POSTDESK_OUTBOX_TLS", "none"),
+                ("POSTDESK_MAILBOX_URL", "imaps://u@h"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let OutboxUrl::Smtp(o) = &plain.outbox_url else {
+            panic!()
+        };
+        assert_eq!((o.tls, o.port), (TlsMode::None, 25));
+        let MailboxUrl::Imap(m) = &plain.mailbox_url else {
+            panic!()
+        };
+        assert_eq!(
+            (m.tls, m.port, m.path.as_str()),
+            (TlsMode::Implicit, 993, "INBOX")
+        );
     }
 
     #[test]
