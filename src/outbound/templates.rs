@@ -303,17 +303,15 @@ pub fn normalise_language(s: &str) -> Option<String> {
 /// The loaded files, by level and name.
 #[derive(Debug, Default)]
 struct Index {
-    /// (level, name) -> relative path.
-    files: HashMap<(Level, String), String>,
+    /// level -> name -> relative path.
+    files: HashMap<Level, HashMap<String, String>>,
     /// Relative path -> source.
     sources: HashMap<String, String>,
 }
 
 impl Index {
     fn has(&self, level: &Level, name: &str) -> Option<&str> {
-        self.files
-            .get(&(level.clone(), name.to_string()))
-            .map(String::as_str)
+        self.files.get(level)?.get(name).map(String::as_str)
     }
 
     /// The file that serves `name` for `variant`. A template's body (`html.html` and
@@ -384,6 +382,9 @@ pub struct Renderer {
     trace: Option<Arc<Mutex<Vec<String>>>>,
     /// The files this set was built from (the watcher's baseline).
     snapshot: Snapshot,
+    /// For each validated variant, the templates whose text part is a `text.txt` (the others
+    /// are made from the HTML): saves resolving the override chain at every render.
+    has_text: HashMap<Variant, HashSet<Template>>,
 }
 
 impl fmt::Debug for Renderer {
@@ -531,10 +532,17 @@ impl Renderer {
             subject = format!("{tag} {subject}");
         }
         let html = part("html.html")?;
-        let text_name = format!("{}/text.txt", template.name());
-        let (text, text_derived) = match self.index.resolve(variant, &text_name) {
-            Some(_) => (part("text.txt")?, false),
-            None => (html_to_text(&html), true),
+        let has_text = match self.has_text.get(variant) {
+            Some(set) => set.contains(&template),
+            None => self
+                .index
+                .resolve(variant, &format!("{}/text.txt", template.name()))
+                .is_some(),
+        };
+        let (text, text_derived) = if has_text {
+            (part("text.txt")?, false)
+        } else {
+            (html_to_text(&html), true)
         };
         Ok(Rendered {
             subject,
@@ -666,7 +674,11 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
                 if let Some(l) = &level.language {
                     languages.insert((level.company.clone(), l.clone()));
                 }
-                index.files.insert((level, name), rel.clone());
+                index
+                    .files
+                    .entry(level)
+                    .or_default()
+                    .insert(name, rel.clone());
                 index.sources.insert(rel.clone(), source);
                 kinds.push((rel.clone(), kind));
             }
@@ -691,9 +703,13 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
             }
         }
     }
-    let mut bodies: Vec<(&(Level, String), &String)> = index.files.iter().collect();
+    let mut bodies: Vec<(&Level, &String, &String)> = index
+        .files
+        .iter()
+        .flat_map(|(level, names)| names.iter().map(move |(name, rel)| (level, name, rel)))
+        .collect();
     bodies.sort();
-    for ((level, name), rel) in bodies {
+    for (level, name, rel) in bodies {
         if let Some(folder) = name.strip_suffix("/text.txt")
             && *level != default_level
             && !SHARED.contains(&folder)
@@ -758,6 +774,7 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
         languages: languages.clone(),
         trace: trace_log,
         snapshot: snap.clone(),
+        has_text: HashMap::new(),
     };
     let mut variants = vec![Variant::default()];
     for (company, language) in &languages {
@@ -782,6 +799,19 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
     }
     variants.sort();
     variants.dedup();
+    let mut renderer = renderer;
+    for v in &variants {
+        let with_text = Template::ALL
+            .into_iter()
+            .filter(|t| {
+                renderer
+                    .index
+                    .resolve(v, &format!("{}/text.txt", t.name()))
+                    .is_some()
+            })
+            .collect();
+        renderer.has_text.insert(v.clone(), with_text);
+    }
     let support = sample::default_support();
     for variant in &variants {
         for t in Template::ALL {
