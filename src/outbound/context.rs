@@ -104,26 +104,28 @@ pub const SECTIONS: [&str; 9] = [
 /// Everything a template can see. Sections a template does not get are `None` (null).
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateContext {
-    /// `customer` or `staff`: who this mail is for.
-    pub audience: Audience,
-    /// The language the mail is written in (`en` for the defaults, else the override's code).
-    pub language: String,
+    // Fields in the order templates use them most: minijinja finds a variable by scanning
+    // the fields in order, at every use.
     /// The ticket.
     pub ticket: TicketView,
     /// Requested and assigned severity.
     pub severity: SeverityView,
-    /// The customer who opened the ticket.
-    pub requester: PersonView,
-    /// Who this copy of the mail goes to.
-    pub recipient: PersonView,
-    /// Requester, watchers, staff and account manager.
-    pub participants: Vec<ParticipantView>,
-    /// The requester's company, when its domain is configured under `[[customers]]`.
-    pub company: Option<CompanyView>,
     /// The support desk.
     pub support: SupportView,
+    /// `customer` or `staff`: who this mail is for.
+    pub audience: Audience,
+    /// Who this copy of the mail goes to.
+    pub recipient: PersonView,
+    /// The customer who opened the ticket.
+    pub requester: PersonView,
     /// SLA deadlines in the customer's time zone (none until the SLA engine sets them).
     pub deadlines: DeadlinesView,
+    /// The requester's company, when its domain is configured under `[[customers]]`.
+    pub company: Option<CompanyView>,
+    /// The language the mail is written in (`en` for the defaults, else the override's code).
+    pub language: String,
+    /// Requester, watchers, staff and account manager.
+    pub participants: Vec<ParticipantView>,
     /// A message: the customer's (engineer notification), the engineer's (relay, note,
     /// rejection) or the reopening reply.
     pub message: Option<MessageView>,

@@ -28,7 +28,6 @@ use super::context::{COMMON, SECTIONS, sections};
 use super::html_text::html_to_text;
 use super::sample;
 use crate::desk::decide::Template;
-use crate::mail::parse::one_line;
 
 /// The parts of one template, as files in its folder.
 pub const PARTS: [&str; 3] = ["subject.txt", "text.txt", "html.html"];
@@ -414,12 +413,17 @@ fn environment(
         // `include "_partials/x.txt"` inside a template rendered for a variant resolves for the
         // same variant: the name carries the variant as a prefix.
         env.set_path_join_callback(move |name, parent| {
+            // Runs at every include: plain pushes, no formatting machinery.
             let prefix_len = parent
-                .match_indices(':')
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b':')
                 .nth(1)
                 .map(|(i, _)| i + 1)
                 .unwrap_or(0);
-            let joined = format!("{}{name}", &parent[..prefix_len]);
+            let mut joined = String::with_capacity(prefix_len + name.len());
+            joined.push_str(&parent[..prefix_len]);
+            joined.push_str(name);
             if let Some(t) = &trace
                 && let Ok(mut t) = t.lock()
             {
@@ -518,12 +522,25 @@ impl Renderer {
         tag: &str,
     ) -> Result<Rendered, TemplateError> {
         let prefix = variant.prefix();
-        let part = |p: &str| -> Result<String, TemplateError> {
-            let name = format!("{prefix}{}/{p}", template.name());
+        let part = |p: &str, capacity: usize| -> Result<String, TemplateError> {
+            let mut name = String::with_capacity(prefix.len() + 40);
+            name.push_str(&prefix);
+            name.push_str(template.name());
+            name.push('/');
+            name.push_str(p);
             let t = self.env.get_template(&name).map_err(|e| self.error(&e))?;
-            t.render(ctx).map_err(|e| self.error(&e))
+            // The layout writes most of the output: start with room for it instead of growing
+            // from the small child template's size hint.
+            let mut out = Vec::with_capacity(capacity);
+            t.render_captured_to(ctx, &mut out)
+                .map_err(|e| self.error(&e))?;
+            String::from_utf8(out).map_err(|e| TemplateError {
+                file: self.dir.join(&name),
+                line: None,
+                message: format!("rendered text is not UTF-8: {e}"),
+            })
         };
-        let mut subject = subject_line(&part("subject.txt")?);
+        let mut subject = subject_line(&part("subject.txt", 256)?);
         if subject.chars().count() > MAX_SUBJECT_CHARS {
             subject = subject.chars().take(MAX_SUBJECT_CHARS - 1).collect();
             subject.push('…');
@@ -531,7 +548,7 @@ impl Renderer {
         if !subject.contains(tag) {
             subject = format!("{tag} {subject}");
         }
-        let html = part("html.html")?;
+        let html = part("html.html", 8192)?;
         let has_text = match self.has_text.get(variant) {
             Some(set) => set.contains(&template),
             None => self
@@ -540,7 +557,7 @@ impl Renderer {
                 .is_some(),
         };
         let (text, text_derived) = if has_text {
-            (part("text.txt")?, false)
+            (part("text.txt", 4096)?, false)
         } else {
             (html_to_text(&html), true)
         };
@@ -627,11 +644,24 @@ fn error_message(e: &minijinja::Error) -> String {
 /// (U+202A..U+202E, U+2066..U+2069), so a customer's right-to-left override cannot make the
 /// ticket tag or the words around it read differently.
 pub fn subject_line(s: &str) -> String {
-    one_line(
-        &s.chars()
-            .filter(|c| !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-            .collect::<String>(),
-    )
+    // `one_line` in the same pass, since this runs for every mail.
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            continue;
+        }
+        if c.is_control() || c.is_whitespace() {
+            space = true;
+        } else {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads, validates and compiles a template set. Returns the renderer only when there is no
