@@ -19,13 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::sync::Mutex;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::{Config, Endpoint, TlsMode};
 use crate::mail::Mailbox;
@@ -101,6 +103,50 @@ pub struct SmtpOutbox {
     max_attempts: u32,
     pool: Mutex<Vec<Pooled>>,
     notice: NoticeSettings,
+    /// rustls settings for implicit TLS (same trust as the IMAP source).
+    rustls: Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+/// An implicit-TLS SMTP connection, handed to lettre as its stream.
+#[derive(Debug)]
+struct TlsTcp(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for TlsTcp {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsTcp {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsTcp {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
 }
 
 /// Who hears about mail that could not be delivered, and as whom postdesk writes.
@@ -176,6 +222,11 @@ impl SmtpOutbox {
             retry_max: live.retry_max,
             max_attempts: live.max_attempts,
             pool: Mutex::new(Vec::new()),
+            rustls: crate::tls::client_config(
+                config.tls_ca_file.as_deref(),
+                live.accept_invalid_certs,
+            )
+            .map_err(SmtpSetupError)?,
             notice: NoticeSettings {
                 triage_owners: config.triage_owners.clone(),
                 from_address: config.sending_address().to_string(),
@@ -191,20 +242,34 @@ impl SmtpOutbox {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        // Our own socket, with TCP_NODELAY: SMTP is a dialogue of small writes (command, body,
+        // final dot), which Nagle's algorithm and delayed ACKs would hold back ~40 ms each.
         let addr = (self.endpoint.host.as_str(), self.endpoint.port);
-        let implicit = match self.endpoint.tls {
-            TlsMode::Implicit => self.tls.clone(),
-            _ => None,
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn AsyncTokioStream> = match self.endpoint.tls {
+            TlsMode::Implicit => {
+                let name = ServerName::try_from(self.endpoint.host.clone())
+                    .map_err(|e| format!("TLS: bad server name {}: {e}", self.endpoint.host))?;
+                let tls = tokio_rustls::TlsConnector::from(self.rustls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "{}: {}",
+                            self.endpoint,
+                            crate::tls::explain_handshake_error(&e, &self.endpoint.host)
+                        )
+                    })?;
+                Box::new(TlsTcp(tls))
+            }
+            _ => Box::new(tcp),
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            addr,
-            Some(self.timeout),
-            &self.hello,
-            implicit,
-            None,
-        )
-        .await
-        .map_err(|e| describe_connect_error(&e, &self.endpoint))?;
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| describe_connect_error(&e, &self.endpoint))?;
         if self.endpoint.tls == TlsMode::StartTls
             && let Some(tls) = &self.tls
         {
@@ -405,7 +470,7 @@ impl SmtpOutbox {
 
     /// Delivers every due row, `concurrency` at a time, until none is due or one fails.
     pub async fn deliver_due<S: Store>(
-        &self,
+        self: &Arc<Self>,
         store: &S,
         now: DateTime<Utc>,
     ) -> Result<Round, StoreError> {
@@ -415,14 +480,31 @@ impl SmtpOutbox {
             if due.is_empty() {
                 return Ok(total);
             }
-            let results: Vec<(OutboxItem, Attempt)> = futures::stream::iter(due)
-                .map(|item| async move {
-                    let a = self.deliver_one(store, &item).await;
+            // One task per mail (at most `concurrency` at once): the hand-over commit blocks
+            // its own thread only, never the other deliveries.
+            let permits = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+            let mut tasks = tokio::task::JoinSet::new();
+            for item in due {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let this = self.clone();
+                let store = store.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let a = this.deliver_one(&store, &item).await;
                     (item, a)
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+                });
+            }
+            let mut results: Vec<(OutboxItem, Attempt)> = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(r) => results.push(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a delivery task failed; its row is retried when due")
+                    }
+                }
+            }
             let mut failed = 0;
             let mut store_error = None;
             for (item, attempt) in results {
