@@ -51,6 +51,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("outbox", "retry_max", Kind::Str),
     ("outbox", "max_attempts", Kind::Int),
     ("outbox", "timeout", Kind::Str),
+    ("outbox", "journal", Kind::Str),
     ("tls", "ca_file", Kind::Str),
     ("tls", "accept_invalid_certs", Kind::Bool),
     ("support", "addresses", Kind::List),
@@ -331,6 +332,8 @@ pub struct LiveMail {
     pub smtp_timeout: Duration,
     /// Accept any server certificate (never on by default).
     pub accept_invalid_certs: bool,
+    /// The SMTP hand-over journal file (default: next to the SQLite file).
+    pub journal: Option<PathBuf>,
 }
 
 /// A password or token; never printed.
@@ -951,6 +954,9 @@ impl Values {
             max_attempts: self.int_or("outbox.max_attempts", 60, 1, 100_000)? as u32,
             smtp_timeout: self.duration_or("outbox.timeout", "60s")?,
             accept_invalid_certs: self.bool_or("tls.accept_invalid_certs", false)?,
+            journal: self
+                .opt_str("outbox.journal")?
+                .map(|(s, _)| PathBuf::from(s)),
         };
         if auth.0 == "xoauth2"
             && live.token_file.is_none()

@@ -813,7 +813,14 @@ async fn candidates(
     let mut work: Vec<(u32, bool)> = Vec::new();
     if floor > 0 {
         let (query, silent) = match mode {
-            FirstStart::ProcessUnseen => (Some(format!("UNSEEN UID 1:{floor}")), false),
+            // Unseen ones, and ones a run that died before moving them had flagged as taken.
+            FirstStart::ProcessUnseen => (
+                Some(format!(
+                    "UID 1:{floor} OR UNSEEN KEYWORD {}",
+                    imap::TAKEN_KEYWORD
+                )),
+                false,
+            ),
             FirstStart::ImportSilently => (Some(format!("UID 1:{floor}")), true),
             FirstStart::SkipExisting => (None, false),
         };

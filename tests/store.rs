@@ -877,7 +877,9 @@ async fn drop_database(admin: &str, name: &str) {
 /// The SMTP hand-over mark takes the row out of the due list at once; a refusal after it puts the
 /// row back without counting the attempt twice; a permanent failure records an event; source
 /// state round-trips.
-async fn handed_over_row_is_sent_a_refusal_undoes_it_and_source_state_round_trips<S: Store>(
+async fn sent_row_refused_after_all_is_due_again_failure_is_recorded_source_state_round_trips<
+    S: Store,
+>(
     store: S,
 ) {
     let desk = desk();
@@ -891,7 +893,8 @@ async fn handed_over_row_is_sent_a_refusal_undoes_it_and_source_state_round_trip
     .await;
     let id = store.due_outbox(now, 10).await.unwrap()[0].id;
     assert!(store.oldest_unsent().await.unwrap().is_some());
-    store.mark_handed_over(id, now).await.unwrap();
+    // Marked sent at hand-over (the SMTP sender's journal, applied).
+    store.mark_sent(&[id], now).await.unwrap();
     assert!(store.due_outbox(now, 10).await.unwrap().is_empty());
     assert_eq!(store.counts().await.unwrap().outbox_sent, 1);
     assert!(store.oldest_unsent().await.unwrap().is_none());
@@ -964,5 +967,5 @@ store_tests!(
     failed_attempt_waits_until_retry_at_and_none_gives_up,
     rate_limit_allows_two_acknowledgements_per_sender_per_hour,
     severity_downgrade_is_stored,
-    handed_over_row_is_sent_a_refusal_undoes_it_and_source_state_round_trips,
+    sent_row_refused_after_all_is_due_again_failure_is_recorded_source_state_round_trips,
 );

@@ -230,10 +230,15 @@ pub struct Selected {
     pub exists: u32,
 }
 
+/// The keyword set on messages postdesk has taken, with `\Seen`, before moving them.
+pub const TAKEN_KEYWORD: &str = "$PostdeskTaken";
+
 /// A logged-in IMAP session with a timeout on every command.
 pub struct ImapSession {
     session: Option<Session<Conn>>,
     timeout: Duration,
+    /// Whether the server accepts our keyword (assumed until refused).
+    keywords: bool,
     /// What the server can do.
     pub caps: Caps,
 }
@@ -318,6 +323,7 @@ pub async fn connect(
     let mut s = ImapSession {
         session: Some(session),
         timeout,
+        keywords: true,
         caps: Caps::default(),
     };
     let caps = s
@@ -540,7 +546,24 @@ impl ImapSession {
             return Ok(());
         }
         let set = uid_set(uids);
-        self.store_flags(&set, "+FLAGS.SILENT (\\Seen)").await?;
+        // \Seen for people; the keyword tells postdesk, should it die before the move below,
+        // that this message was taken (a message that was already \Seen at first start is not).
+        if self.keywords {
+            match self
+                .store_flags(&set, &format!("+FLAGS.SILENT (\\Seen {TAKEN_KEYWORD})"))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_command_refusal() => {
+                    tracing::warn!(error = %e, "the server refuses the {TAKEN_KEYWORD} keyword; flagging \\Seen only");
+                    self.keywords = false;
+                    self.store_flags(&set, "+FLAGS.SILENT (\\Seen)").await?;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.store_flags(&set, "+FLAGS.SILENT (\\Seen)").await?;
+        }
         let q = folder.to_string();
         if self.caps.moves {
             let set = set.clone();

@@ -14,6 +14,8 @@
 //! a permanent 5xx (or too many attempts) marks the row failed, records an event on its ticket
 //! and queues a notice to the triage owners, in one transaction.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -105,6 +107,85 @@ pub struct SmtpOutbox {
     notice: NoticeSettings,
     /// rustls settings for implicit TLS (same trust as the IMAP source).
     rustls: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// Rows handed to the server, not yet marked sent in the store.
+    journal: HandoverJournal,
+}
+
+/// The hand-over journal: a local append-only file of outbox row ids (`+id` handed over,
+/// `-id` refused after all), written with one `write(2)` right before the final dot. The page
+/// cache keeps it when the process dies, so no fsync sits between the record and the dot. Before
+/// every delivery round its entries are marked sent in the store and the file is emptied.
+#[derive(Debug)]
+pub struct HandoverJournal {
+    path: PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl HandoverJournal {
+    /// Opens (creating) the journal.
+    pub fn open(path: &Path) -> std::io::Result<HandoverJournal> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(HandoverJournal {
+            path: path.to_path_buf(),
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    fn append(&self, line: String) -> std::io::Result<()> {
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("journal lock poisoned"))?;
+        f.write_all(line.as_bytes())
+    }
+
+    /// Records a hand-over (one write).
+    pub fn record(&self, id: i64) -> std::io::Result<()> {
+        self.append(format!("+{id}\n"))
+    }
+
+    /// Takes a hand-over back (the server refused the message after all).
+    pub fn cancel(&self, id: i64) -> std::io::Result<()> {
+        self.append(format!("-{id}\n"))
+    }
+
+    /// The ids handed over and not taken back. A torn last line (no newline) is ignored: its
+    /// dot was never written.
+    pub fn pending(&self) -> std::io::Result<Vec<i64>> {
+        let text = std::fs::read_to_string(&self.path)?;
+        let mut ids: Vec<i64> = Vec::new();
+        for line in text.split_inclusive('\n') {
+            let Some(line) = line.strip_suffix('\n') else {
+                continue;
+            };
+            if let Some(id) = line.strip_prefix('+').and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            } else if let Some(id) = line.strip_prefix('-').and_then(|n| n.parse::<i64>().ok()) {
+                ids.retain(|x| *x != id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Marks the journal's hand-overs sent in the store (a durable commit), then empties it.
+    /// Called only while no delivery is in flight.
+    pub async fn apply<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+        let ids = self
+            .pending()
+            .map_err(|e| StoreError::Database(format!("{}: {e}", self.path.display())))?;
+        if !ids.is_empty() {
+            store.mark_sent(&ids, Utc::now()).await?;
+        }
+        let f = self
+            .file
+            .lock()
+            .map_err(|_| StoreError::Database("journal lock poisoned".into()))?;
+        f.set_len(0)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", self.path.display())))
+    }
 }
 
 /// An implicit-TLS SMTP connection, handed to lettre as its stream.
@@ -222,6 +303,12 @@ impl SmtpOutbox {
             retry_max: live.retry_max,
             max_attempts: live.max_attempts,
             pool: Mutex::new(Vec::new()),
+            journal: HandoverJournal::open(&journal_path(config)).map_err(|e| {
+                SmtpSetupError(format!(
+                    "outbox.journal {}: {e}",
+                    journal_path(config).display()
+                ))
+            })?,
             rustls: crate::tls::client_config(
                 config.tls_ca_file.as_deref(),
                 live.accept_invalid_certs,
@@ -383,38 +470,22 @@ impl SmtpOutbox {
         // committed, then the final dot: nothing but that commit lies between the two writes.
         let committed = AtomicBool::new(false);
         let send = async {
-            if tokio::runtime::Handle::current().runtime_flavor()
-                == tokio::runtime::RuntimeFlavor::MultiThread
-            {
-                let id = item.id;
-                let committed = &committed;
-                let commit = move || {
-                    let r = tokio::task::block_in_place(|| {
-                        tokio::runtime::Handle::current()
-                            .block_on(store.mark_handed_over(id, Utc::now()))
-                    });
-                    match r {
-                        Ok(()) => committed.store(true, Ordering::SeqCst),
-                        Err(e) => {
-                            tracing::warn!(outbox_id = id, error = %e, "could not record the hand-over before the final dot; recording it after")
-                        }
-                    }
-                };
-                conn.message_iter(CommitBeforeDot {
-                    body: Some(&item.rendered),
-                    commit: Some(commit),
-                })
-                .await
-                .map_err(Some)
-            } else {
-                // A current-thread runtime cannot block in place: commit before the body.
-                if let Err(e) = store.mark_handed_over(item.id, Utc::now()).await {
-                    tracing::warn!(outbox_id = item.id, error = %e, "could not record the hand-over; not sending");
-                    return Err(None);
+            let id = item.id;
+            let committed = &committed;
+            let journal = &self.journal;
+            // One write(2) to the hand-over journal, on this thread, then the dot.
+            let commit = move || match journal.record(id) {
+                Ok(()) => committed.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    tracing::warn!(outbox_id = id, error = %e, "could not record the hand-over before the final dot; recording it after")
                 }
-                committed.store(true, Ordering::SeqCst);
-                conn.message(&item.rendered).await.map_err(Some)
-            }
+            };
+            conn.message_iter(CommitBeforeDot {
+                body: Some(&item.rendered),
+                commit: Some(commit),
+            })
+            .await
+            .map_err(Some)
         };
         let result = tokio::time::timeout(self.timeout, send).await;
         let committed = committed.load(Ordering::SeqCst);
@@ -442,6 +513,9 @@ impl SmtpOutbox {
             // The server answered the dot with a refusal: definitely not delivered.
             Ok(Err(Some(e))) if e.is_permanent() || e.is_transient() => {
                 self.give_back(conn).await;
+                if committed && let Err(je) = self.journal.cancel(item.id) {
+                    tracing::error!(outbox_id = item.id, error = %je, "could not take the refused mail out of the hand-over journal");
+                }
                 classify(&e, "message")
             }
             // The hand-over could not be recorded: nothing was sent (closing mid-DATA makes
@@ -476,6 +550,9 @@ impl SmtpOutbox {
     ) -> Result<Round, StoreError> {
         let mut total = Round::default();
         loop {
+            // Hand-overs recorded by this or a crashed earlier run become `sent` first, so
+            // nothing handed to the server is taken for due.
+            self.journal.apply(store).await?;
             let due = store.due_outbox(now, ROUND).await?;
             if due.is_empty() {
                 return Ok(total);
@@ -571,6 +648,7 @@ impl SmtpOutbox {
                 }
             }
             total.failed += failed;
+            self.journal.apply(store).await?;
             if let Some(e) = store_error {
                 return Err(e);
             }
@@ -682,6 +760,24 @@ impl SmtpOutbox {
     }
 }
 
+/// Where the hand-over journal lives: `outbox.journal`, else next to the SQLite file, else
+/// `./postdesk-outbox.journal`.
+fn journal_path(config: &Config) -> PathBuf {
+    if let Some(p) = &config.live.journal {
+        return p.clone();
+    }
+    match &config.database_url {
+        crate::config::DatabaseUrl::Sqlite(url) => {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            PathBuf::from(format!("{path}-outbox-journal"))
+        }
+        crate::config::DatabaseUrl::Postgres(_) => PathBuf::from("./postdesk-outbox.journal"),
+    }
+}
+
 /// Drops a connection, saying QUIT if the server answers within a second.
 async fn close_quietly(mut conn: AsyncSmtpConnection) {
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
@@ -732,6 +828,30 @@ pub type SharedSmtp = Arc<SmtpOutbox>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_keeps_hand_overs_drops_cancelled_and_torn_lines() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = d.path().join("journal");
+        let j = HandoverJournal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        for id in [3, 5, 7] {
+            j.record(id).unwrap_or_else(|e| panic!("{e}"));
+        }
+        j.cancel(5).unwrap_or_else(|e| panic!("{e}"));
+        // A crash in the middle of a write leaves a line without its newline.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"+9"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(j.pending().unwrap_or_else(|e| panic!("{e}")), vec![3, 7]);
+        // Reopened after a crash, it still says the same.
+        let again = HandoverJournal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            again.pending().unwrap_or_else(|e| panic!("{e}")),
+            vec![3, 7]
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_min_and_caps_at_max() {

@@ -314,17 +314,6 @@ pub trait Store: Clone + Send + Sync + 'static {
         ids: &[i64],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Marks one row delivered at the moment it is handed to an SMTP server (between the body
-    /// and the final dot). The commit is made visible before it is flushed to disk (SQLite
-    /// `synchronous=NORMAL` for this transaction, PostgreSQL `synchronous_commit = off`): a
-    /// crash of postdesk cannot lose it, and the final dot follows within microseconds instead
-    /// of after an fsync. A power cut before the next flush can forget it (the mail would then
-    /// be sent again).
-    fn mark_handed_over(
-        &self,
-        id: i64,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a failed attempt; `retry_at` None gives up (permanent failure).
     fn mark_attempt_failed(
         &self,

@@ -45,28 +45,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// [`crate::store::Store::mark_handed_over`]: one UPDATE committed with
-    /// `synchronous_commit = off` (visible at once; on disk within the WAL writer's delay).
-    async fn handover(
-        &self,
-        id: i64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// PostgreSQL has row locks: writers need no turn.
     async fn begin_write(
         &self,

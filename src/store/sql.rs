@@ -318,10 +318,6 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn mark_handed_over(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-                self.handover(id, now).await
-            }
-
             async fn mark_attempt_failed(
                 &self,
                 id: i64,

@@ -6,16 +6,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Pool, Sqlite, SqliteConnection};
+use sqlx::{Pool, Sqlite};
 
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool<Sqlite>,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// A connection of its own, in `synchronous=NORMAL`, for the SMTP hand-over mark.
-    handover: std::sync::Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
-    options: SqliteConnectOptions,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -37,13 +34,11 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts.clone())
+            .connect_with(opts)
             .await?;
         Ok(SqliteStore {
             pool,
             writer: Default::default(),
-            handover: Default::default(),
-            options: opts.synchronous(SqliteSynchronous::Normal),
         })
     }
 
@@ -55,13 +50,11 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(opts.clone())
+            .connect_with(opts)
             .await?;
         Ok(SqliteStore {
             pool,
             writer: Default::default(),
-            handover: Default::default(),
-            options: opts,
         })
     }
 
@@ -81,46 +74,6 @@ impl SqliteStore {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// [`crate::store::Store::mark_handed_over`]: one UPDATE committed on a connection kept in
-    /// `synchronous=NORMAL` (in WAL mode: visible to every reader and safe from a crash of this
-    /// process at once; flushed to disk by the next full commit or checkpoint). Nothing runs
-    /// between that COMMIT and the return, so the caller's final dot follows at once.
-    async fn handover(
-        &self,
-        id: i64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
-        let _turn = self.writer.clone().lock_owned().await;
-        let mut slot = self.handover.lock().await;
-        if slot.is_none() {
-            *slot = Some(SqliteConnection::connect_with(&self.options).await?);
-        }
-        let Some(conn) = slot.as_mut() else {
-            return Err(StoreError::Unavailable("hand-over connection".into()));
-        };
-        let r: Result<(), sqlx::Error> = async {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            sqlx::query(
-                "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = r {
-            // Start afresh next time rather than reuse a connection in an unknown state.
-            if let Some(c) = slot.take() {
-                let _ = c.close().await;
-            }
-            return Err(e.into());
-        }
-        Ok(())
     }
 
     /// Takes this process's writer turn, then `BEGIN IMMEDIATE` (other processes wait on the
