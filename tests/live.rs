@@ -92,7 +92,7 @@ impl Desk {
     }
 
     /// `postdesk run` in the background, its log appended to worker.log.
-    fn spawn(&self, extra: &[&str]) -> Child {
+    fn spawn(&self, extra: &[&str]) -> Worker {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -104,6 +104,7 @@ impl Desk {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
+            .map(|c| Worker(Some(c)))
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -211,7 +212,33 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+/// A running `postdesk run`, killed if a failing test leaves it behind.
+struct Worker(Option<Child>);
+
+impl Worker {
+    fn child(&mut self) -> &mut Child {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| panic!("worker already taken"))
+    }
+    fn take(mut self) -> Child {
+        self.0
+            .take()
+            .unwrap_or_else(|| panic!("worker already taken"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_with_timeout(worker: Worker, timeout: Duration) -> Output {
+    let mut child = worker.take();
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -225,7 +252,8 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
     }
 }
 
-fn stop(mut child: Child) -> Output {
+fn stop(worker: Worker) -> Output {
+    let mut child = worker.take();
     // SIGTERM: finish the message in hand, exit 0.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -507,14 +535,14 @@ async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_an
         let mut child = desk.spawn(&["--exit-when-idle"]);
         let wait = Duration::from_millis(100 + next() % 900);
         std::thread::sleep(wait);
-        match child.try_wait() {
+        match child.child().try_wait() {
             Ok(Some(status)) => {
                 assert!(status.success(), "exit {status:?}:\n{}", desk.log());
                 break;
             }
             _ => {
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = child.child().kill();
+                let _ = child.child().wait();
                 kills += 1;
             }
         }
