@@ -774,3 +774,76 @@ fn save_to_live_time_is_measured() {
         ms(times[times.len() - 1])
     );
 }
+
+/// An override that passes `check` but fails on a real mail (a requester without a display
+/// name) must not cost the customer the acknowledgement: the defaults render it.
+#[test]
+fn an_override_failing_on_real_data_falls_back_to_the_defaults() {
+    let sb = Sandbox::new();
+    let dir = own_templates(&sb);
+    let initech = dir.join("companies/initech/acknowledgement");
+    std::fs::create_dir_all(&initech).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        initech.join("html.html"),
+        "<p>Initech line for a name of {{ requester.name | length }} letters, {{ ticket.tag }}</p>\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(
+        &sb,
+        "[[customers]]\ndomain = \"initech.test\"\ncompany = \"Initech\"\n",
+    );
+    let cfg = cfg.to_str().unwrap_or_default();
+    let named = customer_mail("peter@initech.test", "SEV 3 named", "fb-1@initech.test");
+    let nameless = String::from_utf8(customer_mail(
+        "bob@initech.test",
+        "SEV 3 nameless",
+        "fb-2@initech.test",
+    ))
+    .unwrap_or_default()
+    .replace(
+        "From: Customer <bob@initech.test>",
+        "From: bob@initech.test",
+    );
+    for (raw, falls_back) in [(named, false), (nameless.into_bytes(), true)] {
+        let out = sb
+            .command(&["--config", cfg, "ingest"])
+            .env("POSTDESK_TEMPLATES_DIR", &dir)
+            .env("POSTDESK_LOG", "error")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                if let Some(mut s) = c.stdin.take() {
+                    s.write_all(&raw)?;
+                }
+                c.wait_with_output()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        if falls_back {
+            let err = stderr(&out);
+            assert!(
+                err.contains("template override failed; using the defaults")
+                    && err.contains("companies/initech/acknowledgement/html.html:1"),
+                "{err}"
+            );
+        }
+    }
+    let out = sb
+        .command(&["--config", cfg, "run", "--exit-when-idle"])
+        .env("POSTDESK_TEMPLATES_DIR", &dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, _, html) = ack_of(&sb, 1);
+    assert!(
+        html.contains("Initech line for a name of 8 letters"),
+        "{html}"
+    );
+    let (subject, text, html) = ack_of(&sb, 2);
+    assert_eq!(subject, "[#2] SEV 3 nameless");
+    assert!(html.contains("we have received your request"), "{html}");
+    assert!(text.contains("Hello bob@initech.test,"), "{text}");
+}

@@ -97,11 +97,6 @@ pub struct Variant {
 }
 
 impl Variant {
-    /// The defaults: no company, the default language.
-    pub fn default_set() -> Variant {
-        Variant::default()
-    }
-
     /// The prefix of minijinja template names rendered for this variant.
     fn prefix(&self) -> String {
         format!(
