@@ -826,3 +826,107 @@ async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
         "{subject}"
     );
 }
+
+/// Three messages already read by someone and two unseen ones wait when postdesk first meets the
+/// mailbox; `mailbox.on_first_start` decides what happens to them, and the log says how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_on_a_full_mailbox_does_what_the_config_says() {
+    use futures::TryStreamExt;
+    for mode in ["process_unseen", "import_silently", "skip_existing"] {
+        let stack = MailStack::start();
+        let mut desk = Desk::new(&stack);
+        desk.set("MAILBOX_ON_FIRST_START", mode);
+        let raws: Vec<Vec<u8>> = (0..5)
+            .map(|i| {
+                let who = customer(i);
+                mail(
+                    &who,
+                    &format!("SEV 4 old {i}"),
+                    &format!("old{i}@customer.test"),
+                )
+            })
+            .collect();
+        stack.append(SUPPORT, "INBOX", &raws).await;
+        // Someone read the first three.
+        let mut s = stack
+            .imap_session(SUPPORT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.select("INBOX").await.unwrap_or_else(|e| panic!("{e}"));
+        let _: Vec<_> = s
+            .uid_store("1:3", "+FLAGS (\\Seen)")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = s.logout().await;
+
+        let out = desk.run_until_idle();
+        assert!(out.status.success(), "{mode}: {}", desk.log());
+        let log = desk.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("first start on this mailbox"))
+            .unwrap_or_else(|| panic!("{mode}: no first-start line:\n{log}"));
+        assert!(
+            line.contains("messages=5") && line.contains("unseen=2"),
+            "{line}"
+        );
+        let tickets = desk.tickets().len();
+        let left = stack.count(SUPPORT, "INBOX").await;
+        match mode {
+            "process_unseen" => {
+                assert!(
+                    line.contains("taking=2") && line.contains("leaving=3"),
+                    "{line}"
+                );
+                assert_eq!((tickets, left), (2, 3), "{mode}");
+                let n = stack
+                    .wait_for_count(&customer(4), "INBOX", 1, Duration::from_secs(20))
+                    .await;
+                assert_eq!(n, 1, "{mode}");
+                assert_eq!(stack.count(&customer(0), "INBOX").await, 0, "{mode}");
+            }
+            "import_silently" => {
+                assert!(
+                    line.contains("taking=5") && line.contains("leaving=0"),
+                    "{line}"
+                );
+                assert_eq!((tickets, left), (5, 0), "{mode}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                for i in 0..5 {
+                    assert_eq!(
+                        stack.count(&customer(i), "INBOX").await,
+                        0,
+                        "{mode}: mail sent"
+                    );
+                }
+                let t = desk.ticket(1);
+                assert!(t["outbox"].as_array().is_some_and(|o| o.is_empty()), "{t}");
+                assert!(
+                    t["history"].to_string().contains("imported_silently"),
+                    "{t}"
+                );
+            }
+            _ => {
+                assert!(
+                    line.contains("taking=0") && line.contains("leaving=5"),
+                    "{line}"
+                );
+                assert_eq!((tickets, left), (0, 5), "{mode}");
+                // What arrives afterwards is taken.
+                stack
+                    .append(
+                        SUPPORT,
+                        "INBOX",
+                        &[mail(ALICE, "SEV 4 new", "new@customer.test")],
+                    )
+                    .await;
+                assert!(desk.run_until_idle().status.success());
+                assert_eq!(desk.tickets().len(), 1, "{mode}");
+                assert_eq!(stack.count(SUPPORT, "INBOX").await, 5, "{mode}");
+            }
+        }
+    }
+}
