@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Config, Endpoint, FirstStart, LiveMail, MailboxUrl, OutboxUrl};
 use crate::inbound::Maildir;
 use crate::inbound::imap::{self, Credentials, ImapError, ImapSession, TokenSource};
-use crate::metrics::{ImapState, METRICS};
+use crate::metrics::{ImapState, METRICS, Metrics};
 use crate::outbound::outbox::{FileOutbox, Round};
 use crate::outbound::smtp::SmtpOutbox;
 use crate::pipeline::{Desk, Incoming, Outcome, ingest_batch};
@@ -299,10 +299,9 @@ fn is_quarantine(o: &Outcome) -> bool {
 }
 
 fn record_outcome(source: &str, o: &Outcome) {
-    use std::sync::atomic::Ordering::Relaxed;
-    METRICS.messages_taken.fetch_add(1, Relaxed);
+    Metrics::inc(&METRICS.messages_taken);
     if is_quarantine(o) {
-        METRICS.messages_quarantined.fetch_add(1, Relaxed);
+        Metrics::inc(&METRICS.messages_quarantined);
     }
     let d = &o.decision;
     tracing::info!(
@@ -535,6 +534,8 @@ struct ImapProgress {
     set_aside: HashMap<(u32, u32), Instant>,
     backoff: Duration,
     store_backoff: Duration,
+    /// A login has succeeded in this run (from then on, TLS and login errors are retried).
+    connected_once: bool,
 }
 
 async fn imap_loop<S: Store>(
@@ -550,28 +551,23 @@ async fn imap_loop<S: Store>(
         set_aside: HashMap::new(),
         backoff: RECONNECT_MIN,
         store_backoff: Duration::from_millis(100),
+        connected_once: false,
     };
-    let mut ever_connected = false;
     loop {
         if *shutdown.borrow() {
             return Ok(p.summary);
         }
         METRICS.set_imap_state(ImapState::Connecting);
-        let connects = METRICS
-            .imap_connects
-            .load(std::sync::atomic::Ordering::Relaxed);
         let end = imap_session(store, desk, src, &options, &mut shutdown, wake, &mut p).await;
         METRICS.set_imap_state(ImapState::Disconnected);
-        ever_connected |= METRICS
-            .imap_connects
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > connects;
         let why = match end {
             SessionEnd::Stop => return Ok(p.summary),
             // A certificate nobody trusts or a refused login at the very first connection is a
             // configuration problem: stop with a clear error. Once the mailbox has worked, the
             // same errors are retried (a server certificate renewal, a token refresh).
-            SessionEnd::Imap(e @ (ImapError::Tls(_) | ImapError::Login(_))) if !ever_connected => {
+            SessionEnd::Imap(e @ (ImapError::Tls(_) | ImapError::Login(_)))
+                if !p.connected_once =>
+            {
                 return Err(WorkerError::Unsupported(format!(
                     "mailbox {}: {e}",
                     src.endpoint
@@ -614,9 +610,8 @@ async fn imap_session<S: Store>(
         Err(e) => return SessionEnd::Imap(e),
     };
     METRICS.set_imap_state(ImapState::Connected);
-    METRICS
-        .imap_connects
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Metrics::inc(&METRICS.imap_connects);
+    p.connected_once = true;
     tracing::info!(
         mailbox = %src.endpoint,
         state = ImapState::Connected.label(),
@@ -979,7 +974,7 @@ async fn sender_loop<S: Store>(
             // exit_when_idle, wait for mail that failed temporarily as long as it is retried.
             if round.sent == 0 && round.failed == 0 {
                 if exit_when_idle && !*shutdown.borrow() {
-                    let pending = store.counts().await.map(|c| c.outbox_pending).unwrap_or(0);
+                    let pending = store.outbox_backlog().await.map(|b| b.pending).unwrap_or(0);
                     if pending > 0 {
                         pause(poll.max(Duration::from_millis(200)), &mut shutdown).await;
                         continue;

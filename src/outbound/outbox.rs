@@ -109,10 +109,24 @@ impl FileOutbox {
     }
 }
 
-/// Exponential backoff: 30 s, 1 min, 2 min, ... capped at 1 h.
+/// `min` doubling per attempt, capped at `max`: the retry schedule of both transports.
+pub fn backoff(
+    min: std::time::Duration,
+    max: std::time::Duration,
+    attempts: i64,
+) -> std::time::Duration {
+    let exp = attempts.clamp(0, 30) as u32;
+    min.saturating_mul(2u32.saturating_pow(exp)).min(max)
+}
+
+/// The file outbox's retries: 30 s, 1 min, 2 min, ... capped at 1 h.
 pub fn retry_delay(attempts: i64) -> Duration {
-    let exp = attempts.clamp(0, 7) as u32;
-    Duration::seconds((30_i64 << exp).min(3600))
+    let d = backoff(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(3600),
+        attempts,
+    );
+    Duration::from_std(d).unwrap_or(Duration::hours(1))
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! Delivering the outbox over SMTP (lettre's connection, our own small pool).
 //!
 //! Exactly once, as far as SMTP allows: a server takes responsibility for a message when it
-//! reads the final `.` of DATA. So the body is written, then the row is marked sent (a
-//! committed transaction), then the final dot is written, with nothing else in between. A crash
-//! before that commit leaves the row due (the server never saw a complete message, so it
-//! discards it: no duplicate); a crash after it leaves the row sent, with the dot already
-//! handed to the kernel, which still delivers it when the process dies. If the server then
-//! refuses the message, the mark is undone and the failure recorded. What remains is a crash in
-//! the microseconds between the commit and the write of the dot, or a refusal followed by a
-//! crash before the undo: such a mail is recorded as sent although it was not.
+//! reads the final `.` of DATA. So the body is written, then the hand-over is recorded with one
+//! `write(2)` to a local journal ([`HandoverJournal`]), then the final dot, with nothing else in
+//! between. A crash before the record leaves the row due (the server never saw a complete
+//! message, so it discards it: no duplicate); a crash after it leaves the dot with the kernel,
+//! which still delivers it when the process dies, and the record in the page cache, which the
+//! next run marks sent before it looks for due mail. If the server refuses the message after
+//! all, the record is taken back. What remains is a crash in the microseconds between the record
+//! and the write of the dot, or a power cut before the journal reaches the disk.
 //!
 //! Temporary failures (4xx, connection, TLS, timeouts) are retried with exponential backoff;
 //! a permanent 5xx (or too many attempts) marks the row failed, records an event on its ticket
@@ -33,9 +33,9 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::{Config, Endpoint, TlsMode};
 use crate::mail::Mailbox;
-use crate::metrics::METRICS;
+use crate::metrics::{METRICS, Metrics};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
-use crate::outbound::outbox::Round;
+use crate::outbound::outbox::{Round, backoff};
 use crate::store::{OutboxItem, QueuedMail, Store, StoreError, StoreTx};
 
 /// Rows fetched per round.
@@ -485,7 +485,6 @@ impl SmtpOutbox {
                 commit: Some(commit),
             })
             .await
-            .map_err(Some)
         };
         let result = tokio::time::timeout(self.timeout, send).await;
         let committed = committed.load(Ordering::SeqCst);
@@ -511,18 +510,12 @@ impl SmtpOutbox {
                 Attempt::Store(e)
             }
             // The server answered the dot with a refusal: definitely not delivered.
-            Ok(Err(Some(e))) if e.is_permanent() || e.is_transient() => {
+            Ok(Err(e)) if e.is_permanent() || e.is_transient() => {
                 self.give_back(conn).await;
                 if committed && let Err(je) = self.journal.cancel(item.id) {
                     tracing::error!(outbox_id = item.id, error = %je, "could not take the refused mail out of the hand-over journal");
                 }
                 classify(&e, "message")
-            }
-            // The hand-over could not be recorded: nothing was sent (closing mid-DATA makes
-            // the server drop the message).
-            Ok(Err(None)) => {
-                close_quietly(conn).await;
-                Attempt::Temporary("database unavailable at hand-over".into())
             }
             // The connection broke or went silent. Before the commit, the dot was never
             // written: retry. After it, the server may well have the message: it stays sent.
@@ -530,8 +523,8 @@ impl SmtpOutbox {
                 close_quietly(conn).await;
                 let why = match other {
                     Err(_) => format!("no answer within {:?} after the message", self.timeout),
-                    Ok(Err(Some(e))) => e.to_string(),
-                    _ => "unknown".into(),
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(_)) => "unknown".into(),
                 };
                 if committed {
                     Attempt::Uncertain(why)
@@ -588,9 +581,7 @@ impl SmtpOutbox {
                 match attempt {
                     Attempt::Delivered => {
                         total.sent += 1;
-                        METRICS
-                            .mails_sent
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Metrics::inc(&METRICS.mails_sent);
                         tracing::info!(
                             outbox_id = item.id,
                             ticket = item.ticket,
@@ -603,9 +594,7 @@ impl SmtpOutbox {
                     Attempt::Temporary(why) if item.attempts + 1 < i64::from(self.max_attempts) => {
                         failed += 1;
                         let delay = self.retry_delay(item.attempts);
-                        METRICS
-                            .mail_retries
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Metrics::inc(&METRICS.mail_retries);
                         tracing::warn!(
                             outbox_id = item.id,
                             ticket = item.ticket,
@@ -664,9 +653,7 @@ impl SmtpOutbox {
         item: &OutboxItem,
         why: &str,
     ) -> Result<(), StoreError> {
-        METRICS
-            .mails_failed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Metrics::inc(&METRICS.mails_failed);
         tracing::error!(
             outbox_id = item.id,
             ticket = item.ticket,
@@ -815,15 +802,6 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
-
-/// `min` doubling per attempt, capped at `max`.
-pub fn backoff(min: Duration, max: Duration, attempts: i64) -> Duration {
-    let exp = attempts.clamp(0, 30) as u32;
-    min.saturating_mul(2u32.saturating_pow(exp)).min(max)
-}
-
-/// Shared handle used by the worker.
-pub type SharedSmtp = Arc<SmtpOutbox>;
 
 #[cfg(test)]
 mod tests {
