@@ -84,13 +84,13 @@ async fn handle<S: Store>(mut conn: TcpStream, store: &S) -> std::io::Result<()>
 /// 200 when the database answers and the mailbox is connected (or not IMAP); 503 otherwise.
 async fn healthz<S: Store>(store: &S) -> (&'static str, &'static str, String) {
     let imap = METRICS.imap_state();
-    let db = store.counts().await;
+    let db = store.outbox_backlog().await;
     let healthy = db.is_ok() && matches!(imap, ImapState::Connected | ImapState::NotUsed);
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "database": match &db { Ok(_) => "ok".to_string(), Err(e) => e.to_string() },
         "imap": imap.label(),
-        "outbox_pending": db.as_ref().ok().map(|c| c.outbox_pending),
+        "outbox_pending": db.as_ref().ok().map(|b| b.pending),
         "templates_broken": METRICS.templates_broken.load(std::sync::atomic::Ordering::Relaxed),
     });
     (
@@ -145,13 +145,14 @@ pub async fn metrics_text<S: Store>(store: &S) -> String {
         "Outbound mails given up (permanent failure).",
         m.mails_failed.load(Relaxed).to_string(),
     );
-    let (depth, oldest) = match (store.counts().await, store.oldest_unsent().await) {
-        (Ok(c), Ok(o)) => (
-            c.outbox_pending.to_string(),
-            o.map(|t| ((Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0).to_string())
+    let (depth, oldest) = match store.outbox_backlog().await {
+        Ok(b) => (
+            b.pending.to_string(),
+            b.oldest
+                .map(|t| ((Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0).to_string())
                 .unwrap_or_else(|| "0".into()),
         ),
-        _ => ("NaN".into(), "NaN".into()),
+        Err(_) => ("NaN".into(), "NaN".into()),
     };
     metric(
         "postdesk_outbox_depth",

@@ -892,12 +892,13 @@ async fn sent_row_refused_after_all_is_due_again_failure_is_recorded_source_stat
     )
     .await;
     let id = store.due_outbox(now, 10).await.unwrap()[0].id;
-    assert!(store.oldest_unsent().await.unwrap().is_some());
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.oldest.is_some()), (1, true));
     // Marked sent at hand-over (the SMTP sender's journal, applied).
     store.mark_sent(&[id], now).await.unwrap();
     assert!(store.due_outbox(now, 10).await.unwrap().is_empty());
     assert_eq!(store.counts().await.unwrap().outbox_sent, 1);
-    assert!(store.oldest_unsent().await.unwrap().is_none());
+    assert!(store.outbox_backlog().await.unwrap().oldest.is_none());
     // The server answered the dot with 451: due again, one attempt so far.
     store
         .mark_attempt_failed(id, "451 try later", now, Some(now))

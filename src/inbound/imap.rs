@@ -479,10 +479,9 @@ impl ImapSession {
     pub async fn sizes(&mut self, uids: &[u32]) -> Result<BTreeMap<u32, u32>, ImapError> {
         let set = uid_set(uids);
         self.fetch_map("UID FETCH RFC822.SIZE", set, "(UID RFC822.SIZE)", |f| {
-            f.size.map(|s| s as u64)
+            f.size
         })
         .await
-        .map(|m| m.into_iter().map(|(k, v)| (k, v as u32)).collect())
     }
 
     /// Whole messages (`BODY.PEEK[]`, so nothing is marked \Seen before it is committed).

@@ -278,6 +278,15 @@ pub struct Counts {
     pub quarantined: i64,
 }
 
+/// Mail waiting in the outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxBacklog {
+    /// Rows neither sent nor failed.
+    pub pending: i64,
+    /// When the oldest of them was queued (None: nothing waits).
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// The ticket store.
 pub trait Store: Clone + Send + Sync + 'static {
     /// The write transaction type.
@@ -324,10 +333,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Totals.
     fn counts(&self) -> impl Future<Output = Result<Counts, StoreError>> + Send;
-    /// When the oldest mail still waiting in the outbox was queued (None: nothing waits).
-    fn oldest_unsent(
-        &self,
-    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+    /// Mail waiting in the outbox: how many, and when the oldest was queued (one cheap query,
+    /// for `/metrics` and `/healthz`).
+    fn outbox_backlog(&self) -> impl Future<Output = Result<OutboxBacklog, StoreError>> + Send;
     /// The saved state of a mailbox source (`imap://user@host/INBOX`).
     fn source_state(
         &self,

@@ -12,7 +12,8 @@ macro_rules! sql_store {
         use crate::desk::{Decision, MailContext, NewTicket, Status};
         use crate::mail::{InboundMail, QuarantineReason};
         use crate::store::{
-            Counts, Event, InboundRecord, MessageSummary, OutboxItem, OutboxSummary, Participant,
+            Counts, Event, InboundRecord, MessageSummary, OutboxBacklog, OutboxItem, OutboxSummary,
+            Participant,
             QueuedMail, SourceState, Store, StoreError, StoreTx, TicketDetail, TicketSummary,
             WriterTurn,
         };
@@ -364,13 +365,17 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn oldest_unsent(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+            async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
                 let r = sqlx::query(
-                    "SELECT MIN(created_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+                    "SELECT COUNT(*), MIN(created_at) FROM outbox
+                     WHERE sent_at IS NULL AND failed_at IS NULL",
                 )
                 .fetch_one(&self.pool)
                 .await?;
-                Ok(r.try_get::<Option<DateTime<Utc>>, _>(0)?)
+                Ok(OutboxBacklog {
+                    pending: r.try_get(0)?,
+                    oldest: r.try_get(1)?,
+                })
             }
 
             async fn source_state(&self, source: &str) -> Result<Option<SourceState>, StoreError> {
