@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mailstack::{ALICE, BOB, MailStack, PASSWORD, SUPPORT, StackOptions, TRIAGE, customer};
+use mailstack::{
+    ALICE, BOB, MailStack, OAUTH_TOKEN, PASSWORD, SUPPORT, StackOptions, TRIAGE, customer,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 // The configured "postdesk/processed", in Dovecot's maildir++ hierarchy (delimiter ".").
@@ -524,6 +526,16 @@ async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_an
         seed ^= seed << 17;
         seed
     };
+    // POSTDESK_KILL_WAIT_MS=MIN-MAX changes how long each run lives (default 100-1000 ms):
+    // shorter runs mean more kills per minute when hunting for a rare window.
+    let (min_wait, max_wait) = std::env::var("POSTDESK_KILL_WAIT_MS")
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once('-')?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+        })
+        .filter(|(a, b)| a < b)
+        .unwrap_or((100, 1000));
     let mut kills = 0;
     let started = Instant::now();
     loop {
@@ -533,7 +545,7 @@ async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_an
             desk.log()
         );
         let mut child = desk.spawn(&["--exit-when-idle"]);
-        let wait = Duration::from_millis(100 + next() % 900);
+        let wait = Duration::from_millis(min_wait + next() % (max_wait - min_wait));
         std::thread::sleep(wait);
         match child.child().try_wait() {
             Ok(Some(status)) => {
@@ -742,6 +754,73 @@ async fn tls_with_the_test_ca_works_and_without_it_is_refused_clearly() {
         let desk4 = Desk::new(&stack);
         assert!(desk4.run_until_idle().status.success());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_logs_in_with_a_token_from_a_file_or_a_command_and_a_bad_one_is_refused() {
+    let stack = MailStack::start();
+    let token_file = stack.dir.join("token");
+    // An OAuth agent keeps the file fresh; the worker reads it at every login.
+    std::fs::write(&token_file, format!("{OAUTH_TOKEN}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let logins = |log: &str| log.matches("method=XOAUTH2").count();
+    let mut seen = 0;
+    for (i, (key, value)) in [
+        ("MAILBOX_TOKEN_FILE", token_file.display().to_string()),
+        (
+            "MAILBOX_TOKEN_COMMAND",
+            format!("printf '%s' {OAUTH_TOKEN}"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut desk = Desk::new(&stack);
+        desk.set("MAILBOX_AUTH", "xoauth2").set(key, &value);
+        desk.env.remove("POSTDESK_MAILBOX_PASSWORD");
+        stack
+            .append(
+                SUPPORT,
+                "INBOX",
+                &[mail(
+                    ALICE,
+                    "SEV 4 over xoauth2",
+                    &format!("oauth{i}@customer.test"),
+                )],
+            )
+            .await;
+        let out = desk.run_until_idle();
+        assert!(out.status.success(), "{key}: {}", desk.log());
+        assert_eq!(desk.tickets().len(), 1, "{key}: {}", desk.log());
+        assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+        assert_eq!(
+            stack
+                .wait_for_count(ALICE, "INBOX", i + 1, Duration::from_secs(20))
+                .await,
+            i + 1
+        );
+        // Dovecot says how the worker logged in.
+        let log = stack.log();
+        assert!(logins(&log) > seen, "{key}: no XOAUTH2 login:\n{log}");
+        seen = logins(&log);
+    }
+    // An expired or wrong token: refused at the first login, exit 78, the mail left alone.
+    std::fs::write(&token_file, "ya29.expired\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut desk = Desk::new(&stack);
+    desk.set("MAILBOX_AUTH", "xoauth2")
+        .set("MAILBOX_TOKEN_FILE", &token_file.display().to_string());
+    desk.env.remove("POSTDESK_MAILBOX_PASSWORD");
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(ALICE, "SEV 4 bad token", "oauth-bad@customer.test")],
+        )
+        .await;
+    let out = desk.run_until_idle();
+    assert_eq!(out.status.code(), Some(78), "{}", desk.log());
+    assert!(desk.log().contains("XOAUTH2"), "{}", desk.log());
+    assert_eq!(desk.tickets().len(), 0);
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,14 @@
 //! Delivering the outbox over SMTP (lettre's connection, our own small pool).
 //!
-//! Exactly once, as far as SMTP allows: a server takes responsibility for a message when it
-//! reads the final `.` of DATA. So the body is written, then the hand-over is recorded with one
-//! `write(2)` to a local journal ([`HandoverJournal`]), then the final dot, with nothing else in
-//! between. A crash before the record leaves the row due (the server never saw a complete
-//! message, so it discards it: no duplicate); a crash after it leaves the dot with the kernel,
-//! which still delivers it when the process dies, and the record in the page cache, which the
-//! next run marks sent before it looks for due mail. If the server refuses the message after
-//! all, the record is taken back. What remains is a crash in the microseconds between the record
-//! and the write of the dot, or a power cut before the journal reaches the disk.
+//! Exactly once: a server takes responsibility for a message when it reads the final `.` of
+//! DATA. So the body is written, then the final dot and its line in a local journal
+//! ([`HandoverJournal`]) are written together by a child process the worker's death cannot stop
+//! (see [`crate::outbound::handover`]). A crash before that leaves the row due (the server never
+//! saw a complete message, so it discards it: no duplicate); a crash after it leaves the dot
+//! with the kernel, which still delivers it when the process dies, and the line in the page
+//! cache, which the next run marks sent before it looks for due mail. If the server refuses the
+//! message after all, the line is taken back. What remains is a power cut before the journal
+//! reaches the disk (the journal is not fsynced: it must survive the process, not the machine).
 //!
 //! Temporary failures (4xx, connection, TLS, timeouts) are retried with exponential backoff;
 //! a permanent 5xx (or too many attempts) marks the row failed, records an event on its ticket
@@ -17,7 +17,6 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,6 +34,7 @@ use crate::config::{Config, Endpoint, TlsMode};
 use crate::mail::Mailbox;
 use crate::metrics::{METRICS, Metrics};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
+use crate::outbound::handover::{Handover, HandoverTcp};
 use crate::outbound::outbox::{Round, backoff};
 use crate::store::{OutboxItem, QueuedMail, Store, StoreError, StoreTx};
 
@@ -43,20 +43,20 @@ const ROUND: i64 = 256;
 /// Pooled connections unused this long are closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// Yields the message body, then (when lettre asks for more, right before it writes the final
-/// dot) runs `commit` once.
-struct CommitBeforeDot<'a, F: FnOnce()> {
+/// dot) arms the connection's hand-over for the row, so the dot's write is the hand-over.
+struct ArmBeforeDot<'a> {
     body: Option<&'a [u8]>,
-    commit: Option<F>,
+    arm: Option<(&'a Handover, i64)>,
 }
 
-impl<'a, F: FnOnce()> Iterator for CommitBeforeDot<'a, F> {
+impl<'a> Iterator for ArmBeforeDot<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
         if let Some(b) = self.body.take() {
             return Some(b);
         }
-        if let Some(c) = self.commit.take() {
-            c();
+        if let Some((h, id)) = self.arm.take() {
+            h.arm(id);
         }
         None
     }
@@ -86,8 +86,14 @@ enum Attempt {
     Uncertain(String),
 }
 
+/// A connection and its hand-over slot.
+struct Conn {
+    smtp: AsyncSmtpConnection,
+    handover: Arc<Handover>,
+}
+
 struct Pooled {
-    conn: AsyncSmtpConnection,
+    conn: Conn,
     last_used: std::time::Instant,
 }
 
@@ -119,6 +125,8 @@ pub struct SmtpOutbox {
 pub struct HandoverJournal {
     path: PathBuf,
     file: std::sync::Mutex<std::fs::File>,
+    /// The file's descriptor, for the hand-over child (appends need no lock: `O_APPEND`).
+    fd: std::os::fd::RawFd,
 }
 
 impl HandoverJournal {
@@ -130,6 +138,7 @@ impl HandoverJournal {
             .open(path)?;
         Ok(HandoverJournal {
             path: path.to_path_buf(),
+            fd: std::os::fd::AsRawFd::as_raw_fd(&file),
             file: std::sync::Mutex::new(file),
         })
     }
@@ -142,7 +151,7 @@ impl HandoverJournal {
         f.write_all(line.as_bytes())
     }
 
-    /// Records a hand-over (one write).
+    /// Records a hand-over (one write). Deliveries record theirs through [`Handover`].
     pub fn record(&self, id: i64) -> std::io::Result<()> {
         self.append(format!("+{id}\n"))
     }
@@ -190,7 +199,7 @@ impl HandoverJournal {
 
 /// An implicit-TLS SMTP connection, handed to lettre as its stream.
 #[derive(Debug)]
-struct TlsTcp(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+struct TlsTcp(tokio_rustls::client::TlsStream<HandoverTcp>);
 
 impl tokio::io::AsyncRead for TlsTcp {
     fn poll_read(
@@ -227,6 +236,12 @@ impl tokio::io::AsyncWrite for TlsTcp {
 impl AsyncTokioStream for TlsTcp {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncTokioStream for HandoverTcp {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        HandoverTcp::peer_addr(self)
     }
 }
 
@@ -328,7 +343,7 @@ impl SmtpOutbox {
         backoff(self.retry_min, self.retry_max, attempts)
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+    async fn connect(&self) -> Result<Conn, String> {
         // Our own socket, with TCP_NODELAY: SMTP is a dialogue of small writes (command, body,
         // final dot), which Nagle's algorithm and delayed ACKs would hold back ~40 ms each.
         let addr = (self.endpoint.host.as_str(), self.endpoint.port);
@@ -336,6 +351,8 @@ impl SmtpOutbox {
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint))?;
         let _ = tcp.set_nodelay(true);
+        let handover = Handover::new(self.journal.fd);
+        let tcp = HandoverTcp::new(tcp, handover.clone());
         let stream: Box<dyn AsyncTokioStream> = match self.endpoint.tls {
             TlsMode::Implicit => {
                 let name = ServerName::try_from(self.endpoint.host.clone())
@@ -376,14 +393,17 @@ impl SmtpOutbox {
                 .await
                 .map_err(|e| format!("AUTH refused by {}: {e}", self.endpoint))?;
         }
-        Ok(conn)
+        Ok(Conn {
+            smtp: conn,
+            handover,
+        })
     }
 
-    async fn take_connection(&self) -> Result<AsyncSmtpConnection, String> {
+    async fn take_connection(&self) -> Result<Conn, String> {
         loop {
             let pooled = self.pool.lock().await.pop();
             match pooled {
-                Some(p) if p.last_used.elapsed() < IDLE_CLOSE && !p.conn.has_broken() => {
+                Some(p) if p.last_used.elapsed() < IDLE_CLOSE && !p.conn.smtp.has_broken() => {
                     return Ok(p.conn);
                 }
                 Some(p) => close_quietly(p.conn).await,
@@ -400,8 +420,8 @@ impl SmtpOutbox {
         }
     }
 
-    async fn give_back(&self, conn: AsyncSmtpConnection) {
-        if !conn.has_broken() {
+    async fn give_back(&self, conn: Conn) {
+        if !conn.smtp.has_broken() {
             self.pool.lock().await.push(Pooled {
                 conn,
                 last_used: std::time::Instant::now(),
@@ -421,7 +441,11 @@ impl SmtpOutbox {
         };
         let mut options = Vec::new();
         if !item.rendered.is_ascii() {
-            if conn.server_info().supports_feature(Extension::EightBitMime) {
+            if conn
+                .smtp
+                .server_info()
+                .supports_feature(Extension::EightBitMime)
+            {
                 options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
             } else {
                 // Our composer writes 7-bit MIME; a raw 8-bit body needs 8BITMIME.
@@ -432,10 +456,11 @@ impl SmtpOutbox {
             }
         }
         let envelope = async {
-            conn.command(Mail::new(Some(self.envelope_from.clone()), options))
+            conn.smtp
+                .command(Mail::new(Some(self.envelope_from.clone()), options))
                 .await?;
-            conn.command(Rcpt::new(to.clone(), vec![])).await?;
-            conn.command(Data).await
+            conn.smtp.command(Rcpt::new(to.clone(), vec![])).await?;
+            conn.smtp.command(Data).await
         };
         match tokio::time::timeout(self.timeout, envelope).await {
             Err(_) => {
@@ -451,7 +476,7 @@ impl SmtpOutbox {
                 if e.is_permanent() || e.is_transient() {
                     let rset = tokio::time::timeout(
                         Duration::from_secs(5),
-                        conn.command(lettre::transport::smtp::commands::Rset),
+                        conn.smtp.command(lettre::transport::smtp::commands::Rset),
                     )
                     .await;
                     if matches!(rset, Ok(Ok(_))) {
@@ -466,28 +491,15 @@ impl SmtpOutbox {
             }
             Ok(Ok(_)) => {}
         }
-        // 354: the server waits for the body. The body goes out, then the hand-over is
-        // committed, then the final dot: nothing but that commit lies between the two writes.
-        let committed = AtomicBool::new(false);
-        let send = async {
-            let id = item.id;
-            let committed = &committed;
-            let journal = &self.journal;
-            // One write(2) to the hand-over journal, on this thread, then the dot.
-            let commit = move || match journal.record(id) {
-                Ok(()) => committed.store(true, Ordering::SeqCst),
-                Err(e) => {
-                    tracing::warn!(outbox_id = id, error = %e, "could not record the hand-over before the final dot; recording it after")
-                }
-            };
-            conn.message_iter(CommitBeforeDot {
-                body: Some(&item.rendered),
-                commit: Some(commit),
-            })
-            .await
-        };
+        // 354: the server waits for the body. The body goes out, then the final dot together
+        // with its journal line, in one step the worker's death cannot split.
+        conn.handover.finish();
+        let send = conn.smtp.message_iter(ArmBeforeDot {
+            body: Some(&item.rendered),
+            arm: Some((&conn.handover, item.id)),
+        });
         let result = tokio::time::timeout(self.timeout, send).await;
-        let committed = committed.load(Ordering::SeqCst);
+        let committed = conn.handover.finish();
         match result {
             Ok(Ok(_)) => {
                 self.give_back(conn).await;
@@ -742,7 +754,7 @@ impl SmtpOutbox {
     pub async fn close(&self) {
         let conns: Vec<Pooled> = std::mem::take(&mut *self.pool.lock().await);
         for mut p in conns {
-            let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.quit()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.smtp.quit()).await;
         }
     }
 }
@@ -766,8 +778,8 @@ fn journal_path(config: &Config) -> PathBuf {
 }
 
 /// Drops a connection, saying QUIT if the server answers within a second.
-async fn close_quietly(mut conn: AsyncSmtpConnection) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+async fn close_quietly(mut conn: Conn) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.smtp.abort()).await;
 }
 
 fn classify(e: &lettre::transport::smtp::Error, stage: &str) -> Attempt {

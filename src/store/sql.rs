@@ -29,30 +29,28 @@ macro_rules! sql_store {
             mail: &InboundMail,
             since: DateTime<Utc>,
         ) -> Result<MailContext, StoreError> {
-            let known = sqlx::query("SELECT ticket_id FROM messages WHERE message_id = $1")
-                .bind(&mail.message_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let known_message = match known {
-                Some(row) => Some(row.try_get::<Option<i64>, _>(0)?),
-                None => {
-                    // A message postdesk sent that comes back to it is known too.
-                    sqlx::query("SELECT ticket_id FROM outbox WHERE message_id = $1")
-                        .bind(&mail.message_id)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                        .map(|row| row.try_get::<Option<i64>, _>(0))
-                        .transpose()?
-                }
-            };
-            let replies: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM outbox WHERE to_addr = $1 AND automatic AND created_at >= $2",
+            // One round trip: known as an inbound message, known as one postdesk sent (it came
+            // back), and the automatic replies to this sender in the last hour.
+            let row = sqlx::query(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE message_id = $1),
+                        (SELECT ticket_id FROM messages WHERE message_id = $1 LIMIT 1),
+                        EXISTS (SELECT 1 FROM outbox WHERE message_id = $1),
+                        (SELECT ticket_id FROM outbox WHERE message_id = $1 LIMIT 1),
+                        (SELECT COUNT(*) FROM outbox WHERE to_addr = $2 AND automatic AND created_at >= $3)",
             )
+            .bind(&mail.message_id)
             .bind(mail.from.key())
             .bind(since)
             .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
+            .await?;
+            let known_message = if row.try_get::<bool, _>(0)? {
+                Some(row.try_get::<Option<i64>, _>(1)?)
+            } else if row.try_get::<bool, _>(2)? {
+                Some(row.try_get::<Option<i64>, _>(3)?)
+            } else {
+                None
+            };
+            let replies: i64 = row.try_get(4)?;
             Ok(MailContext {
                 known_message,
                 auto_replies_to_sender_last_hour: u32::try_from(replies).unwrap_or(u32::MAX),
@@ -93,20 +91,48 @@ macro_rules! sql_store {
             e: &Event,
             message_id: Option<&str>,
         ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO events (ticket_id, at, actor, kind, from_value, to_value, reason, message_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(ticket)
-            .bind(e.at)
-            .bind(&e.actor)
-            .bind(&e.kind)
-            .bind(&e.from)
-            .bind(&e.to)
-            .bind(&e.reason)
-            .bind(message_id)
-            .execute(&mut *conn)
-            .await?;
+            insert_events(conn, ticket, &[e], message_id).await
+        }
+
+        /// Several events of one ticket in one statement (one round trip).
+        async fn insert_events(
+            conn: &mut Conn,
+            ticket: Option<i64>,
+            events: &[&Event],
+            message_id: Option<&str>,
+        ) -> Result<(), StoreError> {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let mut sql = String::from(
+                "INSERT INTO events (ticket_id, at, actor, kind, from_value, to_value, reason, message_id) VALUES ",
+            );
+            for i in 0..events.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, $2)",
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                ));
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ticket).bind(message_id);
+            for e in events {
+                q = q
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.kind)
+                    .bind(&e.from)
+                    .bind(&e.to)
+                    .bind(&e.reason);
+            }
+            q.execute(&mut *conn).await?;
             Ok(())
         }
 
@@ -306,14 +332,19 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 let (mut tx, _turn) = self.begin_write().await?;
-                for id in ids {
-                    sqlx::query(
-                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
-                    )
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                // A few hundred ids per statement (one round trip each).
+                for chunk in ids.chunks(500) {
+                    let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                    let sql = format!(
+                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
+                        list.join(", ")
+                    );
+                    // Not kept as a prepared statement: every length would be another one.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(now);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -487,7 +518,6 @@ macro_rules! sql_store {
                     to: Some(t.status.as_str().into()),
                     reason: decision.reason.clone(),
                 };
-                insert_event(conn, Some(number), &created, mid).await?;
                 let s = &t.severity;
                 let severity_reason = match s.requested {
                     None => "severity not given in the subject: default applied".to_string(),
@@ -504,7 +534,7 @@ macro_rules! sql_store {
                     to: Some(s.assigned.number().to_string()),
                     reason: severity_reason,
                 };
-                insert_event(conn, Some(number), &severity, mid).await?;
+                insert_events(conn, Some(number), &[&created, &severity], mid).await?;
                 Ok(number)
             }
 

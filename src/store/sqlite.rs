@@ -31,11 +31,25 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
-            .await?;
+        // Switching a new database to WAL takes a lock the busy timeout does not wait for:
+        // when several processes start on a new database at once, the losers look again.
+        let mut attempt = 0;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e)) if attempt < 20 && is_busy(e.code().as_deref()) => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "database busy while opening; looking again");
+                    tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(SqliteStore {
             pool,
             writer: Default::default(),
@@ -84,6 +98,12 @@ impl SqliteStore {
         let turn = self.writer.clone().lock_owned().await;
         Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(turn)))
     }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, with any extended code.
+fn is_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 sql_store!(SqliteStore, SqliteTx, Sqlite);

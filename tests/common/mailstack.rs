@@ -61,6 +61,9 @@ use tokio::net::TcpStream;
 
 /// The password of every test user (IMAP and SMTP AUTH).
 pub const PASSWORD: &str = "postdesk-test-password";
+/// The OAuth 2.0 bearer token every user may also log in with over XOAUTH2 (Dovecot 2.3 checks
+/// an XOAUTH2 token against the passdb as if it were a password; a second passwd-file holds it).
+pub const OAUTH_TOKEN: &str = "ya29.postdesk-test-token";
 
 pub const SUPPORT: &str = "support@example.test";
 pub const ENGINEER: &str = "engineer@example.test";
@@ -311,6 +314,11 @@ impl MailStack {
         // Looked up by domain for customer.test (see username_format in dovecot.conf).
         passwd.push_str(&format!("{CATCH_ALL_DOMAIN}:{{PLAIN}}{PASSWORD}\n"));
         write_file(&d.join("dovecot/passwd"), &passwd, 0o644)?;
+        write_file(
+            &d.join("dovecot/tokens"),
+            &passwd.replace(PASSWORD, OAUTH_TOKEN),
+            0o644,
+        )?;
 
         let mut vmailbox = String::new();
         for user in USERS {
@@ -397,6 +405,7 @@ impl MailStack {
         for f in [
             "dovecot/dovecot.conf",
             "dovecot/passwd",
+            "dovecot/tokens",
             "postfix/main.cf",
             "postfix/master.cf",
             "postfix/vmailbox",
@@ -435,7 +444,7 @@ ssl = yes
 ssl_cert = <@DIR@/tls/server.pem
 ssl_key = <@DIR@/tls/server.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2
 # Failed logins still take ~0.5 s: Dovecot 2.3 flushes failures on a 500 ms timer.
 auth_failure_delay = 0
 first_valid_uid = @UID@
@@ -467,6 +476,11 @@ namespace inbox {
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%{if;%Ld;eq;customer.test;%Ld;%Lu} @DIR@/dovecot/passwd
+}
+# Bearer tokens (XOAUTH2 hands the token to the passdbs as the password).
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%{if;%Ld;eq;customer.test;%Ld;%Lu} @DIR@/dovecot/tokens
 }
 userdb {
   driver = static
