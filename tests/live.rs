@@ -735,21 +735,11 @@ async fn tls_with_the_test_ca_works_and_without_it_is_refused_clearly() {
         let mut desk3 = Desk::new(&stack);
         desk3.set("MAILBOX_URL", &url);
         desk3.env.remove("POSTDESK_TLS_CA_FILE");
-        stack
-            .append(
-                SUPPORT,
-                "INBOX",
-                &[mail(ALICE, "SEV 4 untrusted", "tls3@customer.test")],
-            )
-            .await;
-        let out = desk3.run_until_idle();
-        assert_eq!(out.status.code(), Some(78), "{url}: {}", desk3.log());
-        let log = desk3.log();
+        let log = refused_at_first_login(&stack, &desk3, "tls3@customer.test").await;
         assert!(
             log.contains("not trusted") && log.contains("tls.ca_file"),
-            "{log}"
+            "{url}: {log}"
         );
-        assert_eq!(stack.count(SUPPORT, "INBOX").await, 1);
         // Clean up for the next round.
         let desk4 = Desk::new(&stack);
         assert!(desk4.run_until_idle().status.success());
@@ -809,18 +799,21 @@ async fn xoauth2_logs_in_with_a_token_from_a_file_or_a_command_and_a_bad_one_is_
     desk.set("MAILBOX_AUTH", "xoauth2")
         .set("MAILBOX_TOKEN_FILE", &token_file.display().to_string());
     desk.env.remove("POSTDESK_MAILBOX_PASSWORD");
+    let log = refused_at_first_login(&stack, &desk, "oauth-bad@customer.test").await;
+    assert!(log.contains("XOAUTH2"), "{log}");
+    assert_eq!(desk.tickets().len(), 0);
+}
+
+/// A mail waits in an empty support INBOX; the worker, refused at its first login, exits 78
+/// and leaves the mail there. Returns the worker's log.
+async fn refused_at_first_login(stack: &MailStack, desk: &Desk, id: &str) -> String {
     stack
-        .append(
-            SUPPORT,
-            "INBOX",
-            &[mail(ALICE, "SEV 4 bad token", "oauth-bad@customer.test")],
-        )
+        .append(SUPPORT, "INBOX", &[mail(ALICE, "SEV 4 refused", id)])
         .await;
     let out = desk.run_until_idle();
     assert_eq!(out.status.code(), Some(78), "{}", desk.log());
-    assert!(desk.log().contains("XOAUTH2"), "{}", desk.log());
-    assert_eq!(desk.tickets().len(), 0);
     assert_eq!(stack.count(SUPPORT, "INBOX").await, 1);
+    desk.log()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,6 +167,8 @@ pub fn spawn_template_watcher(
             .await
             {
                 Ok(w) => watcher = w,
+                // The runtime is shutting down: nothing went wrong.
+                Err(e) if e.is_cancelled() => return,
                 Err(e) => {
                     tracing::error!(error = %e, "template watcher stopped; templates are no longer reloaded");
                     return;
