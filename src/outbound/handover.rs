@@ -316,6 +316,64 @@ mod tests {
         );
     }
 
+    /// The property the child exists for: the worker is killed in the middle of a hand-over
+    /// (after the send, before the journal line is written), and the line is written anyway.
+    /// The journal here is a pipe kept full, so the journal write waits until the test drains
+    /// it, by which time the process that started the hand-over is dead. Made by the worker
+    /// itself (no child), the line would die with it.
+    #[test]
+    fn killing_the_worker_mid_hand_over_does_not_stop_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let (mut server, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+        let mut fds = [0; 2];
+        // SAFETY: plain libc calls on descriptors this test owns.
+        unsafe {
+            assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            // Fill the pipe, then make its writes block again.
+            libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
+            let filler = [b'x'; 4096];
+            while libc::write(fds[1], filler.as_ptr() as *const libc::c_void, filler.len()) > 0 {}
+            libc::fcntl(fds[1], libc::F_SETFL, 0);
+        }
+        let (journal_r, journal_w) = (fds[0], fds[1]);
+        // SAFETY: the forked "worker" only calls send_and_record and _exit.
+        let worker = unsafe { libc::fork() };
+        assert!(worker >= 0, "fork failed");
+        if worker == 0 {
+            let _ = send_and_record(client.as_raw_fd(), b"\r\n.\r\n", journal_w, b"+42\n");
+            // SAFETY: leaving the forked process without running the test harness's code.
+            unsafe { libc::_exit(0) };
+        }
+        // The dot arrives: the hand-over has begun; its journal line is waiting for room.
+        let mut dot = [0u8; 5];
+        server
+            .read_exact(&mut dot)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&dot, b"\r\n.\r\n");
+        // SAFETY: the pid is our own forked child.
+        unsafe {
+            libc::kill(worker, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(worker, &mut status, 0);
+            assert!(libc::WIFSIGNALED(status), "the worker was not killed");
+            libc::close(journal_w);
+        }
+        // Drain the pipe: the line still comes, from the child that outlived the worker.
+        let mut journal =
+            unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(journal_r) };
+        let mut all = Vec::new();
+        journal
+            .read_to_end(&mut all)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            all.ends_with(b"+42\n"),
+            "the journal line died with the worker (last bytes {:?})",
+            String::from_utf8_lossy(&all[all.len().saturating_sub(8)..])
+        );
+    }
+
     #[test]
     fn nothing_is_recorded_when_nothing_could_be_sent() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
