@@ -118,9 +118,10 @@ pub struct SmtpOutbox {
 }
 
 /// The hand-over journal: a local append-only file of outbox row ids (`+id` handed over,
-/// `-id` refused after all), written with one `write(2)` right before the final dot. The page
-/// cache keeps it when the process dies, so no fsync sits between the record and the dot. Before
-/// every delivery round its entries are marked sent in the store and the file is emptied.
+/// `-id` refused after all); a `+id` line is written together with the final dot by the
+/// hand-over child ([`crate::outbound::handover`]). The page cache keeps it when the process
+/// dies, so no fsync sits next to the dot. Before every delivery round its entries are marked
+/// sent in the store and the file is emptied.
 #[derive(Debug)]
 pub struct HandoverJournal {
     path: PathBuf,
@@ -499,11 +500,11 @@ impl SmtpOutbox {
             arm: Some((&conn.handover, item.id)),
         });
         let result = tokio::time::timeout(self.timeout, send).await;
-        let committed = conn.handover.finish();
+        let handed_over = conn.handover.finish();
         match result {
             Ok(Ok(_)) => {
                 self.give_back(conn).await;
-                if committed {
+                if handed_over {
                     return Attempt::Delivered;
                 }
                 // Delivered, not yet recorded: keep trying, or it would go out again.
@@ -524,13 +525,14 @@ impl SmtpOutbox {
             // The server answered the dot with a refusal: definitely not delivered.
             Ok(Err(e)) if e.is_permanent() || e.is_transient() => {
                 self.give_back(conn).await;
-                if committed && let Err(je) = self.journal.cancel(item.id) {
+                if handed_over && let Err(je) = self.journal.cancel(item.id) {
                     tracing::error!(outbox_id = item.id, error = %je, "could not take the refused mail out of the hand-over journal");
                 }
                 classify(&e, "message")
             }
-            // The connection broke or went silent. Before the commit, the dot was never
-            // written: retry. After it, the server may well have the message: it stays sent.
+            // The connection broke or went silent. Without a hand-over the dot was never
+            // written (or its journal line could not be, which was logged): retry. After one,
+            // the server may well have the message: it stays sent.
             other => {
                 close_quietly(conn).await;
                 let why = match other {
@@ -538,7 +540,7 @@ impl SmtpOutbox {
                     Ok(Err(e)) => e.to_string(),
                     Ok(Ok(_)) => "unknown".into(),
                 };
-                if committed {
+                if handed_over {
                     Attempt::Uncertain(why)
                 } else {
                     Attempt::Temporary(format!("message: {why}"))
@@ -562,8 +564,8 @@ impl SmtpOutbox {
             if due.is_empty() {
                 return Ok(total);
             }
-            // One task per mail (at most `concurrency` at once): the hand-over commit blocks
-            // its own thread only, never the other deliveries.
+            // One task per mail (at most `concurrency` at once): a hand-over holds its own
+            // thread only (while its child runs), never the other deliveries.
             let permits = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
             let mut tasks = tokio::task::JoinSet::new();
             for item in due {
