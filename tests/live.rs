@@ -12,7 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mailstack::{
-    ALICE, BOB, MailStack, OAUTH_TOKEN, PASSWORD, SUPPORT, StackOptions, TRIAGE, customer,
+    ALICE, BOB, MailStack, OAUTH_TOKEN, PASSWORD, REJECT_AFTER_DOT, SUPPORT, StackOptions, TRIAGE,
+    customer,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
@@ -897,6 +898,62 @@ async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
         subject.contains("[#1]") && subject.contains("nobody@other.test"),
         "{subject}"
     );
+}
+
+/// The server reads the whole message, final dot included, and then refuses it (a content
+/// filter): the hand-over recorded with the dot is taken back, so the row ends failed, not sent,
+/// and a later run does not send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_the_final_dot_takes_the_hand_over_back() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(
+                ALICE,
+                &format!("SEV 4 {REJECT_AFTER_DOT}"),
+                "after-dot@customer.test",
+            )],
+        )
+        .await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    let t = desk.ticket(1);
+    let ack = t["outbox"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["to"] == ALICE).cloned())
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(ack["failed_at"].is_string(), "{t}");
+    assert!(
+        ack["sent_at"].is_null(),
+        "refused mail recorded as sent: {t}"
+    );
+    assert!(
+        ack["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused after the final dot"),
+        "{t}"
+    );
+    assert!(
+        stack.log().contains("refused after the final dot"),
+        "{}",
+        stack.log()
+    );
+    // Triage hears of it; a second run sends nothing more.
+    assert_eq!(
+        stack
+            .wait_for_count(TRIAGE, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    let again = desk.ticket(1);
+    assert_eq!(again["outbox"], t["outbox"], "{again}");
+    assert_eq!(stack.count(ALICE, "INBOX").await, 0);
 }
 
 /// Three messages already read by someone and two unseen ones wait when postdesk first meets the

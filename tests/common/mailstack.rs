@@ -72,6 +72,10 @@ pub const ALICE: &str = "alice@customer.test";
 pub const BOB: &str = "bob@customer.test";
 pub const CAROL: &str = "carol@other.test";
 /// The users listed one by one (every local part of `customer.test` exists as well).
+/// A subject containing this is refused by Postfix after the final dot of DATA (header_checks
+/// run when the whole message is in), the way content filters refuse mail.
+pub const REJECT_AFTER_DOT: &str = "postdesk-test-reject-after-dot";
+
 pub const USERS: [&str; 6] = [SUPPORT, ENGINEER, TRIAGE, ALICE, BOB, CAROL];
 /// The domains Postfix accepts mail for.
 pub const DOMAINS: [&str; 3] = ["example.test", "customer.test", "other.test"];
@@ -326,6 +330,11 @@ impl MailStack {
         }
         vmailbox.push_str(&format!("@{CATCH_ALL_DOMAIN} ok\n"));
         write_file(&d.join("postfix/vmailbox"), &vmailbox, 0o644)?;
+        write_file(
+            &d.join("postfix/header_checks"),
+            &format!("/^Subject:.*{REJECT_AFTER_DOT}/ REJECT 5.7.1 refused after the final dot\n"),
+            0o644,
+        )?;
         Ok(())
     }
 
@@ -409,6 +418,7 @@ impl MailStack {
             "postfix/main.cf",
             "postfix/master.cf",
             "postfix/vmailbox",
+            "postfix/header_checks",
             "tls/server.pem",
             "tls/server.key",
             "ca.pem",
@@ -556,6 +566,7 @@ default_transport = error:5.7.1 the postdesk test stack delivers only to its tes
 relay_transport = error:5.7.1 the postdesk test stack delivers only to its test domains
 smtpd_relay_restrictions = reject_unauth_destination
 smtpd_recipient_restrictions =
+header_checks = regexp:@DIR@/postfix/header_checks
 local_header_rewrite_clients =
 disable_mime_output_conversion = yes
 smtpd_peername_lookup = no
