@@ -860,26 +860,14 @@ async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
     let stack = MailStack::start();
     let desk = Desk::new(&stack);
     // other.test has a fixed user list: Postfix answers 550 for this recipient.
-    stack
-        .append(
-            SUPPORT,
-            "INBOX",
-            &[mail(
-                "nobody@other.test",
-                "SEV 4 unknown user",
-                "nobody@other.test.id",
-            )],
-        )
-        .await;
-    let out = desk.run_until_idle();
-    assert!(out.status.success(), "{}", desk.log());
-    let t = desk.ticket(1);
-    let outbox = t["outbox"].as_array().cloned().unwrap_or_default();
-    let ack = outbox
-        .iter()
-        .find(|o| o["to"] == "nobody@other.test")
-        .unwrap_or_else(|| panic!("{t}"));
-    assert!(ack["failed_at"].is_string(), "{t}");
+    let (t, ack) = failed_acknowledgement(
+        &stack,
+        &desk,
+        "nobody@other.test",
+        "SEV 4 unknown user",
+        "nobody@other.test.id",
+    )
+    .await;
     assert!(
         ack["last_error"].as_str().unwrap_or("").contains("55"),
         "{t}"
@@ -900,6 +888,29 @@ async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
     );
 }
 
+/// A customer's mail waits in the support INBOX; the worker takes it and its acknowledgement
+/// cannot be delivered. Returns ticket #1 and its failed acknowledgement row.
+async fn failed_acknowledgement(
+    stack: &MailStack,
+    desk: &Desk,
+    from: &str,
+    subject: &str,
+    id: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    stack
+        .append(SUPPORT, "INBOX", &[mail(from, subject, id)])
+        .await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    let t = desk.ticket(1);
+    let ack = t["outbox"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["to"] == from).cloned())
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(ack["failed_at"].is_string(), "{t}");
+    (t, ack)
+}
+
 /// The server reads the whole message, final dot included, and then refuses it (a content
 /// filter): the hand-over recorded with the dot is taken back, so the row ends failed, not sent,
 /// and a later run does not send it.
@@ -907,25 +918,9 @@ async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
 async fn a_refusal_after_the_final_dot_takes_the_hand_over_back() {
     let stack = MailStack::start();
     let desk = Desk::new(&stack);
-    stack
-        .append(
-            SUPPORT,
-            "INBOX",
-            &[mail(
-                ALICE,
-                &format!("SEV 4 {REJECT_AFTER_DOT}"),
-                "after-dot@customer.test",
-            )],
-        )
-        .await;
-    let out = desk.run_until_idle();
-    assert!(out.status.success(), "{}", desk.log());
-    let t = desk.ticket(1);
-    let ack = t["outbox"]
-        .as_array()
-        .and_then(|o| o.iter().find(|o| o["to"] == ALICE).cloned())
-        .unwrap_or_else(|| panic!("{t}"));
-    assert!(ack["failed_at"].is_string(), "{t}");
+    let subject = format!("SEV 4 {REJECT_AFTER_DOT}");
+    let (t, ack) =
+        failed_acknowledgement(&stack, &desk, ALICE, &subject, "after-dot@customer.test").await;
     assert!(
         ack["sent_at"].is_null(),
         "refused mail recorded as sent: {t}"

@@ -279,12 +279,18 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    #[test]
-    fn the_child_sends_and_records_in_one_step() {
+    /// Both ends of a loopback TCP connection: (client, server).
+    fn connected_pair() -> (std::net::TcpStream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
-        let (mut server, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+        let (server, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+        (client, server)
+    }
+
+    #[test]
+    fn the_child_sends_and_records_in_one_step() {
+        let (client, mut server) = connected_pair();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("journal");
         let mut journal = std::fs::OpenOptions::new()
@@ -323,10 +329,7 @@ mod tests {
     /// itself (no child), the line would die with it.
     #[test]
     fn killing_the_worker_mid_hand_over_does_not_stop_it() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
-        let (mut server, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+        let (client, mut server) = connected_pair();
         let mut fds = [0; 2];
         // SAFETY: plain libc calls on descriptors this test owns.
         unsafe {
@@ -384,9 +387,7 @@ mod tests {
             .open(&path)
             .unwrap_or_else(|e| panic!("{e}"));
         // A connection the peer has closed and reset: the send fails.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let (client, _server) = connected_pair();
         client
             .shutdown(std::net::Shutdown::Write)
             .unwrap_or_else(|e| panic!("{e}"));
