@@ -150,13 +150,18 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Job` the waiting parent thread passed; it outlives this child
     // (the parent is suspended until we exit, and if it dies the memory stays mapped for us).
     let job = unsafe { &mut *(arg as *mut Job) };
+    do_job(job);
+    0
+}
+
+/// The two writes: send, then (if anything went out) the journal line.
+fn do_job(job: &mut Job) {
     job.sent = raw_send(job.sock, job.data, job.data_len);
     job.written = if job.sent > 0 {
         raw_write(job.journal, job.line, job.line_len)
     } else {
         0
     };
-    0
 }
 
 fn raw_send(fd: RawFd, data: *const u8, len: usize) -> isize {
@@ -204,6 +209,27 @@ pub fn send_and_record(
     journal: RawFd,
     line: &[u8],
 ) -> io::Result<(usize, bool)> {
+    hand_over(sock, data, journal, line, true)
+}
+
+/// The same two writes made by the calling process itself, as when no child can be started
+/// (a crash between them can lose or repeat a mail). For comparison in benchmarks.
+pub fn send_and_record_in_process(
+    sock: RawFd,
+    data: &[u8],
+    journal: RawFd,
+    line: &[u8],
+) -> io::Result<(usize, bool)> {
+    hand_over(sock, data, journal, line, false)
+}
+
+fn hand_over(
+    sock: RawFd,
+    data: &[u8],
+    journal: RawFd,
+    line: &[u8],
+    in_child: bool,
+) -> io::Result<(usize, bool)> {
     let mut job = Job {
         sock,
         data: data.as_ptr(),
@@ -214,7 +240,9 @@ pub fn send_and_record(
         sent: 0,
         written: 0,
     };
-    if !run_in_child(&mut job) {
+    if !in_child {
+        do_job(&mut job);
+    } else if !run_in_child(&mut job) {
         static WARN: Once = Once::new();
         WARN.call_once(|| {
             tracing::warn!(
@@ -222,12 +250,7 @@ pub fn send_and_record(
                 "cannot start the hand-over child (clone); the final dot and its journal line are written by the worker itself, so a crash between them can lose or repeat a mail"
             )
         });
-        job.sent = raw_send(sock, job.data, job.data_len);
-        job.written = if job.sent > 0 {
-            raw_write(journal, job.line, job.line_len)
-        } else {
-            0
-        };
+        do_job(&mut job);
     }
     if job.sent < 0 {
         return Err(io::Error::from_raw_os_error(-job.sent as i32));
