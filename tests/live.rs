@@ -817,6 +817,40 @@ async fn refused_at_first_login(stack: &MailStack, desk: &Desk, id: &str) -> Str
     desk.log()
 }
 
+/// A trusted local relay without TLS (`outbox.tls = "none"`, no AUTH): the hand-over works on
+/// the plain socket too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_local_relay_without_tls_delivers() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack);
+    desk.set("OUTBOX_URL", &stack.plain_smtp_url())
+        .set("OUTBOX_TLS", "none");
+    desk.env.remove("POSTDESK_OUTBOX_PASSWORD");
+    let raws: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            mail(
+                BOB,
+                &format!("SEV 4 plain relay {i}"),
+                &format!("plain{i}@customer.test"),
+            )
+        })
+        .collect();
+    stack.append(SUPPORT, "INBOX", &raws).await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(
+        stack
+            .wait_for_count(BOB, "INBOX", 3, Duration::from_secs(20))
+            .await,
+        3
+    );
+    for n in 1..=3 {
+        let t = desk.ticket(n);
+        assert!(t["outbox"][0]["sent_at"].is_string(), "{t}");
+        assert_eq!(t["outbox"][0]["attempts"], 1, "{t}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_idle_or_move_the_worker_polls_and_copies() {
     let stack = MailStack::start_with(StackOptions {
