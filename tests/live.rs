@@ -304,6 +304,19 @@ fn header(raw: &[u8], name: &str) -> Option<String> {
     value
 }
 
+/// `n` mails from one customer, subjects `SEV 4 <what> <i>`, Message-IDs `<what><i>@customer.test`.
+fn numbered_mails(from: &str, n: usize, what: &str) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            mail(
+                from,
+                &format!("SEV 4 {what} {i}"),
+                &format!("{what}{i}@customer.test"),
+            )
+        })
+        .collect()
+}
+
 fn message_ids(raws: &[Vec<u8>]) -> Vec<String> {
     raws.iter()
         .map(|r| header(r, "Message-ID").unwrap_or_default())
@@ -628,15 +641,7 @@ async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_an
 async fn a_recreated_mailbox_with_a_new_uidvalidity_makes_no_duplicate_tickets() {
     let stack = MailStack::start();
     let desk = Desk::new(&stack);
-    let raws: Vec<Vec<u8>> = (0..5)
-        .map(|i| {
-            mail(
-                ALICE,
-                &format!("uidvalidity {i}"),
-                &format!("uv{i}@customer.test"),
-            )
-        })
-        .collect();
+    let raws = numbered_mails(ALICE, 5, "uidvalidity");
     stack.append(SUPPORT, "INBOX", &raws).await;
     let out = desk.run_until_idle();
     assert!(out.status.success(), "{}", desk.log());
@@ -826,15 +831,7 @@ async fn a_plain_local_relay_without_tls_delivers() {
     desk.set("OUTBOX_URL", &stack.plain_smtp_url())
         .set("OUTBOX_TLS", "none");
     desk.env.remove("POSTDESK_OUTBOX_PASSWORD");
-    let raws: Vec<Vec<u8>> = (0..3)
-        .map(|i| {
-            mail(
-                BOB,
-                &format!("SEV 4 plain relay {i}"),
-                &format!("plain{i}@customer.test"),
-            )
-        })
-        .collect();
+    let raws = numbered_mails(BOB, 3, "plain-relay");
     stack.append(SUPPORT, "INBOX", &raws).await;
     let out = desk.run_until_idle();
     assert!(out.status.success(), "{}", desk.log());
