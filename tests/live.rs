@@ -304,6 +304,26 @@ fn header(raw: &[u8], name: &str) -> Option<String> {
     value
 }
 
+/// Puts `raws` in the support INBOX, runs the worker until idle and waits until `to` holds
+/// `total` messages.
+async fn run_until_acknowledged(
+    stack: &MailStack,
+    desk: &Desk,
+    raws: &[Vec<u8>],
+    to: &str,
+    total: usize,
+) {
+    stack.append(SUPPORT, "INBOX", raws).await;
+    let out = desk.run_until_idle();
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(
+        stack
+            .wait_for_count(to, "INBOX", total, Duration::from_secs(20))
+            .await,
+        total
+    );
+}
+
 /// `n` mails from one customer, subjects `SEV 4 <what> <i>`, Message-IDs `<what><i>@customer.test`.
 fn numbered_mails(from: &str, n: usize, what: &str) -> Vec<Vec<u8>> {
     (0..n)
@@ -703,39 +723,13 @@ async fn tls_with_the_test_ca_works_and_without_it_is_refused_clearly() {
     let mut desk = Desk::new(&stack);
     desk.set("MAILBOX_URL", &stack.imaps_url(SUPPORT))
         .set("OUTBOX_URL", &stack.smtps_url());
-    stack
-        .append(
-            SUPPORT,
-            "INBOX",
-            &[mail(ALICE, "SEV 4 over imaps", "tls1@customer.test")],
-        )
-        .await;
-    let out = desk.run_until_idle();
-    assert!(out.status.success(), "{}", desk.log());
+    let raws = [mail(ALICE, "SEV 4 over imaps", "tls1@customer.test")];
+    run_until_acknowledged(&stack, &desk, &raws, ALICE, 1).await;
     assert_eq!(desk.tickets().len(), 1);
-    assert_eq!(
-        stack
-            .wait_for_count(ALICE, "INBOX", 1, Duration::from_secs(20))
-            .await,
-        1
-    );
     // STARTTLS on the plain port (the default Desk) with the CA.
     let desk2 = Desk::new(&stack);
-    stack
-        .append(
-            SUPPORT,
-            "INBOX",
-            &[mail(BOB, "SEV 4 over starttls", "tls2@customer.test")],
-        )
-        .await;
-    let out = desk2.run_until_idle();
-    assert!(out.status.success(), "{}", desk2.log());
-    assert_eq!(
-        stack
-            .wait_for_count(BOB, "INBOX", 1, Duration::from_secs(20))
-            .await,
-        1
-    );
+    let raws = [mail(BOB, "SEV 4 over starttls", "tls2@customer.test")];
+    run_until_acknowledged(&stack, &desk2, &raws, BOB, 1).await;
     // Without the CA: refused at once with a clear error, exit 78, the message untouched.
     for url in [stack.imaps_url(SUPPORT), stack.imap_url(SUPPORT)] {
         let mut desk3 = Desk::new(&stack);
@@ -832,15 +826,7 @@ async fn a_plain_local_relay_without_tls_delivers() {
         .set("OUTBOX_TLS", "none");
     desk.env.remove("POSTDESK_OUTBOX_PASSWORD");
     let raws = numbered_mails(BOB, 3, "plain-relay");
-    stack.append(SUPPORT, "INBOX", &raws).await;
-    let out = desk.run_until_idle();
-    assert!(out.status.success(), "{}", desk.log());
-    assert_eq!(
-        stack
-            .wait_for_count(BOB, "INBOX", 3, Duration::from_secs(20))
-            .await,
-        3
-    );
+    run_until_acknowledged(&stack, &desk, &raws, BOB, 3).await;
     for n in 1..=3 {
         let t = desk.ticket(n);
         assert!(t["outbox"][0]["sent_at"].is_string(), "{t}");
