@@ -913,8 +913,12 @@ async fn sent_row_refused_after_all_is_due_again_failure_is_recorded_source_stat
     tx.commit().await.unwrap();
     let c = store.counts().await.unwrap();
     assert_eq!((c.outbox_pending, c.outbox_sent), (0, 0));
+    // A stale hand-over line for it (its take-back was never written) does not make it sent.
+    store.mark_sent(&[id], now).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().outbox_sent, 0);
     let d = store.ticket_detail(n).await.unwrap();
     assert!(d.outbox[0].failed_at.is_some());
+    assert!(d.outbox[0].sent_at.is_none());
     assert!(
         d.history
             .iter()

@@ -332,11 +332,12 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 let (mut tx, _turn) = self.begin_write().await?;
-                // A few hundred ids per statement (one round trip each).
+                // A few hundred ids per statement (one round trip each). A row the server
+                // refused for good stays failed, even if a stale journal line names it.
                 for chunk in ids.chunks(500) {
                     let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                     let sql = format!(
-                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
+                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE failed_at IS NULL AND id IN ({})",
                         list.join(", ")
                     );
                     // Not kept as a prepared statement: every length would be another one.
