@@ -102,7 +102,7 @@ impl AsyncWrite for HandoverTcp {
         if id == 0 || buf.is_empty() {
             return Pin::new(&mut self.inner).poll_write(cx, buf);
         }
-        let line = format!("+{id}\n");
+        let line = crate::outbound::smtp::HandoverJournal::line(id);
         let sock = self.inner.as_raw_fd();
         let journal = self.handover.journal_fd;
         loop {
@@ -264,7 +264,8 @@ fn hand_over(
 /// Runs [`child`] on `job` in a `CLONE_VM | CLONE_VFORK` child and waits for it. False when
 /// the child could not be created.
 fn run_in_child(job: &mut Job) -> bool {
-    let mut stack = vec![0u8; CHILD_STACK];
+    // Only the child writes to it (no need to zero it first).
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     // The stack grows down from its end, 16-byte aligned.
     let top = stack.as_mut_ptr().wrapping_add(CHILD_STACK) as usize & !15;
     // SAFETY: plain libc calls on valid pointers. Signals are blocked around the clone so the

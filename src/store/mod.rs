@@ -64,10 +64,7 @@ impl From<sqlx::Error> for StoreError {
                 // SQLite: 5 BUSY, 6 LOCKED (extended codes keep the low byte);
                 // PostgreSQL: class 08 connection, 53 resources, 57P0x shutdown, 40001/40P01 retry.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                let sqlite_busy = code
-                    .parse::<i64>()
-                    .map(|n| matches!(n & 0xff, 5 | 6))
-                    .unwrap_or(false);
+                let sqlite_busy = sqlite_busy(&code);
                 let pg_temporary = code.starts_with("08")
                     || code.starts_with("53")
                     || code.starts_with("57P0")
@@ -82,6 +79,13 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Database(e.to_string()),
         }
     }
+}
+
+/// SQLite's BUSY (5) or LOCKED (6), with any extended code (they keep the low byte).
+pub(crate) fn sqlite_busy(code: &str) -> bool {
+    code.parse::<i64>()
+        .map(|n| matches!(n & 0xff, 5 | 6))
+        .unwrap_or(false)
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {

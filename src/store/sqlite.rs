@@ -42,7 +42,9 @@ impl SqliteStore {
                 .await
             {
                 Ok(pool) => break pool,
-                Err(sqlx::Error::Database(e)) if attempt < 20 && is_busy(e.code().as_deref()) => {
+                Err(sqlx::Error::Database(e))
+                    if attempt < 20 && e.code().is_some_and(|c| super::sqlite_busy(&c)) =>
+                {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "database busy while opening; looking again");
                     tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
@@ -98,12 +100,6 @@ impl SqliteStore {
         let turn = self.writer.clone().lock_owned().await;
         Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(turn)))
     }
-}
-
-/// SQLITE_BUSY or SQLITE_LOCKED, with any extended code.
-fn is_busy(code: Option<&str>) -> bool {
-    code.and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 sql_store!(SqliteStore, SqliteTx, Sqlite);
