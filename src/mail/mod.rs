@@ -1,6 +1,8 @@
 //! Turning raw bytes into a plain `InboundMail` value: parsing, addresses and the subject rules.
 
+pub mod dsn;
 pub mod parse;
+pub mod quote;
 pub mod subject;
 
 pub use parse::{AutoSignals, InboundMail, Mailbox, QuarantineReason, parse};

@@ -1,0 +1,1 @@
+//! Bounces and feedback reports: failed recipient, status, the original Message-ID.
