@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use postdesk::desk::{DowngradeMap, MailContext, Policy, Severity, decide_parsed};
+use postdesk::desk::{MailContext, decide_parsed};
 use postdesk::mail::parse;
 
 fn messages() -> Vec<(&'static str, Vec<u8>)> {
@@ -27,12 +27,11 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let policy = Policy {
-        support_addresses: vec!["support@example.com".into()],
-        default_severity: Severity::Sev4,
-        downgrade: DowngradeMap::default(),
-        max_auto_replies_per_hour: 20,
+    // The embedded defaults' policy, as `postdesk run` without a config file uses it.
+    let Ok(config) = postdesk::config::Config::load_with_env(None, &Default::default()) else {
+        panic!("the embedded defaults load");
     };
+    let policy = config.policy();
     let ctx = MailContext::default();
     let now = Utc::now();
     let mut group = c.benchmark_group("parse_decide");

@@ -61,6 +61,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("staff", "domains", Kind::List),
     ("staff", "addresses", Kind::List),
     ("staff", "require_authenticated", Kind::Bool),
+    ("threading", "reopen_window", Kind::Str),
+    ("threading", "same_domain_joins", Kind::Bool),
     ("triage", "owners", Kind::List),
     ("escalation", "contacts", Kind::List),
     ("severity", "default", Kind::Int),
@@ -402,6 +404,10 @@ pub struct Config {
     pub staff_addresses: Vec<String>,
     /// Honour engineer commands only with DKIM/SPF pass.
     pub staff_require_authenticated: bool,
+    /// A reply to a closed ticket within this long after closing reopens it.
+    pub reopen_window: Duration,
+    /// A sender from the requester's own `[[customers]]` domain joins a ticket as a watcher.
+    pub same_domain_joins: bool,
     /// Triage owners.
     pub triage_owners: Vec<String>,
     /// Escalation contacts.
@@ -440,6 +446,20 @@ impl Config {
             default_severity: self.default_severity,
             downgrade: self.downgrade.clone(),
             max_auto_replies_per_hour: self.max_auto_replies_per_hour,
+            tag_prefix: self.tag_prefix.clone(),
+            staff_domains: self.staff_domains.clone(),
+            staff_addresses: self.staff_addresses.clone(),
+            customers: self
+                .customers
+                .iter()
+                .map(|c| crate::desk::CustomerDomain {
+                    domain: c.domain.clone(),
+                    account_manager: c.account_manager.as_ref().map(|a| a.to_ascii_lowercase()),
+                })
+                .collect(),
+            reopen_window: chrono::Duration::from_std(self.reopen_window)
+                .unwrap_or(chrono::Duration::days(14)),
+            same_domain_joins: self.same_domain_joins,
         }
     }
 
@@ -1046,6 +1066,8 @@ impl Values {
             staff_domains: self.address_list("staff.domains", &["example.com"])?,
             staff_addresses,
             staff_require_authenticated: self.bool_or("staff.require_authenticated", false)?,
+            reopen_window: self.duration_or("threading.reopen_window", "14d")?,
+            same_domain_joins: self.bool_or("threading.same_domain_joins", true)?,
             triage_owners,
             escalation_contacts,
             default_severity,

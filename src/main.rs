@@ -264,12 +264,40 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                         .map(|t| format!(" (ticket #{t})"))
                         .unwrap_or_default()
                 );
+                if let Some(m) = &e.matched {
+                    println!("matched:   {}", m.describe());
+                }
+                if let Some(i) = &e.ignored {
+                    println!("ignored:   {i}");
+                }
+                if let Some(c) = &e.status_change {
+                    println!("status:    {} -> {} ({})", c.from, c.to, c.reason);
+                }
                 println!("reason:    {}", e.reason);
+                if let Some(r) = &e.report {
+                    for f in &r.recipients {
+                        println!(
+                            "report:    {} {} {}",
+                            f.address,
+                            f.status.as_deref().unwrap_or("-"),
+                            f.diagnostic.as_deref().unwrap_or("")
+                        );
+                    }
+                    if let Some(id) = &r.original_message_id {
+                        println!("original:  <{id}>");
+                    }
+                }
                 if e.outbound.is_empty() {
                     println!("outbound:  none");
                 }
                 for o in &e.outbound {
                     println!("outbound:  {} to {}", o.template, o.to);
+                }
+                if let Some(text) = &e.text {
+                    println!("text:");
+                    for line in text.lines() {
+                        println!("  | {line}");
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -567,16 +595,47 @@ fn print_ticket_detail(d: &TicketDetail) {
     for p in &d.participants {
         println!("  {:<10} {}", p.role, p.address);
     }
-    println!("Messages:");
+    if let Some(n) = t.linked_ticket {
+        println!("  continues: #{n}");
+    }
+    if t.requester_bounced {
+        println!("  flagged:   the requester's address bounced");
+    }
+    // The conversation in order: inbound messages with their stored text, and the mail sent.
+    println!("Conversation:");
+    let mut sent = d.outbox.iter().peekable();
     for m in &d.messages {
+        while let Some(o) = sent.next_if(|o| o.created_at < m.received_at) {
+            print_outbound(o);
+        }
         println!(
-            "  {} {} {} <{}> {} bytes",
+            "  {} {} {} from {} <{}> {} bytes",
             m.received_at.to_rfc3339(),
-            m.direction,
+            m.kind,
+            m.visibility,
             m.from,
             m.message_id,
             m.size
         );
+        for line in m.text.lines() {
+            println!("    | {line}");
+        }
+        for a in &m.attachments {
+            println!(
+                "    attachment: {} ({}, {} bytes{}{})",
+                a.filename.as_deref().unwrap_or("(no name)"),
+                a.content_type,
+                a.size,
+                if a.inline { ", inline" } else { "" },
+                a.content_id
+                    .as_deref()
+                    .map(|c| format!(", cid {c}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for o in sent {
+        print_outbound(o);
     }
     println!("History:");
     for e in &d.history {
@@ -586,21 +645,31 @@ fn print_ticket_detail(d: &TicketDetail) {
             _ => String::new(),
         };
         println!(
-            "  {} {} {}{}: {}",
+            "  {} {} {}{}: {}{}",
             e.at.to_rfc3339(),
             e.actor,
             e.kind,
             change,
-            e.reason
+            e.reason,
+            e.related_ticket
+                .map(|n| format!(" (see #{n})"))
+                .unwrap_or_default()
         );
     }
-    println!("Outbox:");
-    for o in &d.outbox {
-        let state = match (&o.sent_at, &o.failed_at) {
-            (Some(s), _) => format!("sent {}", s.to_rfc3339()),
-            (None, Some(f)) => format!("failed {}", f.to_rfc3339()),
-            _ => format!("pending ({} attempts)", o.attempts),
-        };
-        println!("  {} to {} <{}> {}", o.template, o.to, o.message_id, state);
-    }
+}
+
+fn print_outbound(o: &postdesk::store::OutboxSummary) {
+    let state = match (&o.sent_at, &o.failed_at) {
+        (Some(s), _) => format!("sent {}", s.to_rfc3339()),
+        (None, Some(f)) => format!("failed {}", f.to_rfc3339()),
+        _ => format!("pending ({} attempts)", o.attempts),
+    };
+    println!(
+        "  {} outbound {} to {} <{}> {}",
+        o.created_at.to_rfc3339(),
+        o.template,
+        o.to,
+        o.message_id,
+        state
+    );
 }

@@ -9,17 +9,19 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::config::{Config, Customer};
-use crate::desk::decide::Template;
-use crate::desk::{Action, Decision, MailContext, NewTicket, Policy, decide_parsed};
+use crate::desk::{
+    Action, Decision, MailContext, Member, PlannedEvent, PlannedMail, Policy, Role, Status,
+    StatusChange, decide_parsed, thread,
+};
 use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 pub use crate::outbound::context::SeverityView;
 use crate::outbound::context::{
-    CompanyView, DEFAULT_ZONE, ParticipantView, PersonView, SupportView, TemplateContext,
-    TicketView,
+    CompanyView, DEFAULT_ZONE, ParticipantView, PersonView, StatusChangeView, SupportView,
+    TemplateContext, TicketView,
 };
 use crate::outbound::templates::{LiveTemplates, Renderer, TemplateErrors, Variant};
-use crate::store::{Event, InboundRecord, QueuedMail, Store, StoreError, StoreTx};
+use crate::store::{Event, InboundRecord, QueuedMail, RenderedMail, Store, StoreError, StoreTx};
 
 /// Everything the pipeline needs besides the store: policy, templates and sender identity.
 #[derive(Debug)]
@@ -59,7 +61,7 @@ impl Desk {
 
     /// The subject tag of a ticket: `[#42]`.
     pub fn tag(&self, ticket: i64) -> String {
-        format!("[{}{ticket}]", self.tag_prefix)
+        crate::mail::subject::tag(&self.tag_prefix, ticket)
     }
 
     /// The configured company of an address's domain (`[[customers]]`).
@@ -145,11 +147,14 @@ pub async fn ingest_batch<S: Store>(
     let mut outcomes = Vec::with_capacity(items.len());
     for (item, parsed) in items.iter().zip(&parsed) {
         let ctx = match parsed {
-            Ok(mail) => tx.context(mail, rate_window_start(now)).await?,
+            Ok(mail) => {
+                let keys = thread::keys(mail, &desk.tag_prefix);
+                tx.context(mail, &keys, rate_window_start(now)).await?
+            }
             Err(_) => MailContext::default(),
         };
         let decision = decide_parsed(parsed, &ctx, &desk.policy, now);
-        let outcome = apply(&mut tx, desk, item, parsed, decision).await?;
+        let outcome = apply(&mut tx, desk, item, parsed, &ctx, decision).await?;
         outcomes.push(outcome);
     }
     tx.commit().await?;
@@ -161,104 +166,177 @@ async fn apply<T: StoreTx>(
     desk: &Desk,
     item: &Incoming,
     parsed: &Result<InboundMail, QuarantineReason>,
-    decision: Decision,
+    ctx: &MailContext,
+    mut decision: Decision,
 ) -> Result<Outcome, StoreError> {
-    let mut outcome = Outcome {
-        ticket: None,
-        queued: Vec::new(),
-        from: parsed.as_ref().ok().map(|m| m.from.address.clone()),
-        subject: parsed.as_ref().ok().map(|m| m.subject.clone()),
-        decision,
-    };
-    let mail = match parsed {
-        Ok(mail) => mail,
-        Err(reason) => {
-            tx.quarantine(&item.raw, reason, &item.source, outcome.decision.at)
-                .await?;
-            return Ok(outcome);
+    let mail = parsed.as_ref().ok();
+    if item.silent && !decision.outbound.is_empty() {
+        decision.outbound.clear();
+        if let Some(on) = decision.action.target() {
+            decision.events.push(PlannedEvent {
+                on: Some(on),
+                actor: "postdesk".into(),
+                kind: "imported_silently".into(),
+                from: None,
+                to: None,
+                reason: "imported from a mailbox that already held mail (mailbox.on_first_start = import_silently): no mail sent".into(),
+                related: None,
+            });
         }
-    };
-    let record = InboundRecord {
+    }
+    let inbound = InboundRecord {
         raw: &item.raw,
         mail,
         source: &item.source,
     };
-    match &outcome.decision.action {
-        Action::Duplicate { ticket } => outcome.ticket = *ticket,
-        Action::Bounce => {
-            tx.store_unattached(record, "bounce", &outcome.decision)
-                .await?
-        }
-        Action::Quarantine(reason) => {
-            tx.quarantine(&item.raw, reason, &item.source, outcome.decision.at)
-                .await?
-        }
-        Action::NewTicket(ticket) => {
-            let number = tx.open_ticket(ticket, record, &outcome.decision).await?;
-            outcome.ticket = Some(number);
-            if item.silent && !outcome.decision.outbound.is_empty() {
-                let e = Event {
-                    at: outcome.decision.at,
-                    actor: "postdesk".into(),
-                    kind: "imported_silently".into(),
-                    from: None,
-                    to: None,
-                    reason: "imported from a mailbox that already held mail (mailbox.on_first_start = import_silently): no mail sent".into(),
+    let mut queued = Vec::new();
+    let ticket = {
+        let decision = &decision;
+        let queued = &mut queued;
+        let mut render = |number: i64| -> Vec<RenderedMail> {
+            let Some(mail) = mail else {
+                return Vec::new();
+            };
+            let Some(facts) = TicketFacts::of(decision, ctx, number) else {
+                return Vec::new();
+            };
+            decision
+                .outbound
+                .iter()
+                .map(|planned| {
+                    let rendered = render_planned(desk, &facts, mail, planned, decision);
+                    match rendered {
+                        Ok(q) => {
+                            queued.push(Queued {
+                                template: q.template.clone(),
+                                to: q.to.clone(),
+                                message_id: q.message_id.clone(),
+                            });
+                            let event = Event {
+                                at: decision.at,
+                                actor: "postdesk".into(),
+                                kind: "outbound".into(),
+                                from: None,
+                                to: Some(q.to.clone()),
+                                reason: format!("{} queued", q.template),
+                                related_ticket: None,
+                            };
+                            RenderedMail {
+                                mail: Some(q),
+                                event,
+                            }
+                        }
+                        Err(why) => {
+                            // The change stands; the missing mail is on its record and in the log.
+                            tracing::error!(ticket = number, template = %planned.template, error = %why, "mail not queued");
+                            RenderedMail {
+                                mail: None,
+                                event: Event {
+                                    at: decision.at,
+                                    actor: "postdesk".into(),
+                                    kind: "outbound_failed".into(),
+                                    from: None,
+                                    to: Some(planned.to.key()),
+                                    reason: format!("{} not queued: {why}", planned.template.name()),
+                                    related_ticket: None,
+                                },
+                            }
+                        }
+                    }
+                })
+                .collect()
+        };
+        tx.apply(decision, inbound, &mut render).await?
+    };
+    Ok(Outcome {
+        ticket,
+        queued,
+        from: mail.map(|m| m.from.address.clone()),
+        subject: mail.map(|m| m.subject.clone()),
+        decision,
+    })
+}
+
+/// What a mail about a ticket is rendered from: the ticket as it stands after the decision.
+struct TicketFacts {
+    number: i64,
+    subject: String,
+    status: Status,
+    created_at: DateTime<Utc>,
+    severity: crate::desk::SeverityReading,
+    requester: Mailbox,
+    others: Vec<(Mailbox, Role)>,
+    linked_ticket: Option<i64>,
+    status_change: Option<StatusChange>,
+}
+
+impl TicketFacts {
+    fn of(d: &Decision, ctx: &MailContext, number: i64) -> Option<TicketFacts> {
+        match &d.action {
+            Action::NewTicket(t) => Some(TicketFacts {
+                number,
+                subject: t.subject.clone(),
+                status: t.status,
+                created_at: d.at,
+                severity: t.severity,
+                requester: t.requester.clone(),
+                others: t
+                    .watchers
+                    .iter()
+                    .map(|w| (w.clone(), Role::Watcher))
+                    .collect(),
+                linked_ticket: t.linked_ticket,
+                status_change: None,
+            }),
+            _ => {
+                let state = ctx.ticket(number)?;
+                let mailbox = |m: &Member| Mailbox {
+                    name: m.name.clone(),
+                    address: m.address.clone(),
                 };
-                tx.record_event(Some(number), &e).await?;
-                return Ok(outcome);
-            }
-            for planned in &outcome.decision.outbound {
-                match render_acknowledgement(
-                    desk,
+                let requester = state.requester().map(mailbox)?;
+                let others = state
+                    .participants
+                    .iter()
+                    .filter(|m| m.role != Role::Requester)
+                    .map(|m| (mailbox(m), m.role))
+                    .chain(d.joiners.iter().map(|j| (j.mailbox.clone(), j.role)))
+                    .collect();
+                Some(TicketFacts {
                     number,
-                    ticket,
-                    mail,
-                    planned.template,
-                    &outcome.decision,
-                ) {
-                    Ok(q) => {
-                        tx.queue(&q, outcome.decision.at).await?;
-                        outcome.queued.push(Queued {
-                            template: q.template,
-                            to: q.to,
-                            message_id: q.message_id,
-                        });
-                    }
-                    Err(why) => {
-                        // The ticket stands; the missing mail is on its record and in the log.
-                        tracing::error!(ticket = number, error = %why, "acknowledgement not queued");
-                        let e = Event {
-                            at: outcome.decision.at,
-                            actor: "postdesk".into(),
-                            kind: "outbound_failed".into(),
-                            from: None,
-                            to: Some(planned.to.key()),
-                            reason: format!("{} not queued: {why}", planned.template.name()),
-                        };
-                        tx.record_event(Some(number), &e).await?;
-                    }
-                }
+                    subject: state.subject.clone(),
+                    status: d
+                        .status_change
+                        .as_ref()
+                        .map(|c| c.to)
+                        .unwrap_or(state.status),
+                    created_at: state.created_at,
+                    severity: state.severity,
+                    requester,
+                    others,
+                    linked_ticket: None,
+                    status_change: d.status_change.clone(),
+                })
             }
         }
     }
-    Ok(outcome)
 }
 
-/// Renders one planned mail of a new ticket (today: the acknowledgement) with the templates
-/// serving now, in the language and company overrides chosen for the requester. Should the
-/// override fail at render time (a case no sample reached), the defaults are tried before the
-/// mail is given up, so that an override typo does not cost the customer the mail.
-fn render_acknowledgement(
+/// Renders one planned mail with the templates serving now, in the language and company
+/// overrides chosen for the requester. Should the override fail at render time (a case no
+/// sample reached), the defaults are tried before the mail is given up, so that an override typo
+/// does not cost the customer the mail.
+fn render_planned(
     desk: &Desk,
-    number: i64,
-    ticket: &NewTicket,
+    facts: &TicketFacts,
     mail: &InboundMail,
-    template: Template,
+    planned: &PlannedMail,
     decision: &Decision,
 ) -> Result<QueuedMail, String> {
+    let number = facts.number;
+    let template = planned.template;
     let tag = desk.tag(number);
-    let company = desk.company_of(&ticket.requester);
+    let company = desk.company_of(&facts.requester);
     let renderer = desk.templates.current();
     let languages: Vec<&str> = mail
         .content_language
@@ -271,29 +349,35 @@ fn render_acknowledgement(
         &languages,
     );
     let zone = DEFAULT_ZONE;
-    let requester = PersonView::from_mailbox(&ticket.requester);
+    let mut ticket_view = TicketView::new(
+        number,
+        tag.clone(),
+        &facts.subject,
+        facts.status,
+        facts.created_at,
+        zone,
+    );
+    ticket_view.linked_tag = facts.linked_ticket.map(|n| desk.tag(n));
     let mut ctx = TemplateContext::new(
-        TicketView::new(
-            number,
-            tag.clone(),
-            &ticket.subject,
-            ticket.status,
-            decision.at,
-            zone,
-        ),
-        SeverityView::from(&ticket.severity),
-        requester,
+        ticket_view,
+        SeverityView::from(&facts.severity),
+        PersonView::from_mailbox(&facts.requester),
         desk.support_view(),
         zone,
     );
+    ctx.recipient = PersonView::from_mailbox(&planned.to);
     ctx.language = variant.language.clone().unwrap_or_else(|| "en".into());
     ctx.company = company.map(CompanyView::from);
     ctx.participants.extend(
-        ticket
-            .watchers
+        facts
+            .others
             .iter()
-            .map(|w| ParticipantView::new(w.name.as_deref(), &w.address, "watcher")),
+            .map(|(m, role)| ParticipantView::new(m.name.as_deref(), &m.address, role.as_str())),
     );
+    ctx.status_change = facts
+        .status_change
+        .as_ref()
+        .map(|c| StatusChangeView::new(c.from, c.to, c.event.describe()));
     let rendered = match renderer.render(template, &variant, &ctx, &tag) {
         Ok(r) => r,
         Err(e) if variant != Variant::default() => {
@@ -309,12 +393,13 @@ fn render_acknowledgement(
         number,
         template.name(),
         &mail.message_id,
+        &planned.to.key(),
         &desk.from_address,
     );
     let raw = compose(&Letter {
         from_name: &desk.from_name,
         from_address: &desk.from_address,
-        to: &ticket.requester,
+        to: &planned.to,
         subject: &rendered.subject,
         text: &rendered.text,
         html: &rendered.html,
@@ -330,7 +415,7 @@ fn render_acknowledgement(
         ticket: Some(number),
         message_id,
         template: template.name().to_string(),
-        to: ticket.requester.key(),
+        to: planned.to.key(),
         automatic: true,
         rendered: raw,
     })
@@ -345,18 +430,44 @@ pub struct Explanation {
     pub subject: Option<String>,
     /// Severity reading.
     pub severity: Option<SeverityView>,
-    /// new_ticket, duplicate, bounce or quarantine.
+    /// new_ticket, reply, duplicate, bounce or quarantine.
     pub action: &'static str,
-    /// The ticket it belongs to (duplicates), or null.
+    /// The ticket it joins (reply, duplicate, bounce) or continues (a new ticket linked to a
+    /// closed one), or null.
     pub ticket: Option<i64>,
+    /// How it matched its ticket: `{"by": "header", "message_id": ...}` or `{"by": "tag",
+    /// "ticket": N}`.
+    pub matched: Option<crate::desk::MatchedBy>,
+    /// Why a header or tag did not join the ticket it named (stranger, unknown ticket, closed
+    /// past the reopen window).
+    pub ignored: Option<String>,
+    /// The status change it would make.
+    pub status_change: Option<StatusChangeExplanation>,
+    /// The text it would store (a reply: without quoted history and signature).
+    pub text: Option<String>,
     /// Whether an acknowledgement would be sent.
     pub acknowledge: bool,
     /// Why.
     pub reason: String,
     /// Mails that would be queued.
     pub outbound: Vec<OutboundExplanation>,
+    /// History events it would record.
+    pub events: Vec<crate::desk::PlannedEvent>,
+    /// What a bounce or feedback report says.
+    pub report: Option<crate::mail::dsn::Report>,
     /// The Message-ID used for duplicate detection.
     pub message_id: Option<String>,
+}
+
+/// A status change in `explain`.
+#[derive(Debug, Serialize)]
+pub struct StatusChangeExplanation {
+    /// Before.
+    pub from: &'static str,
+    /// After.
+    pub to: &'static str,
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// One mail in `explain`.
@@ -378,20 +489,37 @@ pub async fn explain<S: Store>(
 ) -> Result<Explanation, StoreError> {
     let parsed = parse(raw, desk.max_message_size);
     let ctx = match (store, &parsed) {
-        (Some(store), Ok(mail)) => store.peek_context(mail, rate_window_start(now)).await?,
+        (Some(store), Ok(mail)) => {
+            let keys = thread::keys(mail, &desk.tag_prefix);
+            store
+                .peek_context(mail, &keys, rate_window_start(now))
+                .await?
+        }
         _ => MailContext::default(),
     };
     let d = decide_parsed(&parsed, &ctx, &desk.policy, now);
     let mail = parsed.as_ref().ok();
+    let (ticket, matched, report) = match &d.action {
+        Action::Duplicate { ticket } => (*ticket, None, None),
+        Action::Reply(r) => (Some(r.ticket), Some(r.matched_by.clone()), None),
+        Action::Report(r) => (r.ticket, r.matched_by.clone(), Some(r.report.clone())),
+        Action::NewTicket(t) => (t.linked_ticket, None, None),
+        Action::Quarantine(_) => (None, None, None),
+    };
     Ok(Explanation {
         from: mail.map(|m| m.from.address.clone()),
         subject: mail.map(|m| display_subject(&m.subject)),
         severity: d.severity.as_ref().map(SeverityView::from),
         action: d.action.name(),
-        ticket: match d.action {
-            Action::Duplicate { ticket } => ticket,
-            _ => None,
-        },
+        ticket,
+        matched,
+        ignored: d.ignored.clone(),
+        status_change: d.status_change.as_ref().map(|c| StatusChangeExplanation {
+            from: c.from.as_str(),
+            to: c.to.as_str(),
+            reason: c.event.describe(),
+        }),
+        text: d.message.as_ref().map(|m| m.text.clone()),
         acknowledge: d.acknowledge,
         reason: d.reason.clone(),
         outbound: d
@@ -402,6 +530,8 @@ pub async fn explain<S: Store>(
                 to: p.to.address.clone(),
             })
             .collect(),
+        events: d.events.clone(),
+        report,
         message_id: mail.map(|m| m.message_id.clone()),
     })
 }

@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use postdesk::config::Config;
-use postdesk::desk::{Action, MailContext, Status, decide};
+use postdesk::desk::{
+    Action, Decision, MailContext, MatchedBy, Reply, Role, Status, StatusChange, StatusEvent,
+    decide, decide_parsed,
+};
 use postdesk::mail::{QuarantineReason, parse};
 use postdesk::pipeline::{Desk, Incoming, Outcome, ingest_batch};
 use postdesk::store::postgres::create_database;
@@ -331,21 +334,29 @@ async fn dropped_transaction_leaves_nothing<S: Store>(store: S) {
     );
     let parsed = parse(&raw, desk.max_message_size).unwrap();
     let decision = decide(&parsed, &MailContext::default(), &desk.policy, now);
-    let Action::NewTicket(ticket) = &decision.action else {
-        panic!("expected a new ticket: {:?}", decision.action)
+    assert!(matches!(decision.action, Action::NewTicket(_)));
+    let png = b"\x89PNG not mail";
+    let quarantine = decide_parsed(&Err(reason), &MailContext::default(), &desk.policy, now);
+    let png_record = InboundRecord {
+        raw: png,
+        mail: None,
+        source: "test",
     };
     {
         let mut tx = store.begin().await.unwrap();
-        tx.quarantine(b"\x89PNG not mail", &reason, "test", now)
+        tx.apply(&quarantine, png_record, &mut |_| Vec::new())
             .await
             .unwrap();
         let record = InboundRecord {
             raw: &raw,
-            mail: &parsed,
+            mail: Some(&parsed),
             source: "test",
         };
-        let n = tx.open_ticket(ticket, record, &decision).await.unwrap();
-        assert!(n > 0);
+        let n = tx
+            .apply(&decision, record, &mut |_| Vec::new())
+            .await
+            .unwrap();
+        assert!(n.is_some_and(|n| n > 0));
         drop(tx);
     }
     let c = store.counts().await.unwrap();
@@ -364,7 +375,7 @@ async fn dropped_transaction_leaves_nothing<S: Store>(store: S) {
 
     // The same work committed is there: the test can tell the difference.
     let mut tx = store.begin().await.unwrap();
-    tx.quarantine(b"\x89PNG not mail", &reason, "test", now)
+    tx.apply(&quarantine, png_record, &mut |_| Vec::new())
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -465,26 +476,39 @@ async fn list_tickets_filters_by_status<S: Store>(store: S) {
     )
     .await;
 
-    // A ticket in another status, written through the transaction API directly (email only ever
-    // opens tickets in triage).
+    // A ticket in another status: a status change applied through the transaction API directly
+    // (email alone never moves a ticket out of triage to close_pending).
     let raw = mail("c@acme.test", "SEV 4 c", "l-c@acme.test", &[]);
-    let parsed = parse(&raw, desk.max_message_size).unwrap();
-    let decision = decide(&parsed, &MailContext::default(), &desk.policy, now);
-    let Action::NewTicket(mut ticket) = decision.action.clone() else {
-        panic!("expected a new ticket")
+    let c = new_ticket(&store, &desk, &raw, now).await;
+    let change = Decision {
+        action: Action::Reply(Reply {
+            ticket: c,
+            matched_by: MatchedBy::Tag { ticket: c },
+            role: Role::Staff,
+        }),
+        severity: None,
+        message: None,
+        status_change: Some(StatusChange {
+            from: Status::InTriage,
+            to: Status::ClosePending,
+            event: StatusEvent::CustomerReply,
+        }),
+        joiners: vec![],
+        requester_bounced: false,
+        events: vec![],
+        acknowledge: false,
+        reason: "test".into(),
+        ignored: None,
+        outbound: vec![],
+        at: now,
     };
-    ticket.status = Status::ClosePending;
     let mut tx = store.begin().await.unwrap();
-    let c = tx
-        .open_ticket(
-            &ticket,
-            InboundRecord {
-                raw: &raw,
-                mail: &parsed,
-                source: "test",
-            },
-            &decision,
-        )
+    let record = InboundRecord {
+        raw: &raw,
+        mail: None,
+        source: "test",
+    };
+    tx.apply(&change, record, &mut |_| Vec::new())
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -172,7 +172,7 @@ fn preview_of_every_template_matches_its_golden_files() {
     let out_dir = sb.path().join("previews");
     let mut problems = Vec::new();
     let previews = previews();
-    assert_eq!(previews.len(), 18);
+    assert_eq!(previews.len(), 20);
     for (args, stem) in &previews {
         let mut full = vec!["templates", "preview"];
         full.extend(args.iter().map(String::as_str));

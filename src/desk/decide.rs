@@ -1,17 +1,32 @@
-//! The decision for one inbound message (SPEC: Severity, Threading (duplicates), Loops).
+//! The decision for one inbound message (SPEC: Severity, Threading, Statuses, Loops).
 //!
-//! `decide` is pure: the parsed mail, what the store already knows about it (`MailContext`), the
-//! policy from config and `now` go in; a `Decision` comes out. The store applies it in one
-//! transaction; `postdesk explain` prints it without applying it.
+//! `decide` is pure: the parsed mail, what the store already knows about it and the tickets it
+//! names (`MailContext`), the policy from config and `now` go in; a `Decision` comes out. It says
+//! everything that happens and why, in the words the history shows: open a ticket or add to
+//! ticket N, attach a report, status and participant changes, events, and each planned mail with
+//! its recipient. The store applies it in one transaction and invents nothing; `postdesk
+//! explain` prints it without applying it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::loops;
 use super::severity::{DowngradeMap, Severity, SeverityReading};
-use super::status::Status;
+use super::status::{Status, StatusEvent, transition};
+use super::thread::{MatchedBy, Threading, thread};
+use super::ticket::{Role, TicketState};
+use crate::mail::dsn::{Report, ReportKind};
 use crate::mail::parse::one_line;
-use crate::mail::{InboundMail, Mailbox, QuarantineReason};
+use crate::mail::{InboundMail, Mailbox, QuarantineReason, quote};
+
+/// A customer domain from `[[customers]]`, as the rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerDomain {
+    /// The mail domain, lower-cased.
+    pub domain: String,
+    /// The account manager's address, lower-cased.
+    pub account_manager: Option<String>,
+}
 
 /// The rules from config that decisions depend on.
 #[derive(Debug, Clone)]
@@ -24,6 +39,27 @@ pub struct Policy {
     pub downgrade: DowngradeMap,
     /// RFC 3834 rate limit: automatic replies per sender per hour.
     pub max_auto_replies_per_hour: u32,
+    /// The ticket tag prefix (`#` in `[#1234]`).
+    pub tag_prefix: String,
+    /// Staff mail domains, lower-cased.
+    pub staff_domains: Vec<String>,
+    /// Staff addresses outside those domains, lower-cased.
+    pub staff_addresses: Vec<String>,
+    /// Customer domains with their account managers.
+    pub customers: Vec<CustomerDomain>,
+    /// A closed ticket reopens on a customer reply within this long.
+    pub reopen_window: chrono::Duration,
+    /// A colleague from the requester's `[[customers]]` domain joins as a watcher.
+    pub same_domain_joins: bool,
+}
+
+impl Policy {
+    /// Whether an address is staff (`staff.domains`, `staff.addresses`).
+    pub fn is_staff(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.staff_addresses.contains(&address) || self.staff_domains.iter().any(|d| d == domain)
+    }
 }
 
 /// What the store knows about a message before the decision.
@@ -34,6 +70,18 @@ pub struct MailContext {
     pub known_message: Option<Option<i64>>,
     /// Automatic replies queued to this sender in the last hour.
     pub auto_replies_to_sender_last_hour: u32,
+    /// The first of the mail's `ThreadKeys::message_ids` that belongs to a ticket: the ticket and
+    /// the Message-ID.
+    pub header_match: Option<(i64, String)>,
+    /// The state of the tickets the keys name (header match and subject tag) that exist.
+    pub tickets: Vec<TicketState>,
+}
+
+impl MailContext {
+    /// The loaded state of ticket `number`.
+    pub fn ticket(&self, number: i64) -> Option<&TicketState> {
+        self.tickets.iter().find(|t| t.number == number)
+    }
 }
 
 /// The mail templates postdesk sends (SPEC: Outbound mail). Each is a folder of that name under
@@ -128,12 +176,22 @@ impl std::str::FromStr for Template {
     }
 }
 
-/// One mail to queue in the outbox once the ticket exists.
+/// The ticket an event or mail belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The ticket this decision opens (its number is known once the store inserted it).
+    Opened,
+    /// An existing ticket.
+    Ticket(i64),
+}
+
+/// One mail to queue in the outbox with the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedMail {
     /// Which template renders it.
     pub template: Template,
-    /// The recipient.
+    /// The recipient (one mail, one outbox row per recipient).
     pub to: Mailbox,
 }
 
@@ -150,6 +208,30 @@ pub struct NewTicket {
     pub status: Status,
     /// Requested and assigned severity.
     pub severity: SeverityReading,
+    /// The older ticket this one continues (a reply to a ticket closed past the reopen window).
+    pub linked_ticket: Option<i64>,
+}
+
+/// A message added to an existing ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reply {
+    /// The ticket.
+    pub ticket: i64,
+    /// How the message was matched to it.
+    pub matched_by: MatchedBy,
+    /// The sender's role in the ticket.
+    pub role: Role,
+}
+
+/// A bounce or feedback report, stored and attached where its original is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportOn {
+    /// The ticket of the mail it is about, when known.
+    pub ticket: Option<i64>,
+    /// How it was matched.
+    pub matched_by: Option<MatchedBy>,
+    /// What it says.
+    pub report: Report,
 }
 
 /// What happens to the message.
@@ -158,10 +240,12 @@ pub struct NewTicket {
 pub enum Action {
     /// Open a ticket.
     NewTicket(NewTicket),
+    /// Add the message to a ticket.
+    Reply(Reply),
+    /// A bounce or feedback report: stored, attached to its ticket when known, never answered.
+    Report(ReportOn),
     /// Already stored: nothing changes.
     Duplicate { ticket: Option<i64> },
-    /// A delivery-status report: stored, no ticket, no reply.
-    Bounce,
     /// Kept whole in quarantine with the reason.
     Quarantine(QuarantineReason),
 }
@@ -171,11 +255,93 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::NewTicket(_) => "new_ticket",
+            Action::Reply(_) => "reply",
+            Action::Report(_) => "bounce",
             Action::Duplicate { .. } => "duplicate",
-            Action::Bounce => "bounce",
             Action::Quarantine(_) => "quarantine",
         }
     }
+
+    /// The ticket the message belongs to once applied (`Opened` for a new one).
+    pub fn target(&self) -> Option<Target> {
+        match self {
+            Action::NewTicket(_) => Some(Target::Opened),
+            Action::Reply(r) => Some(Target::Ticket(r.ticket)),
+            Action::Report(r) => r.ticket.map(Target::Ticket),
+            Action::Duplicate { ticket } => ticket.map(Target::Ticket),
+            Action::Quarantine(_) => None,
+        }
+    }
+}
+
+/// Public (the customer may see it) or internal (staff and account manager only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Part of the customer conversation.
+    Public,
+    /// Staff only.
+    Internal,
+}
+
+impl Visibility {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Internal => "internal",
+        }
+    }
+}
+
+/// How the inbound message is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredMessage {
+    /// `customer`, `automatic`, `staff`, `account_manager`, `bounce`, `feedback_report`.
+    pub kind: String,
+    /// Public or internal.
+    pub visibility: Visibility,
+    /// The readable text kept (a reply: without quoted history and signature).
+    pub text: String,
+}
+
+/// A status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusChange {
+    /// The status before.
+    pub from: Status,
+    /// The status after.
+    pub to: Status,
+    /// The event that caused it.
+    pub event: StatusEvent,
+}
+
+/// Someone who joins the ticket with this message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Joiner {
+    /// Who.
+    pub mailbox: Mailbox,
+    /// As what.
+    pub role: Role,
+}
+
+/// One history event the decision records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedEvent {
+    /// The ticket it goes on (None: a message that belongs to no ticket).
+    pub on: Option<Target>,
+    /// Who (an address, or `postdesk`).
+    pub actor: String,
+    /// What kind (`created`, `severity`, `reply`, `status`, `participant`, `bounce`, ...).
+    pub kind: String,
+    /// Value before.
+    pub from: Option<String>,
+    /// Value after.
+    pub to: Option<String>,
+    /// Why, in words for people.
+    pub reason: String,
+    /// The other ticket it concerns (a stranger's ticket, a linked ticket).
+    pub related: Option<Target>,
 }
 
 /// The outcome of `decide`.
@@ -185,14 +351,50 @@ pub struct Decision {
     pub action: Action,
     /// The severity reading of the subject (none for quarantined mail).
     pub severity: Option<SeverityReading>,
+    /// How the message is stored (none for duplicates and quarantine).
+    pub message: Option<StoredMessage>,
+    /// The status change on the ticket it joins.
+    pub status_change: Option<StatusChange>,
+    /// People who join the ticket.
+    pub joiners: Vec<Joiner>,
+    /// Set when a bounce says the requester's address fails: the ticket is flagged.
+    pub requester_bounced: bool,
+    /// History events, in order.
+    pub events: Vec<PlannedEvent>,
     /// Whether the sender gets an acknowledgement.
     pub acknowledge: bool,
     /// Why, in words for admins.
     pub reason: String,
-    /// Mails to queue with the change.
+    /// Why a header or tag did not join the ticket it named, when that happened.
+    pub ignored: Option<String>,
+    /// Mails to queue with the change, one per recipient.
     pub outbound: Vec<PlannedMail>,
     /// When the decision was made.
     pub at: DateTime<Utc>,
+}
+
+impl Decision {
+    fn quiet(
+        action: Action,
+        severity: Option<SeverityReading>,
+        reason: String,
+        at: DateTime<Utc>,
+    ) -> Decision {
+        Decision {
+            action,
+            severity,
+            message: None,
+            status_change: None,
+            joiners: Vec::new(),
+            requester_bounced: false,
+            events: Vec::new(),
+            acknowledge: false,
+            reason,
+            ignored: None,
+            outbound: Vec::new(),
+            at,
+        }
+    }
 }
 
 /// Decides for a message that parsed, or for one that parsing sent to quarantine.
@@ -204,14 +406,12 @@ pub fn decide_parsed(
 ) -> Decision {
     match parsed {
         Ok(mail) => decide(mail, ctx, policy, now),
-        Err(reason) => Decision {
-            reason: format!("quarantined: {reason}"),
-            action: Action::Quarantine(reason.clone()),
-            severity: None,
-            acknowledge: false,
-            outbound: Vec::new(),
-            at: now,
-        },
+        Err(reason) => Decision::quiet(
+            Action::Quarantine(reason.clone()),
+            None,
+            format!("quarantined: {reason}"),
+            now,
+        ),
     }
 }
 
@@ -224,14 +424,6 @@ pub fn decide(
 ) -> Decision {
     let severity =
         SeverityReading::from_subject(&mail.subject, policy.default_severity, &policy.downgrade);
-    let quiet = |action: Action, reason: String| Decision {
-        action,
-        severity: Some(severity),
-        acknowledge: false,
-        reason,
-        outbound: Vec::new(),
-        at: now,
-    };
 
     if let Some(ticket) = ctx.known_message {
         let reason = match ticket {
@@ -241,16 +433,21 @@ pub fn decide(
             ),
             None => format!("Message-ID <{}> is already stored", mail.message_id),
         };
-        return quiet(Action::Duplicate { ticket }, reason);
+        return Decision::quiet(Action::Duplicate { ticket }, Some(severity), reason, now);
+    }
+    if let Some(report) = &mail.report {
+        return decide_report(mail, report, ctx, severity, now);
     }
     if loops::is_bounce(mail) {
-        return quiet(
-            Action::Bounce,
-            format!(
-                "delivery-status report from {}: stored without a ticket, no reply",
-                mail.from.address
-            ),
-        );
+        let report = Report {
+            kind: ReportKind::Other,
+            recipients: Vec::new(),
+            original_message_id: None,
+            original_references: Vec::new(),
+            original_subject: None,
+            reporting_mta: None,
+        };
+        return decide_report(mail, &report, ctx, severity, now);
     }
 
     let no_reply = loops::no_reply_reason(
@@ -259,12 +456,111 @@ pub fn decide(
         ctx.auto_replies_to_sender_last_hour,
         policy.max_auto_replies_per_hour,
     );
+    match thread(mail, ctx, policy, now) {
+        Threading::New => new_ticket(mail, policy, severity, no_reply, None, now),
+        Threading::UnknownTicket { tag } => {
+            let mut d = new_ticket(mail, policy, severity, no_reply, None, now);
+            let why = format!("the subject tag names ticket #{tag}, which does not exist");
+            d.reason = format!("{}; {why}", d.reason);
+            d.ignored = Some(why);
+            d
+        }
+        Threading::Stranger { ticket, by } => {
+            let sender = mail.from.key();
+            let mut d = new_ticket(mail, policy, severity, no_reply, None, now);
+            let why = format!(
+                "{sender} is not a participant of #{ticket} ({}): a ticket of their own",
+                by.describe()
+            );
+            d.reason = format!("{}; {why}", d.reason);
+            d.events.push(PlannedEvent {
+                on: Some(Target::Opened),
+                actor: sender.clone(),
+                kind: "stranger".into(),
+                from: None,
+                to: None,
+                reason: format!(
+                    "opened by {sender}, who named ticket #{ticket} ({}) but is not one of its participants",
+                    by.describe()
+                ),
+                related: Some(Target::Ticket(ticket)),
+            });
+            d.events.push(PlannedEvent {
+                on: Some(Target::Ticket(ticket)),
+                actor: sender.clone(),
+                kind: "stranger".into(),
+                from: None,
+                to: None,
+                reason: format!(
+                    "{sender}, not a participant, named this ticket ({}); their mail opened a ticket of its own and was not added here",
+                    by.describe()
+                ),
+                related: Some(Target::Opened),
+            });
+            d.ignored = Some(why);
+            d
+        }
+        Threading::ClosedPastWindow {
+            ticket,
+            by,
+            closed_at,
+        } => {
+            let sender = mail.from.key();
+            let mut d = new_ticket(mail, policy, severity, no_reply, Some(ticket), now);
+            let why = format!(
+                "#{ticket} ({}) closed on {} UTC, longer ago than the reopen window: a new ticket linked to #{ticket}",
+                by.describe(),
+                closed_at.format("%Y-%m-%d %H:%M")
+            );
+            d.reason = format!("{}; {why}", d.reason);
+            d.events.push(PlannedEvent {
+                on: Some(Target::Opened),
+                actor: sender.clone(),
+                kind: "linked".into(),
+                from: None,
+                to: Some(ticket.to_string()),
+                reason: format!("continues ticket #{ticket}, closed past the reopen window"),
+                related: Some(Target::Ticket(ticket)),
+            });
+            d.events.push(PlannedEvent {
+                on: Some(Target::Ticket(ticket)),
+                actor: sender,
+                kind: "linked".into(),
+                from: None,
+                to: None,
+                reason: "the customer wrote again after the reopen window; a new ticket continues this one".into(),
+                related: Some(Target::Opened),
+            });
+            d.ignored = Some(why);
+            d
+        }
+        Threading::Join {
+            ticket,
+            by,
+            role,
+            joins,
+            reopens,
+        } => reply(
+            mail, &ticket, by, role, joins, reopens, no_reply, severity, now,
+        ),
+    }
+}
+
+fn new_ticket(
+    mail: &InboundMail,
+    policy: &Policy,
+    severity: SeverityReading,
+    no_reply: Option<String>,
+    linked_ticket: Option<i64>,
+    now: DateTime<Utc>,
+) -> Decision {
     let ticket = NewTicket {
         subject: ticket_subject(&mail.subject),
         requester: mail.from.clone(),
         watchers: watchers(mail, &policy.support_addresses),
         status: Status::InTriage,
         severity,
+        linked_ticket,
     };
     let severity_words = severity_words(&severity);
     let (acknowledge, outbound, reason) = match no_reply {
@@ -285,12 +581,371 @@ pub fn decide(
             ),
         ),
     };
+    let actor = mail.from.key();
+    let created = PlannedEvent {
+        on: Some(Target::Opened),
+        actor,
+        kind: "created".into(),
+        from: None,
+        to: Some(Status::InTriage.as_str().into()),
+        reason: reason.clone(),
+        related: None,
+    };
+    let severity_event = PlannedEvent {
+        on: Some(Target::Opened),
+        actor: "postdesk".into(),
+        kind: "severity".into(),
+        from: severity.requested.map(|r| r.number().to_string()),
+        to: Some(severity.assigned.number().to_string()),
+        reason: match severity.requested {
+            None => "severity not given in the subject: default applied".to_string(),
+            Some(r) if severity.downgraded => format!(
+                "{r} requested by email; email cannot open {r}, downgraded to {}",
+                severity.assigned
+            ),
+            Some(r) => format!("{r} requested in the subject"),
+        },
+        related: None,
+    };
     Decision {
         action: Action::NewTicket(ticket),
         severity: Some(severity),
+        message: Some(StoredMessage {
+            kind: if acknowledge { "customer" } else { "automatic" }.into(),
+            visibility: Visibility::Public,
+            // The first message is kept whole: a customer often forwards a thread as the problem.
+            text: mail.text.clone(),
+        }),
+        status_change: None,
+        joiners: Vec::new(),
+        requester_bounced: false,
+        events: vec![created, severity_event],
         acknowledge,
         reason,
+        ignored: None,
         outbound,
+        at: now,
+    }
+}
+
+/// The new text of a reply: quoted history and signature removed.
+pub fn reply_text(mail: &InboundMail) -> String {
+    match &mail.html_only {
+        Some(html) => quote::reply_text_from_html(html),
+        None => quote::reply_text(&mail.text),
+    }
+}
+
+/// Whether the text holds `#close` on a line of its own.
+fn confirms_close(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.trim().eq_ignore_ascii_case("#close"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reply(
+    mail: &InboundMail,
+    ticket: &TicketState,
+    by: MatchedBy,
+    role: Role,
+    joins: bool,
+    reopens: bool,
+    no_reply: Option<String>,
+    severity: SeverityReading,
+    now: DateTime<Utc>,
+) -> Decision {
+    let sender = mail.from.key();
+    let number = ticket.number;
+    let text = reply_text(mail);
+    let automatic = loops::is_machine_sent(mail);
+    let on = Some(Target::Ticket(number));
+    let mut events = Vec::new();
+    let mut joiners = Vec::new();
+    let mut outbound = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    let role_words = match role {
+        Role::Requester => "the requester",
+        Role::Watcher if joins => "a colleague from the requester's company",
+        Role::Watcher => "a watcher",
+        Role::Staff => "staff",
+        Role::AccountManager => "the account manager",
+    };
+    if joins {
+        joiners.push(Joiner {
+            mailbox: mail.from.clone(),
+            role,
+        });
+        events.push(PlannedEvent {
+            on,
+            actor: sender.clone(),
+            kind: "participant".into(),
+            from: None,
+            to: Some(role.as_str().into()),
+            reason: match role {
+                Role::Watcher => format!(
+                    "{sender} is from the requester's company domain and joins as a watcher (threading.same_domain_joins)"
+                ),
+                Role::AccountManager => format!("{sender} is the customer's account manager"),
+                _ => format!("{sender} is staff"),
+            },
+            related: None,
+        });
+    }
+    let kind = if automatic {
+        "automatic"
+    } else {
+        match role {
+            Role::Requester | Role::Watcher => "customer",
+            Role::Staff => "staff",
+            Role::AccountManager => "account_manager",
+        }
+    };
+    // Staff and account managers do not yet answer by mail (the relay comes with the engineers'
+    // capability): their messages stay internal until then, so nothing reaches the customer.
+    let visibility = if role.is_customer() {
+        Visibility::Public
+    } else {
+        Visibility::Internal
+    };
+    events.push(PlannedEvent {
+        on,
+        actor: sender.clone(),
+        kind: "reply".into(),
+        from: None,
+        to: None,
+        reason: format!(
+            "{} from {role_words} ({})",
+            if automatic {
+                "automatic reply"
+            } else {
+                "reply"
+            },
+            by.describe()
+        ),
+        related: None,
+    });
+
+    // Status: only a person on the customer's side moves it; an automatic reply (an
+    // out-of-office answering our mail) is stored and changes nothing.
+    let mut status_change = None;
+    if automatic {
+        notes.push(format!(
+            "machine-sent ({}): stored, status unchanged, no answer",
+            no_reply.as_deref().unwrap_or("automatic")
+        ));
+    } else if role.is_customer() {
+        let event = if reopens {
+            StatusEvent::CustomerReopens
+        } else if confirms_close(&text) {
+            StatusEvent::CustomerConfirmsClose
+        } else {
+            StatusEvent::CustomerReply
+        };
+        let mut next = transition(ticket.status, event).map(|to| (event, to));
+        if next.is_none() && event == StatusEvent::CustomerConfirmsClose {
+            notes.push(format!(
+                "#close ignored: the ticket is {}, not close_pending",
+                ticket.status
+            ));
+            next = transition(ticket.status, StatusEvent::CustomerReply)
+                .map(|to| (StatusEvent::CustomerReply, to));
+        }
+        if let Some((event, to)) = next {
+            events.push(PlannedEvent {
+                on,
+                actor: sender.clone(),
+                kind: if event == StatusEvent::CustomerReopens {
+                    "reopened"
+                } else {
+                    "status"
+                }
+                .into(),
+                from: Some(ticket.status.as_str().into()),
+                to: Some(to.as_str().into()),
+                reason: event.describe().into(),
+                related: None,
+            });
+            status_change = Some(StatusChange {
+                from: ticket.status,
+                to,
+                event,
+            });
+            if event == StatusEvent::CustomerReopens {
+                match &no_reply {
+                    Some(why) => notes.push(format!("no reopened notice: {why}")),
+                    None => outbound.extend(ticket.customers().map(|m| PlannedMail {
+                        template: Template::Reopened,
+                        to: Mailbox {
+                            name: m.name.clone(),
+                            address: m.address.clone(),
+                        },
+                    })),
+                }
+            }
+        }
+    }
+    let mut reason = format!(
+        "reply to ticket #{number} from {role_words} ({}); no acknowledgement for replies",
+        by.describe()
+    );
+    if let Some(c) = &status_change {
+        reason.push_str(&format!("; status {} -> {}", c.from, c.to));
+    }
+    for n in &notes {
+        reason.push_str("; ");
+        reason.push_str(n);
+    }
+    Decision {
+        action: Action::Reply(Reply {
+            ticket: number,
+            matched_by: by,
+            role,
+        }),
+        severity: Some(severity),
+        message: Some(StoredMessage {
+            kind: kind.into(),
+            visibility,
+            text,
+        }),
+        status_change,
+        joiners,
+        requester_bounced: false,
+        events,
+        acknowledge: false,
+        reason,
+        ignored: None,
+        outbound,
+        at: now,
+    }
+}
+
+fn decide_report(
+    mail: &InboundMail,
+    report: &Report,
+    ctx: &MailContext,
+    severity: SeverityReading,
+    now: DateTime<Utc>,
+) -> Decision {
+    let matched = ctx
+        .header_match
+        .as_ref()
+        .and_then(|(n, id)| {
+            ctx.ticket(*n).map(|t| {
+                (
+                    t,
+                    MatchedBy::Header {
+                        message_id: id.clone(),
+                    },
+                )
+            })
+        })
+        .or_else(|| {
+            // A tag read from the returned original's subject (see `thread::keys`).
+            ctx.tickets
+                .first()
+                .filter(|_| ctx.header_match.is_none())
+                .map(|t| (t, MatchedBy::Tag { ticket: t.number }))
+        });
+    let kind = match report.kind {
+        ReportKind::Feedback => "feedback_report",
+        ReportKind::Delay => "delivery_delayed",
+        ReportKind::Bounce | ReportKind::Other => "bounce",
+    };
+    let actor = report
+        .reporting_mta
+        .clone()
+        .unwrap_or_else(|| mail.from.key());
+    let on = matched.as_ref().map(|(t, _)| Target::Ticket(t.number));
+    let mut events = Vec::new();
+    let mut requester_bounced = false;
+    for r in &report.recipients {
+        let mut why = match report.kind {
+            ReportKind::Feedback => format!("{} reported our mail to {}", actor, r.address),
+            ReportKind::Delay => format!("delivery to {} is delayed", r.address),
+            _ => format!("delivery to {} failed", r.address),
+        };
+        if let Some(s) = &r.status {
+            why.push_str(&format!(": {s}"));
+        }
+        if let Some(d) = &r.diagnostic {
+            why.push_str(&format!(" ({d})"));
+        }
+        events.push(PlannedEvent {
+            on,
+            actor: actor.clone(),
+            kind: kind.into(),
+            from: None,
+            to: Some(r.address.clone()),
+            reason: why,
+            related: None,
+        });
+        let permanent = report.kind == ReportKind::Bounce
+            && r.action
+                .as_deref()
+                .is_none_or(|a| a.eq_ignore_ascii_case("failed"));
+        if permanent
+            && let Some((t, _)) = &matched
+            && t.requester()
+                .is_some_and(|q| q.address.eq_ignore_ascii_case(&r.address))
+        {
+            requester_bounced = true;
+        }
+    }
+    if events.is_empty() {
+        events.push(PlannedEvent {
+            on,
+            actor: actor.clone(),
+            kind: kind.into(),
+            from: None,
+            to: None,
+            reason: format!("{kind} from {}: no recipient named", mail.from.address),
+            related: None,
+        });
+    }
+    if requester_bounced {
+        events.push(PlannedEvent {
+            on,
+            actor: "postdesk".into(),
+            kind: "flagged".into(),
+            from: None,
+            to: Some("requester_bounced".into()),
+            reason: "the requester's address bounced: the customer may not be getting our mail"
+                .into(),
+            related: None,
+        });
+    }
+    let reason = match &matched {
+        Some((t, by)) => format!(
+            "{kind} about ticket #{} ({}): stored on it, never answered",
+            t.number,
+            by.describe()
+        ),
+        None => format!(
+            "{kind} from {}: the mail it is about is not ours or not known; stored without a ticket, never answered",
+            mail.from.address
+        ),
+    };
+    Decision {
+        action: Action::Report(ReportOn {
+            ticket: matched.as_ref().map(|(t, _)| t.number),
+            matched_by: matched.map(|(_, by)| by),
+            report: report.clone(),
+        }),
+        severity: Some(severity),
+        message: Some(StoredMessage {
+            kind: kind.into(),
+            visibility: Visibility::Internal,
+            text: mail.text.clone(),
+        }),
+        status_change: None,
+        joiners: Vec::new(),
+        requester_bounced,
+        events,
+        acknowledge: false,
+        reason,
+        ignored: None,
+        outbound: Vec::new(),
         at: now,
     }
 }
@@ -332,6 +987,7 @@ fn watchers(mail: &InboundMail, support: &[String]) -> Vec<Mailbox> {
 mod tests {
     use super::*;
     use crate::mail::AutoSignals;
+    use crate::mail::dsn::FailedRecipient;
     use Severity::*;
 
     fn policy() -> Policy {
@@ -340,6 +996,15 @@ mod tests {
             default_severity: Sev4,
             downgrade: DowngradeMap::default(),
             max_auto_replies_per_hour: 10,
+            tag_prefix: "#".into(),
+            staff_domains: vec!["example.com".into()],
+            staff_addresses: vec!["contractor@freelance.test".into()],
+            customers: vec![CustomerDomain {
+                domain: "acme.test".into(),
+                account_manager: Some("am@example.com".into()),
+            }],
+            reopen_window: chrono::Duration::days(14),
+            same_domain_joins: true,
         }
     }
 
@@ -363,6 +1028,7 @@ mod tests {
             text: "help".into(),
             content_language: None,
             size: 100,
+            ..InboundMail::default()
         }
     }
 
@@ -447,7 +1113,10 @@ mod tests {
         m.from.address = "MAILER-DAEMON@mx.acme.test".into();
         m.auto.report_type = Some("delivery-status".into());
         let d = decide(&m, &MailContext::default(), &policy(), now());
-        assert_eq!(d.action, Action::Bounce);
+        assert!(matches!(
+            d.action,
+            Action::Report(ReportOn { ticket: None, .. })
+        ));
         assert!(!d.acknowledge && d.outbound.is_empty());
     }
 
@@ -530,5 +1199,621 @@ mod tests {
         assert_eq!(d.action.name(), "quarantine");
         assert!(d.severity.is_none() && !d.acknowledge);
         assert!(d.reason.contains("no usable sender"));
+    }
+
+    // ---- threading, statuses and reports: the decision table ---------------------------------
+
+    use crate::desk::ticket::{Member, Role};
+
+    const JANE: &str = "jane@acme.test";
+    const WATCHER: &str = "bob@globex.test";
+
+    fn state(number: i64, status: Status, closed_days_ago: Option<i64>) -> TicketState {
+        let member = |address: &str, role| Member {
+            address: address.into(),
+            name: None,
+            role,
+        };
+        TicketState {
+            number,
+            status,
+            severity: SeverityReading {
+                requested: Some(Sev3),
+                assigned: Sev3,
+                given: true,
+                downgraded: false,
+            },
+            subject: "SEV 3 printer on fire".into(),
+            participants: vec![
+                member(JANE, Role::Requester),
+                member(WATCHER, Role::Watcher),
+            ],
+            created_at: now() - chrono::Duration::days(60),
+            closed_at: closed_days_ago.map(|d| now() - chrono::Duration::days(d)),
+        }
+    }
+
+    /// How the store answers: the header match (if any) and the tickets the keys name.
+    fn ctx_of(header: Option<i64>, tickets: Vec<TicketState>) -> MailContext {
+        MailContext {
+            header_match: header
+                .map(|n| (n, format!("postdesk.{n}.acknowledgement.x@example.com"))),
+            tickets,
+            ..MailContext::default()
+        }
+    }
+
+    fn from(m: &mut InboundMail, address: &str) {
+        m.from = Mailbox {
+            name: Some("Someone Else".into()),
+            address: address.into(),
+        };
+    }
+
+    fn reply_mail(subject: &str) -> InboundMail {
+        let mut m = mail(subject);
+        m.in_reply_to = vec!["postdesk.7.acknowledgement.x@example.com".into()];
+        m
+    }
+
+    /// What a case expects, in short.
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        New,
+        NewLinked(i64),
+        Stranger(i64),
+        Reply {
+            ticket: i64,
+            to: Option<Status>,
+            mails: usize,
+        },
+        Duplicate,
+        Report(Option<i64>),
+    }
+
+    fn summary(d: &Decision) -> Want {
+        match &d.action {
+            Action::NewTicket(t) => match t.linked_ticket {
+                Some(n) => Want::NewLinked(n),
+                None if d.events.iter().any(|e| e.kind == "stranger") => d
+                    .events
+                    .iter()
+                    .find_map(|e| match e.on {
+                        Some(Target::Ticket(n)) => Some(Want::Stranger(n)),
+                        _ => None,
+                    })
+                    .unwrap_or(Want::New),
+                None => Want::New,
+            },
+            Action::Reply(r) => Want::Reply {
+                ticket: r.ticket,
+                to: d.status_change.as_ref().map(|c| c.to),
+                mails: d.outbound.len(),
+            },
+            Action::Duplicate { .. } => Want::Duplicate,
+            Action::Report(r) => Want::Report(r.ticket),
+            Action::Quarantine(_) => panic!("quarantine"),
+        }
+    }
+
+    #[test]
+    fn threading_decision_table() {
+        use Status::*;
+        let t7 = |s| state(7, s, None);
+        let closed = |days| state(7, Closed, Some(days));
+        let reply = |to: Option<Status>| Want::Reply {
+            ticket: 7,
+            to,
+            mails: 0,
+        };
+        type Setup = Box<dyn Fn(&mut InboundMail)>;
+        let none: Setup = Box::new(|_| {});
+        let cases: Vec<(&str, InboundMail, Setup, MailContext, Policy, Want)> = vec![
+            (
+                "no_header_no_tag_opens_a_ticket",
+                mail("SEV 3 printer"),
+                none,
+                ctx_of(None, vec![]),
+                policy(),
+                Want::New,
+            ),
+            (
+                "in_reply_to_our_acknowledgement_joins",
+                reply_mail("Re: printer"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "references_only_joins",
+                mail("Re: printer"),
+                Box::new(|m| {
+                    m.references = vec![
+                        "a@x".into(),
+                        "postdesk.7.acknowledgement.x@example.com".into(),
+                    ]
+                }),
+                ctx_of(Some(7), vec![t7(EngineerPending)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "reply_in_triage_stays_in_triage",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "reply_customer_pending_to_engineer_pending",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "reply_close_pending_to_engineer_pending",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![t7(ClosePending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "reply_engineer_pending_stays",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![t7(EngineerPending)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "tag_without_headers_joins",
+                mail("Re: [#7] printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "aw_re_stacked_tag_joins",
+                mail("AW: RE: [#7] printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "sv_vs_antw_tag_joins",
+                mail("SV: VS: Antw: [#7] printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "chinese_prefix_tag_joins",
+                mail("回复: 答复: [#7] 打印机"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "tag_moved_to_the_end_joins",
+                mail("printer still broken [#7]"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "external_marker_before_tag_joins",
+                mail("[EXTERNAL] Re: [#7] printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "full_width_tag_joins",
+                mail("Re: ［＃７］ printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "folded_subject_tag_joins",
+                mail("Re:\r\n [#7]\tprinter"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "tag_of_missing_ticket_opens_a_ticket",
+                mail("Re: [#99] printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![]),
+                policy(),
+                Want::New,
+            ),
+            (
+                "header_naming_nothing_known_opens_a_ticket",
+                mail("Re: printer"),
+                Box::new(|m| m.in_reply_to = vec!["unknown@x".into()]),
+                ctx_of(None, vec![]),
+                policy(),
+                Want::New,
+            ),
+            (
+                "header_wins_over_another_tag",
+                reply_mail("Re: [#8] printer"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![t7(InTriage), state(8, InTriage, None)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "other_tag_prefix_is_no_tag",
+                mail("Re: [INC7] printer"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![]),
+                policy(),
+                Want::New,
+            ),
+            (
+                "stranger_quoting_the_tag_gets_own_ticket",
+                mail("Re: [#7] printer"),
+                Box::new(|m| from(m, "mallory@evil.test")),
+                ctx_of(None, vec![t7(InTriage)]),
+                policy(),
+                Want::Stranger(7),
+            ),
+            (
+                "stranger_quoting_our_message_id_gets_own_ticket",
+                reply_mail("Re: printer"),
+                Box::new(|m| from(m, "mallory@evil.test")),
+                ctx_of(Some(7), vec![t7(InTriage)]),
+                policy(),
+                Want::Stranger(7),
+            ),
+            (
+                "watcher_reply_all_is_a_customer_reply",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, WATCHER)),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "requester_address_compared_case_insensitively",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, "JANE@ACME.TEST")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "same_domain_colleague_joins_as_watcher",
+                reply_mail("AW: RE: x"),
+                Box::new(|m| from(m, "carol@acme.test")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "same_domain_joining_switched_off_is_a_stranger",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, "carol@acme.test")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                Policy {
+                    same_domain_joins: false,
+                    ..policy()
+                },
+                Want::Stranger(7),
+            ),
+            (
+                "same_domain_not_in_customers_is_a_stranger",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, "carol@acme.test")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                Policy {
+                    customers: vec![],
+                    ..policy()
+                },
+                Want::Stranger(7),
+            ),
+            (
+                "account_manager_joins_without_moving_status",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, "am@example.com")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "staff_domain_sender_joins_without_moving_status",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, "sam@example.com")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "staff_address_outside_domains_joins",
+                reply_mail("Re: x"),
+                Box::new(|m| from(m, "contractor@freelance.test")),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "closed_within_window_reopens_and_tells_requester_and_watcher",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![closed(3)]),
+                policy(),
+                Want::Reply {
+                    ticket: 7,
+                    to: Some(EngineerPending),
+                    mails: 2,
+                },
+            ),
+            (
+                "closed_exactly_at_window_still_reopens",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![closed(14)]),
+                policy(),
+                Want::Reply {
+                    ticket: 7,
+                    to: Some(EngineerPending),
+                    mails: 2,
+                },
+            ),
+            (
+                "closed_past_window_opens_a_linked_ticket",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                ctx_of(Some(7), vec![closed(15)]),
+                policy(),
+                Want::NewLinked(7),
+            ),
+            (
+                "closed_past_window_by_tag_opens_a_linked_ticket",
+                mail("Re: [#7] x"),
+                Box::new(|_| {}),
+                ctx_of(None, vec![closed(40)]),
+                policy(),
+                Want::NewLinked(7),
+            ),
+            (
+                "hash_close_closes_a_close_pending_ticket",
+                reply_mail("Re: x"),
+                Box::new(|m| m.text = "Works now, thanks.\n#close\n".into()),
+                ctx_of(Some(7), vec![t7(ClosePending)]),
+                policy(),
+                reply(Some(Closed)),
+            ),
+            (
+                "hash_close_from_a_watcher_closes",
+                reply_mail("Re: x"),
+                Box::new(|m| {
+                    from(m, WATCHER);
+                    m.text = "#CLOSE".into()
+                }),
+                ctx_of(Some(7), vec![t7(ClosePending)]),
+                policy(),
+                reply(Some(Closed)),
+            ),
+            (
+                "hash_close_on_an_open_ticket_is_a_plain_reply",
+                reply_mail("Re: x"),
+                Box::new(|m| m.text = "#close".into()),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "hash_close_inside_a_sentence_does_not_count",
+                reply_mail("Re: x"),
+                Box::new(|m| m.text = "should I write #close here?".into()),
+                ctx_of(Some(7), vec![t7(ClosePending)]),
+                policy(),
+                reply(Some(EngineerPending)),
+            ),
+            (
+                "out_of_office_is_stored_and_changes_nothing",
+                reply_mail("Automatic reply: x"),
+                Box::new(|m| m.auto.auto_submitted = Some("auto-replied".into())),
+                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "out_of_office_does_not_reopen_a_closed_ticket",
+                reply_mail("Out of office"),
+                Box::new(|m| m.auto.x_autoreply = true),
+                ctx_of(Some(7), vec![closed(2)]),
+                policy(),
+                reply(None),
+            ),
+            (
+                "same_message_id_again_is_a_duplicate",
+                reply_mail("Re: x"),
+                Box::new(|_| {}),
+                MailContext {
+                    known_message: Some(Some(7)),
+                    ..ctx_of(Some(7), vec![t7(InTriage)])
+                },
+                policy(),
+                Want::Duplicate,
+            ),
+            (
+                "bounce_lands_on_the_ticket_of_the_mail_it_returns",
+                mail("Undelivered Mail"),
+                Box::new(|m| m.report = Some(bounce_of(JANE))),
+                ctx_of(Some(7), vec![t7(InTriage)]),
+                policy(),
+                Want::Report(Some(7)),
+            ),
+            (
+                "bounce_of_unknown_mail_attaches_nowhere",
+                mail("Undelivered Mail"),
+                Box::new(|m| m.report = Some(bounce_of(JANE))),
+                ctx_of(None, vec![]),
+                policy(),
+                Want::Report(None),
+            ),
+            (
+                "bounce_with_the_tag_in_its_own_subject_attaches_nowhere_by_tag",
+                mail("Undelivered: [#7] x"),
+                Box::new(|m| m.report = Some(bounce_of(JANE))),
+                ctx_of(None, vec![]),
+                policy(),
+                Want::Report(None),
+            ),
+        ];
+        assert!(cases.len() >= 30);
+        for (name, mut m, setup, ctx, policy, want) in cases {
+            setup(&mut m);
+            let d = decide(&m, &ctx, &policy, now());
+            assert_eq!(summary(&d), want, "{name}: {}", d.reason);
+            if matches!(d.action, Action::Reply(_)) {
+                assert!(!d.acknowledge, "{name}: replies are never acknowledged");
+            }
+        }
+    }
+
+    fn bounce_of(address: &str) -> Report {
+        Report {
+            kind: ReportKind::Bounce,
+            recipients: vec![FailedRecipient {
+                address: address.into(),
+                action: Some("failed".into()),
+                status: Some("5.1.1".into()),
+                diagnostic: Some("550 5.1.1 user unknown".into()),
+            }],
+            original_message_id: Some("postdesk.7.acknowledgement.x@example.com".into()),
+            original_references: vec![],
+            original_subject: None,
+            reporting_mta: Some("mx.acme.test".into()),
+        }
+    }
+
+    #[test]
+    fn stranger_is_logged_on_both_tickets() {
+        let mut m = mail("Re: [#7] me too");
+        from(&mut m, "mallory@evil.test");
+        let d = decide(
+            &m,
+            &ctx_of(None, vec![state(7, Status::InTriage, None)]),
+            &policy(),
+            now(),
+        );
+        let on: Vec<_> = d
+            .events
+            .iter()
+            .filter(|e| e.kind == "stranger")
+            .map(|e| (e.on, e.related))
+            .collect();
+        assert_eq!(
+            on,
+            vec![
+                (Some(Target::Opened), Some(Target::Ticket(7))),
+                (Some(Target::Ticket(7)), Some(Target::Opened))
+            ]
+        );
+        assert!(d.acknowledge, "the stranger's own ticket is acknowledged");
+        assert!(d.ignored.is_some_and(|i| i.contains("not a participant")));
+    }
+
+    #[test]
+    fn colleague_joins_as_watcher_with_an_event() {
+        let mut m = reply_mail("AW: RE: x");
+        from(&mut m, "carol@acme.test");
+        let d = decide(
+            &m,
+            &ctx_of(Some(7), vec![state(7, Status::CustomerPending, None)]),
+            &policy(),
+            now(),
+        );
+        assert_eq!(d.joiners.len(), 1);
+        assert_eq!(d.joiners[0].role, Role::Watcher);
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.kind == "participant" && e.to.as_deref() == Some("watcher"))
+        );
+        assert_eq!(
+            d.message.as_ref().map(|m| m.kind.as_str()),
+            Some("customer")
+        );
+    }
+
+    #[test]
+    fn reopen_mails_each_customer_with_the_reopened_template() {
+        let d = decide(
+            &reply_mail("Re: x"),
+            &ctx_of(Some(7), vec![state(7, Status::Closed, Some(1))]),
+            &policy(),
+            now(),
+        );
+        let to: Vec<_> = d
+            .outbound
+            .iter()
+            .map(|p| (p.template, p.to.address.as_str()))
+            .collect();
+        assert_eq!(
+            to,
+            vec![(Template::Reopened, JANE), (Template::Reopened, WATCHER)]
+        );
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.kind == "reopened" && e.from.as_deref() == Some("closed"))
+        );
+    }
+
+    #[test]
+    fn reply_text_is_what_is_stored_and_first_message_is_whole() {
+        let mut m = reply_mail("Re: x");
+        m.text = "It works.\n".into();
+        let d = decide(
+            &m,
+            &ctx_of(Some(7), vec![state(7, Status::InTriage, None)]),
+            &policy(),
+            now(),
+        );
+        assert_eq!(d.message.map(|s| s.text), Some("It works.".to_string()));
+        let mut first = mail("SEV 3 x");
+        first.text = "Problem\n\n> forwarded thread\n".into();
+        let d = decide(&first, &MailContext::default(), &policy(), now());
+        assert_eq!(
+            d.message.map(|s| s.text),
+            Some("Problem\n\n> forwarded thread\n".to_string())
+        );
+    }
+
+    #[test]
+    fn bounce_of_the_requester_flags_the_ticket_and_a_watcher_does_not() {
+        let mut m = mail("Undelivered");
+        m.report = Some(bounce_of(JANE));
+        let ctx = ctx_of(Some(7), vec![state(7, Status::InTriage, None)]);
+        let d = decide(&m, &ctx, &policy(), now());
+        assert!(d.requester_bounced && d.outbound.is_empty() && !d.acknowledge);
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.kind == "bounce" && e.reason.contains("5.1.1"))
+        );
+        m.report = Some(bounce_of(WATCHER));
+        let d = decide(&m, &ctx, &policy(), now());
+        assert!(!d.requester_bounced);
     }
 }

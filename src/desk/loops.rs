@@ -21,8 +21,35 @@ pub fn no_reply_reason(
             "the sender {sender} is a support address (mail loop)"
         ));
     }
+    if let Some(why) = machine_signal(mail) {
+        return Some(why);
+    }
+    // Lists and Exchange's suppression request: never answered, but a person may stand behind
+    // them, so they are not machine-sent for the status rules.
+    let flags = [
+        (mail.auto.list_id, "List-Id"),
+        (mail.auto.list_unsubscribe, "List-Unsubscribe"),
+        (
+            mail.auto.x_auto_response_suppress,
+            "X-Auto-Response-Suppress",
+        ),
+    ];
+    if let Some((_, header)) = flags.iter().find(|(set, _)| *set) {
+        return Some(format!("{header} header present"));
+    }
+    if replies_to_sender_last_hour >= max_replies_per_hour {
+        return Some(format!(
+            "rate limit: {replies_to_sender_last_hour} automatic replies to {sender} in the last hour (limit {max_replies_per_hour})"
+        ));
+    }
+    None
+}
+
+/// What marks a message as sent by a machine (an auto-reply, a list, a mail system), if anything:
+/// such a message is never answered and, on a ticket, never moves its status.
+pub fn machine_signal(mail: &InboundMail) -> Option<String> {
     if MACHINE_SENDERS.contains(&mail.from.local_part().as_str()) {
-        return Some(format!("the sender {sender} is a mail system"));
+        return Some(format!("the sender {} is a mail system", mail.from.key()));
     }
     if mail.auto.null_return_path {
         return Some("the envelope sender is null (Return-Path: <>)".into());
@@ -42,24 +69,18 @@ pub fn no_reply_reason(
         return Some(format!("Precedence: {v}"));
     }
     let flags = [
-        (mail.auto.list_id, "List-Id"),
-        (mail.auto.list_unsubscribe, "List-Unsubscribe"),
         (mail.auto.x_autoreply, "X-Autoreply"),
         (mail.auto.x_autorespond, "X-Autorespond"),
-        (
-            mail.auto.x_auto_response_suppress,
-            "X-Auto-Response-Suppress",
-        ),
     ];
     if let Some((_, header)) = flags.iter().find(|(set, _)| *set) {
         return Some(format!("{header} header present"));
     }
-    if replies_to_sender_last_hour >= max_replies_per_hour {
-        return Some(format!(
-            "rate limit: {replies_to_sender_last_hour} automatic replies to {sender} in the last hour (limit {max_replies_per_hour})"
-        ));
-    }
     None
+}
+
+/// Whether a message was sent by a machine (see `machine_signal`).
+pub fn is_machine_sent(mail: &InboundMail) -> bool {
+    machine_signal(mail).is_some()
 }
 
 /// Whether a message is a delivery-status report about mail postdesk sent.
@@ -90,6 +111,7 @@ mod tests {
             text: String::new(),
             content_language: None,
             size: 10,
+            ..InboundMail::default()
         }
     }
 

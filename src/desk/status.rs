@@ -1,11 +1,11 @@
-//! Ticket statuses (SPEC: Statuses). Transitions beyond "new ticket -> in_triage" arrive with the
-//! conversation issue; the names and labels are fixed here.
+//! Ticket statuses and their transitions (SPEC: Statuses). The transition table is data: one
+//! row per (event, statuses it applies to, status it leads to). Engineer- and time-driven events
+//! arrive with their issues as more rows of the same table.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
-
 /// Where a ticket stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +74,53 @@ impl FromStr for Status {
     }
 }
 
+/// What happened to a ticket, as far as its status is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusEvent {
+    /// The requester or a watcher wrote (not an automatic reply).
+    CustomerReply,
+    /// The requester or a watcher confirmed with `#close` on its own line.
+    CustomerConfirmsClose,
+    /// A customer wrote to a closed ticket within `threading.reopen_window`.
+    CustomerReopens,
+}
+
+impl StatusEvent {
+    /// Words for the history.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StatusEvent::CustomerReply => "customer reply",
+            StatusEvent::CustomerConfirmsClose => "customer confirmed with #close",
+            StatusEvent::CustomerReopens => "customer reply within the reopen window",
+        }
+    }
+}
+
+use Status::*;
+use StatusEvent::*;
+
+/// SPEC's table, customer side: (event, from any of these, to). An event in a status no row
+/// names changes nothing (a customer reply leaves `in_triage` in triage).
+pub const TRANSITIONS: &[(StatusEvent, &[Status], Status)] = &[
+    (
+        CustomerReply,
+        &[CustomerPending, ClosePending, EngineerPending],
+        EngineerPending,
+    ),
+    (CustomerConfirmsClose, &[ClosePending], Closed),
+    (CustomerReopens, &[Closed], EngineerPending),
+];
+
+/// The status an event leads to from `from`, or None when the table leaves it where it is.
+pub fn transition(from: Status, event: StatusEvent) -> Option<Status> {
+    TRANSITIONS
+        .iter()
+        .find(|(e, froms, _)| *e == event && froms.contains(&from))
+        .map(|(_, _, to)| *to)
+        .filter(|to| *to != from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +132,72 @@ mod tests {
             assert_eq!(st.label().parse::<Status>().ok(), Some(st));
         }
         assert!("open".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn customer_side_transition_table() {
+        // (case, from, event, expected)
+        let cases = [
+            ("reply_in_triage_stays", InTriage, CustomerReply, None),
+            (
+                "reply_engineer_pending_stays",
+                EngineerPending,
+                CustomerReply,
+                None,
+            ),
+            (
+                "reply_customer_pending_to_engineer",
+                CustomerPending,
+                CustomerReply,
+                Some(EngineerPending),
+            ),
+            (
+                "reply_close_pending_to_engineer",
+                ClosePending,
+                CustomerReply,
+                Some(EngineerPending),
+            ),
+            ("reply_closed_is_not_this_row", Closed, CustomerReply, None),
+            (
+                "close_confirms_close_pending",
+                ClosePending,
+                CustomerConfirmsClose,
+                Some(Closed),
+            ),
+            (
+                "close_ignored_in_triage",
+                InTriage,
+                CustomerConfirmsClose,
+                None,
+            ),
+            (
+                "close_ignored_engineer_pending",
+                EngineerPending,
+                CustomerConfirmsClose,
+                None,
+            ),
+            (
+                "close_ignored_customer_pending",
+                CustomerPending,
+                CustomerConfirmsClose,
+                None,
+            ),
+            ("close_on_closed_stays", Closed, CustomerConfirmsClose, None),
+            (
+                "reopen_closed_to_engineer",
+                Closed,
+                CustomerReopens,
+                Some(EngineerPending),
+            ),
+            (
+                "reopen_open_ticket_does_nothing",
+                CustomerPending,
+                CustomerReopens,
+                None,
+            ),
+        ];
+        for (name, from, event, want) in cases {
+            assert_eq!(transition(from, event), want, "{name}");
+        }
     }
 }

@@ -5,4 +5,4 @@ pub mod parse;
 pub mod quote;
 pub mod subject;
 
-pub use parse::{AutoSignals, InboundMail, Mailbox, QuarantineReason, parse};
+pub use parse::{Attachment, AutoSignals, InboundMail, Mailbox, QuarantineReason, parse};

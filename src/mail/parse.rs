@@ -17,7 +17,7 @@ const MAX_STORED_TEXT: usize = 1 << 20;
 const MAX_REFERENCES: usize = 100;
 
 /// One address with its display name, as read from a header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Mailbox {
     /// The display name, with control characters removed.
     pub name: Option<String>,
@@ -71,8 +71,35 @@ pub struct AutoSignals {
     pub report_type: Option<String>,
 }
 
+/// One attachment (or inline part) of an inbound message. Its bytes stay in the stored raw
+/// message: `offset_body..offset_end` of the raw bytes, in `transfer_encoding`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// The file name (`Content-Disposition` filename or `Content-Type` name), control characters
+    /// removed.
+    pub filename: Option<String>,
+    /// `type/subtype`, lower-cased.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: usize,
+    /// `Content-ID` without angle brackets.
+    pub content_id: Option<String>,
+    /// True when shown inline (`Content-Disposition: inline`, or a Content-ID without a
+    /// disposition) rather than attached.
+    pub inline: bool,
+    /// Where the encoded body starts in the raw message.
+    pub offset_body: usize,
+    /// Where it ends.
+    pub offset_end: usize,
+    /// `base64`, `quoted-printable`, or `7bit`/`8bit`/`binary` (as is).
+    pub transfer_encoding: String,
+}
+
+/// The most attachments recorded per message; the rest stay in the raw message.
+const MAX_ATTACHMENTS: usize = 200;
+
 /// Everything postdesk uses from one inbound message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct InboundMail {
     /// Message-ID without angle brackets.
     pub message_id: String,
@@ -94,10 +121,17 @@ pub struct InboundMail {
     pub auto: AutoSignals,
     /// Plain text of the body (from HTML when there is no text part), capped at 1 MiB.
     pub text: String,
+    /// The HTML body when the message has no text part (a reply's new text is read from it).
+    pub html_only: Option<String>,
     /// `Content-Language`, when given.
     pub content_language: Option<String>,
     /// Size of the raw message in bytes.
     pub size: usize,
+    /// Attachments and inline parts, in MIME order.
+    pub attachments: Vec<Attachment>,
+    /// Set when the message is a bounce or feedback report: what it says (possibly nothing
+    /// more than that it is one).
+    pub report: Option<crate::mail::dsn::Report>,
 }
 
 /// Why a message went to quarantine instead of becoming a ticket.
@@ -164,9 +198,18 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
 
     // From, else Sender, else Reply-To: a broken client that omits From still names someone to
     // answer (Zammad falls back the same way); with none of them the message is quarantined.
+    let report = read_report(&msg);
     let from = first_mailbox(msg.from())
         .or_else(|| first_mailbox(msg.sender()))
         .or_else(|| first_mailbox(msg.reply_to()))
+        // Bounces often come from an empty or `<>` sender: a report is never quarantined for
+        // that alone. It is stored as from the mail system, which no rule ever answers.
+        .or_else(|| {
+            report.as_ref().map(|_| Mailbox {
+                name: None,
+                address: "MAILER-DAEMON@unknown.invalid".into(),
+            })
+        })
         .ok_or_else(|| QuarantineReason::NoSender {
             detail: match msg.from().and_then(Address::first) {
                 None => "no From, Sender or Reply-To header".into(),
@@ -217,6 +260,16 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
     }
 
     let text = msg.body_text(0).map(|t| cap_text(t)).unwrap_or_default();
+    let has_text_part = msg.text_body.iter().any(|&i| {
+        msg.parts
+            .get(i as usize)
+            .is_some_and(|p| p.is_text() && !p.is_text_html())
+    });
+    let html_only = if has_text_part {
+        None
+    } else {
+        msg.body_html(0).map(|h| cap_text(h))
+    };
     let content_language = match msg.root_part().content_language() {
         HeaderValue::Text(t) => Some(t.to_string()),
         HeaderValue::TextList(l) => l.first().map(|t| t.to_string()),
@@ -234,9 +287,77 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
         references: id_list(msg.references()),
         auto,
         text,
+        html_only,
         content_language,
         size: raw.len(),
+        attachments: attachments(&msg),
+        report,
     })
+}
+
+/// The report a message is, if it is one: what `dsn` reads from it, or a bare bounce when only
+/// the envelope signals say so.
+fn read_report(msg: &mail_parser::Message<'_>) -> Option<crate::mail::dsn::Report> {
+    use crate::mail::dsn;
+    dsn::read_report(msg).or_else(|| {
+        dsn::looks_like_report(msg).then(|| dsn::Report {
+            kind: dsn::ReportKind::Other,
+            recipients: Vec::new(),
+            original_message_id: None,
+            original_references: Vec::new(),
+            original_subject: None,
+            reporting_mta: None,
+        })
+    })
+}
+
+fn attachments(msg: &mail_parser::Message<'_>) -> Vec<Attachment> {
+    msg.attachments
+        .iter()
+        .filter_map(|&i| msg.parts.get(i as usize))
+        .take(MAX_ATTACHMENTS)
+        .map(|part| {
+            let content_type = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .to_ascii_lowercase();
+            let content_id = part
+                .content_id()
+                .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+                .filter(|id| is_clean_message_id(id))
+                .map(str::to_string);
+            let disposition = part
+                .content_disposition()
+                .map(|d| d.ctype().to_ascii_lowercase());
+            let inline = match disposition.as_deref() {
+                Some("inline") => true,
+                Some(_) => false,
+                None => content_id.is_some(),
+            };
+            let transfer_encoding = part
+                .content_transfer_encoding()
+                .map(|e| e.trim().to_ascii_lowercase())
+                .unwrap_or_else(|| "7bit".into());
+            Attachment {
+                filename: part
+                    .attachment_name()
+                    .map(one_line)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.chars().take(255).collect()),
+                content_type,
+                size: part.len(),
+                content_id,
+                inline,
+                offset_body: part.offset_body as usize,
+                offset_end: part.offset_end as usize,
+                transfer_encoding,
+            }
+        })
+        .collect()
 }
 
 /// A Message-ID made from the bytes, so that the same message without one is still recognised.

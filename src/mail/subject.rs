@@ -1,8 +1,10 @@
 //! Reading a subject line: strips the reply/forward prefixes that mail clients stack in front of
-//! it, and finds the severity the customer asked for. Implements SPEC.md "Severity" (token parsed
-//! from the RFC 2047-decoded subject, case-insensitive, reply prefixes in common languages ignored,
-//! token anywhere, first one wins, `SEVERAL`/`sev30` and numbers outside 1..4 do not count). Pure:
-//! no IO, never panics, and allocates only when the subject holds full-width forms.
+//! it, finds the severity the customer asked for, and finds the ticket tag. Implements SPEC.md
+//! "Severity" (token parsed from the RFC 2047-decoded subject, case-insensitive, reply prefixes in
+//! common languages ignored, token anywhere, first one wins, `SEVERAL`/`sev30` and numbers outside
+//! 1..4 do not count) and the subject half of SPEC.md "Threading" rule 2 (the ticket tag, default
+//! `[#1234]` with a configurable prefix, found however the client prefixed or re-encoded the
+//! subject). Pure: no IO, never panics, and allocates only when the subject holds full-width forms.
 //!
 //! Choices the SPEC leaves open, made here:
 //! - Full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space (U+3000) are read as their
@@ -21,6 +23,23 @@
 //!   stripped. Any other bracket tag (`[acme-support]`) only when a reply prefix or gateway tag
 //!   follows it, and never one that holds `#` (the ticket tag) or a severity token (`[SEV 3]`).
 //! - An old-style wrapped forward `[Fwd: subject]` loses its closing bracket too.
+//! - A ticket tag is `[`, the configured prefix, ASCII digits, `]`, after full-width folding (so
+//!   `［＃４２］` counts). `ticket_tag` scans the whole subject, so it needs no prefix stripping
+//!   and finds the tag at the front, in the middle, at the end or glued to words (`x[#42]y`); it
+//!   reads the raw subject because `strip_reply_prefixes` takes a leading `[TICKET-42]` followed by
+//!   `Re:` for a list tag when the prefix holds no `#`.
+//! - The prefix is compared case-insensitively (`[ticket-42]` for `TICKET-`) and as text, not as a
+//!   pattern; it is trimmed, and whitespace inside it (`Acme #`) matches any run of whitespace but
+//!   not none. Any whitespace (space, tab, CR, LF, no-break or ideographic space) may stand after
+//!   `[`, between prefix and digits, and before `]`; none inside the digits (`[#4 2]` does not
+//!   count). An empty prefix makes a bare `[42]` a tag.
+//! - The number is 1..=999_999_999_999 with leading zeros ignored (`[#0042]` is 42); no sign, no
+//!   other digit scripts. `[#0]` and longer numbers are not tags, and like invalid severity tokens
+//!   they are skipped: the first *valid* tag wins.
+//! - When several tags are present the first one wins: clients put each new `Re:`/`Fwd:` in front,
+//!   so the leftmost tag is the nearest reply context (a customer who forwards ticket A's mail into
+//!   ticket B's thread writes `Re: [#B] Fwd: [#A] ...`). A tag the client moved to the end only
+//!   loses to one written before it.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -89,6 +108,61 @@ pub fn requested_severity(subject: &str) -> Option<u8> {
         "4" => Some(4),
         _ => None,
     })
+}
+
+/// The ticket number the subject's tag names (`[#1234]` with prefix `#`), wherever the tag stands.
+pub fn ticket_tag(subject: &str, prefix: &str) -> Option<i64> {
+    let subject = fold_full_width(subject);
+    let prefix = fold_full_width(prefix);
+    let prefix = prefix.trim();
+    subject
+        .match_indices('[')
+        .find_map(|(at, open)| tag_number(subject.get(at + open.len()..)?, prefix))
+}
+
+/// The subject tag of ticket `number` (`[#42]` with prefix `#`), the one form postdesk writes.
+pub fn tag(prefix: &str, number: i64) -> String {
+    format!("[{prefix}{number}]")
+}
+
+/// Highest ticket number a tag may name: twelve digits.
+const MAX_TAGGED_TICKET: i64 = 999_999_999_999;
+
+/// The number of a valid tag that `rest`, the text just after a `[`, completes; see module doc.
+fn tag_number(rest: &str, prefix: &str) -> Option<i64> {
+    let rest = strip_prefix_ignoring_case(rest.trim_start(), prefix)?.trim_start();
+    let digit_count = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (digits, rest) = rest.split_at_checked(digit_count)?;
+    if !rest.trim_start().starts_with(']') {
+        return None;
+    }
+    // Only ASCII digits reach the parse, so no sign; too many digits fail it or the range.
+    let number: i64 = digits.parse().ok()?;
+    (1..=MAX_TAGGED_TICKET).contains(&number).then_some(number)
+}
+
+/// `s` without `prefix` in front, letters compared case-insensitively, whitespace as any run of it.
+fn strip_prefix_ignoring_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let mut rest = s;
+    let mut wanted = prefix.chars().peekable();
+    while let Some(p) = wanted.next() {
+        if p.is_whitespace() {
+            while wanted.next_if(|c| c.is_whitespace()).is_some() {}
+            let trimmed = rest.trim_start();
+            if trimmed.len() == rest.len() {
+                return None;
+            }
+            rest = trimmed;
+        } else {
+            let mut chars = rest.chars();
+            let c = chars.next()?;
+            if c != p && !c.to_lowercase().eq(p.to_lowercase()) {
+                return None;
+            }
+            rest = chars.as_str();
+        }
+    }
+    Some(rest)
 }
 
 /// Byte span of `s` that remains once the leading prefixes and tags are gone.
@@ -339,6 +413,218 @@ mod tests {
     }
 
     #[test]
+    fn ticket_tag_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str, Option<i64>)] = &[
+            // The tag itself.
+            ("plain_tag", "[#42] Printer down", "#", Some(42)),
+            ("tag_alone", "[#42]", "#", Some(42)),
+            ("four_digit_tag", "[#1234] Printer down", "#", Some(1234)),
+            // Reply and forward prefixes, stacked and localised.
+            ("re_prefix", "Re: [#42] Printer down", "#", Some(42)),
+            ("upper_re_prefix", "RE: [#42] Printer down", "#", Some(42)),
+            ("fwd_prefix", "Fwd: [#42] Printer down", "#", Some(42)),
+            ("fw_outlook_forward", "FW: [#42] Printer down", "#", Some(42)),
+            ("aw_re_stacked_german_outlook", "AW: RE: AW: [#42] Drucker", "#", Some(42)),
+            ("wg_german_forward", "WG: [#42] Drucker", "#", Some(42)),
+            ("sv_swedish", "SV: [#42] Skrivare", "#", Some(42)),
+            ("vs_finnish", "VS: SV: [#42] Tulostin", "#", Some(42)),
+            ("antw_dutch", "Antw: [#42] Printer", "#", Some(42)),
+            ("doorst_dutch_forward", "Doorst: [#42] Printer", "#", Some(42)),
+            ("r_rif_italian", "R: RIF: [#42] Stampante", "#", Some(42)),
+            ("tr_french_forward", "TR: RE : [#42] Imprimante", "#", Some(42)),
+            ("enc_res_portuguese", "ENC: RES: [#42] Impressora", "#", Some(42)),
+            ("rv_spanish_forward", "RV: [#42] Impresora", "#", Some(42)),
+            ("odp_pd_polish", "Odp: PD: [#42] Drukarka", "#", Some(42)),
+            ("chinese_reply_prefix", "回复：[#42] 打印机", "#", Some(42)),
+            ("chinese_stacked_prefixes", "答复: 回复: 转发：[#42] 打印机", "#", Some(42)),
+            ("counted_reply_prefix", "Re[3]: [#42] Printer", "#", Some(42)),
+            // Markers and other bracket tags in front.
+            ("external_marker_then_tag", "[EXTERNAL] RE: [#42] Printer", "#", Some(42)),
+            ("external_sender_then_tag", "(External Sender) [#42] Printer", "#", Some(42)),
+            ("list_tag_then_tag", "[acme-support] Re: [#42] Printer", "#", Some(42)),
+            ("wrapped_forward", "[Fwd: [#42] Printer down]", "#", Some(42)),
+            ("nested_brackets", "[[#42]] Printer", "#", Some(42)),
+            // Wherever the tag stands.
+            ("tag_moved_to_end", "Re: Printer down [#42]", "#", Some(42)),
+            ("tag_in_middle", "Re: Printer [#42] down", "#", Some(42)),
+            ("tag_glued_to_words", "Printer[#42]down", "#", Some(42)),
+            // Full-width forms from CJK input methods.
+            ("full_width_tag", "［＃４２］ 障害", "#", Some(42)),
+            ("full_width_prefix_and_tag", "ＲＥ：［＃４２］障害", "#", Some(42)),
+            ("full_width_mixed_with_ascii", "[＃42] 障害", "#", Some(42)),
+            ("full_width_configured_prefix", "[#42] Printer", "＃", Some(42)),
+            // Configurable prefix.
+            ("custom_prefix", "Re: [TICKET-42] Printer", "TICKET-", Some(42)),
+            ("prefix_case_insensitive", "Re: [ticket-42] Printer", "TICKET-", Some(42)),
+            ("prefix_with_space", "[Acme #42] Printer", "Acme #", Some(42)),
+            ("prefix_space_matches_any_whitespace", "[acme\t \n#42] Printer", "Acme #", Some(42)),
+            ("prefix_space_is_required", "[Acme#42] Printer", "Acme #", None),
+            ("prefix_trimmed_from_config", "[#42] Printer", " # ", Some(42)),
+            ("prefix_is_text_not_pattern", "[a.b42] Printer", "a.b", Some(42)),
+            ("prefix_dot_is_literal", "[axb42] Printer", "a.b", None),
+            ("empty_prefix_bare_number", "Re: [42] Printer", "", Some(42)),
+            ("hash_tag_ignored_for_custom_prefix", "[#42] Printer", "TICKET-", None),
+            // Whitespace inside the brackets, any kind.
+            ("spaces_inside_brackets", "[ #42 ] Printer", "#", Some(42)),
+            ("spaces_between_prefix_and_number", "[#  42] Printer", "#", Some(42)),
+            ("tabs_and_newlines_inside", "Re:\t[\t#\r\n42\n] Printer", "#", Some(42)),
+            ("ideographic_space_inside", "［　＃４２　］", "#", Some(42)),
+            ("no_break_space_inside", "[#\u{a0}42] Printer", "#", Some(42)),
+            // The number.
+            ("leading_zeros_tolerated", "[#0042] Printer", "#", Some(42)),
+            ("many_leading_zeros_tolerated", "[#0000000000000000000001] Printer", "#", Some(1)),
+            ("largest_number", "[#999999999999] Printer", "#", Some(999_999_999_999)),
+            ("zero_is_no_tag", "[#0] Printer", "#", None),
+            ("zeros_are_no_tag", "[#000] Printer", "#", None),
+            ("overflow_is_no_tag", "[#1000000000000] Printer", "#", None),
+            ("i64_overflow_is_no_tag", "[#99999999999999999999999] Printer", "#", None),
+            ("minus_sign_no_tag", "[#-42] Printer", "#", None),
+            ("plus_sign_no_tag", "[#+42] Printer", "#", None),
+            ("decimal_no_tag", "[#4.2] Printer", "#", None),
+            ("empty_number_no_tag", "[#] Printer", "#", None),
+            ("arabic_indic_digits_no_tag", "[#٤٢] Printer", "#", None),
+            // Several tags: the first valid one wins.
+            ("first_tag_wins", "Re: [#7] Fwd: [#3] Printer", "#", Some(7)),
+            ("first_tag_wins_over_tag_at_end", "[#7] Printer [#3]", "#", Some(7)),
+            ("invalid_tag_skipped", "[#0] Re: [#42] Printer", "#", Some(42)),
+            ("other_prefix_then_tag", "[INC1234] Re: [#42] Printer", "#", Some(42)),
+            // Near misses.
+            ("no_brackets_no_tag", "Re: #42 Printer", "#", None),
+            ("other_prefix_no_tag", "[INC1234] Printer", "#", None),
+            ("words_before_prefix_no_tag", "[Ticket #42] Printer", "#", None),
+            ("doubled_prefix_no_tag", "[##42] Printer", "#", None),
+            ("letter_after_digits_no_tag", "[#42a] Printer", "#", None),
+            ("space_inside_number_no_tag", "[#4 2] Printer", "#", None),
+            ("missing_closing_bracket_no_tag", "[#42 Printer", "#", None),
+            ("missing_opening_bracket_no_tag", "#42] Printer", "#", None),
+            ("parentheses_no_tag", "(#42) Printer", "#", None),
+            ("severity_bracket_no_tag", "[SEV 3] Printer", "#", None),
+            ("severity_hash_token_no_tag", "[SEV#3] Printer", "#", None),
+            ("tag_inside_severity_bracket_not_confused", "[SEV#3] [SEV 2] [#42]", "#", Some(42)),
+            ("empty_subject", "", "#", None),
+        ];
+        assert!(cases.len() >= 35);
+        for (name, subject, prefix, expected) in cases {
+            assert_eq!(
+                ticket_tag(subject, prefix),
+                *expected,
+                "case {name:?}: subject {subject:?}, prefix {prefix:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tag_is_read_back_by_ticket_tag() {
+        assert_eq!(tag("#", 42), "[#42]");
+        assert_eq!(tag("TICKET-", 7), "[TICKET-7]");
+        for prefix in ["#", "TICKET-", "Acme #", "", "＃"] {
+            for number in [1, 42, 1234, MAX_TAGGED_TICKET] {
+                let subject = format!("Re: {} Printer", tag(prefix, number));
+                assert_eq!(
+                    ticket_tag(&subject, prefix),
+                    Some(number),
+                    "prefix {prefix:?}"
+                );
+            }
+        }
+    }
+
+    /// Stands in for proptest (not a dependency): odd subjects from a fixed LCG, same every run.
+    #[test]
+    fn ticket_tag_on_generated_subjects() {
+        const PIECES: &[&str] = &[
+            "[",
+            "]",
+            "［",
+            "］",
+            "#",
+            "＃",
+            "##",
+            " ",
+            "\t",
+            "\r\n",
+            "\u{3000}",
+            "\u{a0}",
+            "0",
+            "7",
+            "42",
+            "０",
+            "４２",
+            "٤",
+            "999999999999",
+            "1000000000000",
+            "-",
+            "+",
+            ".",
+            "a",
+            "é",
+            "\u{301}",
+            "İ",
+            "Re:",
+            "AW: ",
+            "回复：",
+            "[EXTERNAL]",
+            "[SEV 3]",
+            "TICKET-",
+            "ticket-",
+            "Acme",
+            "(",
+            ")",
+            "\u{FEFF}",
+            "\0",
+            "\u{10FFFF}",
+        ];
+        const PREFIXES: &[&str] = &["#", "TICKET-", "Acme #", "", "＃", "İ"];
+        let mut state: u64 = 0x5eed;
+        let mut next = |bound: usize| {
+            // Knuth's MMIX constants; the high bits are the well-mixed ones.
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(state >> 33).unwrap_or(0) % bound
+        };
+        let mut found = 0;
+        for _ in 0..5_000 {
+            let prefix = PREFIXES[next(PREFIXES.len())];
+            let mut subject = String::new();
+            for _ in 0..next(16) {
+                // One piece in three is a near-tag: bracket, space, prefix, space, digits, space,
+                // bracket, each drawn from the pieces or the real thing, so tags form often.
+                if next(3) == 0 {
+                    for real in ["[", " ", prefix, " ", "42", " ", "]"] {
+                        subject.push_str(if next(4) == 0 {
+                            PIECES[next(PIECES.len())]
+                        } else if real == " " && next(2) == 0 {
+                            ""
+                        } else {
+                            real
+                        });
+                    }
+                } else {
+                    subject.push_str(PIECES[next(PIECES.len())]);
+                }
+            }
+            if let Some(number) = ticket_tag(&subject, prefix) {
+                found += 1;
+                assert!(
+                    (1..=MAX_TAGGED_TICKET).contains(&number),
+                    "{number} from {subject:?}"
+                );
+                assert!(
+                    fold_full_width(&subject).contains(&number.to_string()),
+                    "{number} not in {subject:?}"
+                );
+            }
+            // A tag written in front is the first one, whatever follows it.
+            let tagged = format!("{} {subject}", tag(prefix, 42));
+            assert_eq!(ticket_tag(&tagged, prefix), Some(42), "{tagged:?}");
+        }
+        // The generator must reach the interesting path, or the test proves little.
+        assert!(found > 1_000, "only {found} generated subjects held a tag");
+    }
+
+    #[test]
     fn folding_borrows_when_no_full_width_forms() {
         assert!(matches!(
             fold_full_width("RE: SEV 3 printer"),
@@ -355,6 +641,8 @@ mod tests {
         let long_tags = "[a] ".repeat(25_000);
         let long_text = "é".repeat(100_000);
         let long_sev = "SEV 9 ".repeat(20_000);
+        let long_open_tags = "[# ".repeat(30_000);
+        let long_number = format!("[#{}]", "9".repeat(100_000));
         let weird = [
             "",
             " ",
@@ -382,6 +670,8 @@ mod tests {
             &long_tags,
             &long_text,
             &long_sev,
+            &long_open_tags,
+            &long_number,
         ];
         for subject in weird {
             let stripped = strip_reply_prefixes(subject);
@@ -390,9 +680,12 @@ mod tests {
                 "not a slice of the input: {subject:?}"
             );
             let _ = requested_severity(subject);
+            let _ = ticket_tag(subject, "#");
         }
         assert_eq!(strip_reply_prefixes(&long_prefixes), "");
         assert_eq!(strip_reply_prefixes(&long_fold), "");
         assert_eq!(requested_severity(&long_sev), None);
+        assert_eq!(ticket_tag(&long_open_tags, "#"), None);
+        assert_eq!(ticket_tag(&long_number, "#"), None);
     }
 }

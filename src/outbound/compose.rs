@@ -122,8 +122,15 @@ pub enum ComposeError {
 }
 
 /// A Message-ID postdesk recognises as its own: `postdesk.<ticket>.<template>.<hash>@<domain>`.
-/// It is derived from the message it answers, so a replayed decision makes the same id.
-pub fn outbound_message_id(ticket: i64, template: &str, answers: &str, support: &str) -> String {
+/// It is derived from the message it answers, the purpose (template) and the recipient, so a
+/// replayed decision makes the same id and one event mailed to three people makes three.
+pub fn outbound_message_id(
+    ticket: i64,
+    template: &str,
+    answers: &str,
+    recipient: &str,
+    support: &str,
+) -> String {
     let domain = support
         .rsplit_once('@')
         .map(|(_, d)| d)
@@ -132,6 +139,8 @@ pub fn outbound_message_id(ticket: i64, template: &str, answers: &str, support: 
     h.update(answers.as_bytes());
     h.update([0]);
     h.update(template.as_bytes());
+    h.update([0]);
+    h.update(recipient.to_ascii_lowercase().as_bytes());
     let hex: String = h.finalize()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -296,15 +305,17 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable_and_recognisable() {
-        let a = outbound_message_id(7, "acknowledgement", "c@x", "support@example.com");
-        assert_eq!(
-            a,
-            outbound_message_id(7, "acknowledgement", "c@x", "support@example.com")
-        );
-        assert_ne!(
-            a,
-            outbound_message_id(7, "acknowledgement", "d@x", "support@example.com")
-        );
+        let id = |ticket, template, answers, to| {
+            outbound_message_id(ticket, template, answers, to, "support@example.com")
+        };
+        let a = id(7, "acknowledgement", "c@x", "jane@acme.test");
+        assert_eq!(a, id(7, "acknowledgement", "c@x", "JANE@acme.test"));
+        // One event mailed to several people is one Message-ID per recipient; another purpose
+        // or ticket is another Message-ID.
+        assert_ne!(a, id(7, "acknowledgement", "d@x", "jane@acme.test"));
+        assert_ne!(a, id(7, "acknowledgement", "c@x", "bob@acme.test"));
+        assert_ne!(a, id(7, "reopened", "c@x", "jane@acme.test"));
+        assert_ne!(a, id(8, "acknowledgement", "c@x", "jane@acme.test"));
         assert!(a.starts_with("postdesk.7.acknowledgement.") && a.ends_with("@example.com"));
     }
 }

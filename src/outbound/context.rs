@@ -164,6 +164,8 @@ pub struct TicketView {
     pub created_at: String,
     /// Creation time in the customer's time zone (`2026-11-23 10:00 CST`).
     pub created_local: String,
+    /// The tag of the closed ticket this one continues (`[#41]`), when it does.
+    pub linked_tag: Option<String>,
 }
 
 /// A person as templates see it.
@@ -501,6 +503,7 @@ impl TicketView {
             status_label: status.label(),
             created_at: created_at.to_rfc3339(),
             created_local: format_local(created_at, zone),
+            linked_tag: None,
         }
     }
 }

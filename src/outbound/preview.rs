@@ -232,6 +232,7 @@ pub fn preview(
         ctx.ticket.number,
         template.name(),
         &answers,
+        &to.key(),
         config.sending_address(),
     );
     let raw = compose(&Letter {

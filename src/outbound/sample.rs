@@ -30,7 +30,7 @@ pub const SAMPLE_TICKET: i64 = 42;
 /// The sample variants of a template; the first is the default of `preview --sample`.
 pub fn variants(template: Template) -> &'static [&'static str] {
     match template {
-        Template::Acknowledgement => &["given", "not_given", "downgraded"],
+        Template::Acknowledgement => &["given", "not_given", "downgraded", "linked"],
         Template::EngineerNotification => &["new_ticket", "customer_reply"],
         _ => &["default"],
     }
@@ -110,7 +110,7 @@ pub fn sample(
     };
     let requester = person("Raj Patel", "raj.patel@globex.test");
     let engineer = person("Sam Engineer", "sam@example.com");
-    let ticket = TicketView::new(
+    let mut ticket = TicketView::new(
         SAMPLE_TICKET,
         format!("[#{SAMPLE_TICKET}]"),
         subject,
@@ -118,6 +118,9 @@ pub fn sample(
         created,
         zone,
     );
+    if (template, variant) == (Template::Acknowledgement, "linked") {
+        ticket.linked_tag = Some("[#17]".into());
+    }
     let mut ctx = TemplateContext::new(ticket, severity, requester.clone(), support.clone(), zone);
     ctx.company = Some(sample_company());
     ctx.participants = vec![

@@ -725,7 +725,8 @@ impl SmtpOutbox {
         let message_id = outbound_message_id(
             item.ticket.unwrap_or(0),
             DELIVERY_FAILURE,
-            &format!("{}/{owner}", item.message_id),
+            &item.message_id,
+            owner,
             &n.from_address,
         );
         let to = Mailbox {

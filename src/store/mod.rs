@@ -11,8 +11,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::desk::{Decision, MailContext, NewTicket, Status};
-use crate::mail::{InboundMail, QuarantineReason};
+use crate::desk::{Decision, MailContext, Status, ThreadKeys};
+use crate::mail::InboundMail;
 
 #[macro_use]
 mod sql;
@@ -99,11 +99,25 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 pub struct InboundRecord<'a> {
     /// The original bytes, kept whole.
     pub raw: &'a [u8],
-    /// What was parsed from them.
-    pub mail: &'a InboundMail,
+    /// What was parsed from them (None: it did not parse and goes to quarantine).
+    pub mail: Option<&'a InboundMail>,
     /// Where it came from (`maildir:...`, `stdin`).
     pub source: &'a str,
 }
+
+/// One planned mail once rendered for a ticket: the outbox row (None when rendering failed) and
+/// the history event that says so.
+#[derive(Debug, Clone)]
+pub struct RenderedMail {
+    /// The mail to queue.
+    pub mail: Option<QueuedMail>,
+    /// `outbound` ("acknowledgement queued") or `outbound_failed` with the reason.
+    pub event: Event,
+}
+
+/// Renders the decision's planned mails once the ticket number is known (a new ticket's number
+/// exists only after its row is inserted, inside `apply`).
+pub type RenderFn<'a> = dyn FnMut(i64) -> Vec<RenderedMail> + Send + 'a;
 
 /// A rendered mail to put in the outbox.
 #[derive(Debug, Clone)]
@@ -168,6 +182,12 @@ pub struct TicketSummary {
     pub requested_severity: Option<i64>,
     /// Severity the ticket has.
     pub assigned_severity: i64,
+    /// The older ticket this one continues.
+    pub linked_ticket: Option<i64>,
+    /// True when a bounce said the requester's address fails.
+    pub requester_bounced: bool,
+    /// When it was closed (None while open).
+    pub closed_at: Option<DateTime<Utc>>,
     /// False when the subject named no severity.
     pub severity_given: bool,
     /// True when email asked for Sev 1/2.
@@ -189,6 +209,30 @@ pub struct Participant {
     pub role: String,
 }
 
+/// An attachment of a stored message; its bytes are `raw[offset_body..offset_end]` of the
+/// message, in `transfer_encoding`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentSummary {
+    /// Position among the message's attachments.
+    pub position: i64,
+    /// File name.
+    pub filename: Option<String>,
+    /// `type/subtype`.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: i64,
+    /// Content-ID.
+    pub content_id: Option<String>,
+    /// Shown inline rather than attached.
+    pub inline: bool,
+    /// Start of the encoded body in the raw message.
+    pub offset_body: i64,
+    /// End of it.
+    pub offset_end: i64,
+    /// `base64`, `quoted-printable`, `7bit`, ...
+    pub transfer_encoding: String,
+}
+
 /// A stored message, without its bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageSummary {
@@ -208,8 +252,10 @@ pub struct MessageSummary {
     pub received_at: DateTime<Utc>,
     /// Size of the raw message in bytes.
     pub size: i64,
-    /// The readable text.
+    /// The readable text (a reply: without quoted history and signature).
     pub text: String,
+    /// Its attachments.
+    pub attachments: Vec<AttachmentSummary>,
 }
 
 /// One change in a ticket's history.
@@ -227,6 +273,8 @@ pub struct Event {
     pub to: Option<String>,
     /// Why.
     pub reason: String,
+    /// The other ticket it concerns (a stranger's ticket, a linked ticket).
+    pub related_ticket: Option<i64>,
 }
 
 /// One outbox row, as `tickets show` prints it.
@@ -303,6 +351,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn peek_context(
         &self,
         mail: &InboundMail,
+        keys: &ThreadKeys,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<MailContext, StoreError>> + Send;
     /// Tickets, newest first, optionally of one status.
@@ -356,45 +405,30 @@ pub trait Store: Clone + Send + Sync + 'static {
 
 /// A write transaction: everything one decision changes, committed together.
 pub trait StoreTx: Send {
-    /// What the store knows about the message (duplicate? replies sent to its sender lately?).
+    /// What the store knows about the message: is it a duplicate, how many automatic replies
+    /// its sender got lately, which ticket its headers name, and the state of the tickets its
+    /// keys name. On PostgreSQL those ticket rows are locked until the transaction ends, so two
+    /// writers cannot interleave decisions on one ticket.
     fn context(
         &mut self,
         mail: &InboundMail,
+        keys: &ThreadKeys,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<MailContext, StoreError>> + Send;
-    /// Opens a ticket: ticket, participants, message and history events. Returns its number.
-    fn open_ticket(
+    /// Applies a decision: the ticket it opens or changes, participants, the message and its
+    /// attachments (or the quarantined bytes), history events, and the planned mails `render`
+    /// produces for the ticket's number. Returns the ticket the message belongs to.
+    fn apply(
         &mut self,
-        ticket: &NewTicket,
-        record: InboundRecord<'_>,
         decision: &Decision,
-    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// Stores a message that belongs to no ticket (a bounce), with an event saying why.
-    fn store_unattached(
-        &mut self,
-        record: InboundRecord<'_>,
-        kind: &str,
-        decision: &Decision,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Keeps a message whole in quarantine (once per distinct content).
-    fn quarantine(
-        &mut self,
-        raw: &[u8],
-        reason: &QuarantineReason,
-        source: &str,
-        at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        inbound: InboundRecord<'_>,
+        render: &mut RenderFn<'_>,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
     /// Puts a rendered mail in the outbox and records it in the ticket's history.
     fn queue(
         &mut self,
         mail: &QueuedMail,
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records an event on a ticket.
-    fn record_event(
-        &mut self,
-        ticket: Option<i64>,
-        event: &Event,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Gives up on an outbox row (permanent failure) and records why on its ticket.
     fn fail_outbox(

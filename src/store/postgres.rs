@@ -100,4 +100,4 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError
     .await
 }
 
-sql_store!(PgStore, PgTx, Postgres);
+sql_store!(PgStore, PgTx, Postgres, " FOR UPDATE");

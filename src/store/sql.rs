@@ -3,19 +3,21 @@
 //! `StoreTx` implementation per backend so that the statements exist once.
 
 /// Implements `Store` for `$store` (with a `pool` field and a `begin_write` method) and defines
-/// the transaction type `$tx` over the sqlx database `$db`.
+/// the transaction type `$tx` over the sqlx database `$db`. `$lock` is what locks the ticket rows
+/// a decision reads (`" FOR UPDATE"` on PostgreSQL; SQLite has one writer at a time anyway).
 macro_rules! sql_store {
-    ($store:ty, $tx:ident, $db:ty) => {
+    ($store:ty, $tx:ident, $db:ty, $lock:expr) => {
         use chrono::{DateTime, Utc};
         use sqlx::Row;
 
-        use crate::desk::{Decision, MailContext, NewTicket, Status};
-        use crate::mail::{InboundMail, QuarantineReason};
+        use crate::desk::{
+            Action, Decision, MailContext, Member, Role, Status, Target, ThreadKeys, TicketState,
+        };
+        use crate::mail::InboundMail;
         use crate::store::{
-            Counts, Event, InboundRecord, MessageSummary, OutboxBacklog, OutboxItem, OutboxSummary,
-            Participant,
-            QueuedMail, SourceState, Store, StoreError, StoreTx, TicketDetail, TicketSummary,
-            WriterTurn,
+            AttachmentSummary, Counts, Event, InboundRecord, MessageSummary, OutboxBacklog,
+            OutboxItem, OutboxSummary, Participant, QueuedMail, RenderFn, SourceState, Store,
+            StoreError, StoreTx, TicketDetail, TicketSummary, WriterTurn,
         };
 
         /// A write transaction on this backend, with the in-process writer turn it holds.
@@ -24,10 +26,17 @@ macro_rules! sql_store {
         type Conn = <$db as sqlx::Database>::Connection;
         type DbRow = <$db as sqlx::Database>::Row;
 
+        /// `$1, $2, ...` from `start`, `n` of them.
+        fn placeholders(start: usize, n: usize) -> String {
+            (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        }
+
         async fn context_on(
             conn: &mut Conn,
             mail: &InboundMail,
+            keys: &ThreadKeys,
             since: DateTime<Utc>,
+            lock: bool,
         ) -> Result<MailContext, StoreError> {
             // One round trip: known as an inbound message, known as one postdesk sent (it came
             // back), and the automatic replies to this sender in the last hour.
@@ -51,37 +60,212 @@ macro_rules! sql_store {
                 None
             };
             let replies: i64 = row.try_get(4)?;
-            Ok(MailContext {
+            let mut ctx = MailContext {
                 known_message,
                 auto_replies_to_sender_last_hour: u32::try_from(replies).unwrap_or(u32::MAX),
-            })
+                ..MailContext::default()
+            };
+            if ctx.known_message.is_some() {
+                return Ok(ctx);
+            }
+
+            // Which ticket the headers name: every Message-ID we stored or sent is on a unique
+            // index (messages.message_id, outbox.message_id), so this is two index probes per key.
+            if !keys.message_ids.is_empty() {
+                let n = keys.message_ids.len();
+                let list = placeholders(1, n);
+                let sql = format!(
+                    "SELECT message_id, ticket_id FROM messages WHERE message_id IN ({list}) AND ticket_id IS NOT NULL
+                     UNION ALL
+                     SELECT message_id, ticket_id FROM outbox WHERE message_id IN ({list}) AND ticket_id IS NOT NULL"
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for id in &keys.message_ids {
+                    q = q.bind(id);
+                }
+                let found: Vec<(String, i64)> = q
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<_, StoreError>>()?;
+                ctx.header_match = keys.message_ids.iter().find_map(|id| {
+                    found
+                        .iter()
+                        .find(|(m, _)| m == id)
+                        .map(|(_, t)| (*t, id.clone()))
+                });
+            }
+
+            let mut numbers: Vec<i64> = ctx.header_match.iter().map(|(t, _)| *t).collect();
+            if let Some(tag) = keys.tag
+                && !numbers.contains(&tag)
+            {
+                numbers.push(tag);
+            }
+            if numbers.is_empty() {
+                return Ok(ctx);
+            }
+            numbers.sort_unstable();
+            // Locked in id order, so that two writers never wait on each other crosswise.
+            let list = placeholders(1, numbers.len());
+            let lock_clause = if lock { $lock } else { "" };
+            let sql = format!(
+                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at FROM tickets
+                 WHERE id IN ({list}) ORDER BY id{lock_clause}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for n in &numbers {
+                q = q.bind(n);
+            }
+            let rows = q.fetch_all(&mut *conn).await?;
+            for r in &rows {
+                let status: String = r.try_get("status")?;
+                let severity: i64 = r.try_get("assigned_severity")?;
+                let requested: Option<i64> = r.try_get("requested_severity")?;
+                ctx.tickets.push(TicketState {
+                    number: r.try_get("id")?,
+                    status: status
+                        .parse()
+                        .map_err(|e: crate::desk::status::UnknownStatus| StoreError::Database(e.to_string()))?,
+                    severity: crate::desk::SeverityReading {
+                        requested: requested.and_then(|n| crate::desk::Severity::try_from(n).ok()),
+                        assigned: crate::desk::Severity::try_from(severity).map_err(|_| {
+                            StoreError::Database(format!("severity {severity} out of range"))
+                        })?,
+                        given: r.try_get("severity_given")?,
+                        downgraded: r.try_get("downgraded")?,
+                    },
+                    subject: r.try_get("subject")?,
+                    participants: Vec::new(),
+                    created_at: r.try_get("created_at")?,
+                    closed_at: r.try_get("closed_at")?,
+                });
+            }
+            if ctx.tickets.is_empty() {
+                return Ok(ctx);
+            }
+            let list = placeholders(1, ctx.tickets.len());
+            let sql = format!(
+                "SELECT ticket_id, address, name, role FROM participants WHERE ticket_id IN ({list})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for t in &ctx.tickets {
+                q = q.bind(t.number);
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let ticket: i64 = r.try_get("ticket_id")?;
+                let role: String = r.try_get("role")?;
+                let role: Role = role
+                    .parse()
+                    .map_err(|e: crate::desk::ticket::UnknownRole| StoreError::Database(e.to_string()))?;
+                if let Some(t) = ctx.tickets.iter_mut().find(|t| t.number == ticket) {
+                    t.participants.push(Member {
+                        address: r.try_get("address")?,
+                        name: r.try_get("name")?,
+                        role,
+                    });
+                }
+            }
+            Ok(ctx)
         }
 
+        #[allow(clippy::too_many_arguments)]
         async fn insert_message(
             conn: &mut Conn,
             ticket: Option<i64>,
-            record: InboundRecord<'_>,
-            kind: &str,
+            raw: &[u8],
+            mail: &InboundMail,
+            source: &str,
+            stored: &crate::desk::StoredMessage,
             at: DateTime<Utc>,
         ) -> Result<(), StoreError> {
-            let mail = record.mail;
-            sqlx::query(
+            let id: i64 = sqlx::query(
                 "INSERT INTO messages (ticket_id, message_id, direction, visibility, kind, from_addr, subject, in_reply_to, refs, body_text, source, received_at, raw)
-                 VALUES ($1, $2, 'inbound', 'public', $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             )
             .bind(ticket)
             .bind(&mail.message_id)
-            .bind(kind)
+            .bind(stored.visibility.as_str())
+            .bind(&stored.kind)
             .bind(mail.from.key())
             .bind(crate::mail::parse::one_line(&mail.subject))
             .bind(mail.in_reply_to.first())
             .bind(mail.references.join(" "))
-            .bind(&mail.text)
-            .bind(record.source)
+            .bind(&stored.text)
+            .bind(source)
             .bind(at)
-            .bind(record.raw)
-            .execute(&mut *conn)
-            .await?;
+            .bind(raw)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+            if mail.attachments.is_empty() {
+                return Ok(());
+            }
+            // Many rows per statement, one round trip for a few dozen attachments.
+            for (chunk_no, chunk) in mail.attachments.chunks(50).enumerate() {
+                let mut sql = String::from(
+                    "INSERT INTO attachments (message_id, position, filename, content_type, size, content_id, inline, offset_body, offset_end, transfer_encoding) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    let b = i * 9 + 2;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("($1, {})", placeholders(b, 9)));
+                }
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(id);
+                for (i, a) in chunk.iter().enumerate() {
+                    q = q
+                        .bind((chunk_no * 50 + i) as i64)
+                        .bind(&a.filename)
+                        .bind(&a.content_type)
+                        .bind(a.size as i64)
+                        .bind(&a.content_id)
+                        .bind(a.inline)
+                        .bind(a.offset_body as i64)
+                        .bind(a.offset_end as i64)
+                        .bind(&a.transfer_encoding);
+                }
+                q.execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        /// One event row: its ticket, the event, the other ticket it concerns.
+        type EventRow<'e> = (Option<i64>, &'e Event, Option<i64>);
+
+        /// Several events in one statement (one round trip).
+        async fn insert_events(
+            conn: &mut Conn,
+            events: &[EventRow<'_>],
+            message_id: Option<&str>,
+        ) -> Result<(), StoreError> {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let mut sql = String::from(
+                "INSERT INTO events (message_id, ticket_id, at, actor, kind, from_value, to_value, reason, related_ticket) VALUES ",
+            );
+            for i in 0..events.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("($1, {})", placeholders(i * 8 + 2, 8)));
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(message_id);
+            for (ticket, e, related) in events {
+                q = q
+                    .bind(ticket)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.kind)
+                    .bind(&e.from)
+                    .bind(&e.to)
+                    .bind(&e.reason)
+                    .bind(related);
+            }
+            q.execute(&mut *conn).await?;
             Ok(())
         }
 
@@ -91,48 +275,23 @@ macro_rules! sql_store {
             e: &Event,
             message_id: Option<&str>,
         ) -> Result<(), StoreError> {
-            insert_events(conn, ticket, &[e], message_id).await
+            insert_events(conn, &[(ticket, e, None)], message_id).await
         }
 
-        /// Several events of one ticket in one statement (one round trip).
-        async fn insert_events(
-            conn: &mut Conn,
-            ticket: Option<i64>,
-            events: &[&Event],
-            message_id: Option<&str>,
-        ) -> Result<(), StoreError> {
-            if events.is_empty() {
-                return Ok(());
-            }
-            let mut sql = String::from(
-                "INSERT INTO events (ticket_id, at, actor, kind, from_value, to_value, reason, message_id) VALUES ",
-            );
-            for i in 0..events.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, $2)",
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                ));
-            }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ticket).bind(message_id);
-            for e in events {
-                q = q
-                    .bind(e.at)
-                    .bind(&e.actor)
-                    .bind(&e.kind)
-                    .bind(&e.from)
-                    .bind(&e.to)
-                    .bind(&e.reason);
-            }
-            q.execute(&mut *conn).await?;
+        async fn insert_outbox(conn: &mut Conn, m: &QueuedMail, at: DateTime<Utc>) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO outbox (ticket_id, message_id, template, to_addr, automatic, rendered, created_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(m.ticket)
+            .bind(&m.message_id)
+            .bind(&m.template)
+            .bind(m.to.to_ascii_lowercase())
+            .bind(m.automatic)
+            .bind(&m.rendered)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
             Ok(())
         }
 
@@ -145,6 +304,9 @@ macro_rules! sql_store {
                 status: r.try_get("status")?,
                 requested_severity: r.try_get("requested_severity")?,
                 assigned_severity: r.try_get("assigned_severity")?,
+                linked_ticket: r.try_get("linked_ticket")?,
+                requester_bounced: r.try_get("requester_bounced")?,
+                closed_at: r.try_get("closed_at")?,
                 severity_given: r.try_get("severity_given")?,
                 downgraded: r.try_get("downgraded")?,
                 created_at: r.try_get("created_at")?,
@@ -152,7 +314,7 @@ macro_rules! sql_store {
             })
         }
 
-        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, severity_given, downgraded, created_at, updated_at";
+        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, severity_given, downgraded, created_at, updated_at";
 
         impl Store for $store {
             type Tx = $tx;
@@ -169,10 +331,11 @@ macro_rules! sql_store {
             async fn peek_context(
                 &self,
                 mail: &InboundMail,
+                keys: &ThreadKeys,
                 since: DateTime<Utc>,
             ) -> Result<MailContext, StoreError> {
                 let mut conn = self.pool.acquire().await?;
-                context_on(&mut conn, mail, since).await
+                context_on(&mut conn, mail, keys, since, false).await
             }
 
             async fn list_tickets(
@@ -225,8 +388,35 @@ macro_rules! sql_store {
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
+                let mut attachments: Vec<(i64, AttachmentSummary)> = sqlx::query(
+                    "SELECT a.message_id, a.position, a.filename, a.content_type, a.size, a.content_id,
+                            a.inline, a.offset_body, a.offset_end, a.transfer_encoding
+                     FROM attachments a JOIN messages m ON a.message_id = m.id
+                     WHERE m.ticket_id = $1 ORDER BY a.message_id, a.position",
+                )
+                .bind(number)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("message_id")?,
+                        AttachmentSummary {
+                            position: r.try_get("position")?,
+                            filename: r.try_get("filename")?,
+                            content_type: r.try_get("content_type")?,
+                            size: r.try_get("size")?,
+                            content_id: r.try_get("content_id")?,
+                            inline: r.try_get("inline")?,
+                            offset_body: r.try_get("offset_body")?,
+                            offset_end: r.try_get("offset_end")?,
+                            transfer_encoding: r.try_get("transfer_encoding")?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
                 let messages = sqlx::query(
-                    "SELECT message_id, direction, visibility, kind, from_addr, subject, received_at,
+                    "SELECT id, message_id, direction, visibility, kind, from_addr, subject, received_at,
                             CAST(LENGTH(raw) AS BIGINT) AS size, body_text
                      FROM messages WHERE ticket_id = $1 ORDER BY id",
                 )
@@ -235,7 +425,11 @@ macro_rules! sql_store {
                 .await?
                 .iter()
                 .map(|r| {
+                    let row_id: i64 = r.try_get("id")?;
+                    let mine = attachments.iter().take_while(|(m, _)| *m == row_id).count();
+                    let files = attachments.drain(..mine).map(|(_, a)| a).collect();
                     Ok(MessageSummary {
+                        attachments: files,
                         message_id: r.try_get("message_id")?,
                         direction: r.try_get("direction")?,
                         visibility: r.try_get("visibility")?,
@@ -249,7 +443,7 @@ macro_rules! sql_store {
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
                 let history = sqlx::query(
-                    "SELECT at, actor, kind, from_value, to_value, reason FROM events
+                    "SELECT at, actor, kind, from_value, to_value, reason, related_ticket FROM events
                      WHERE ticket_id = $1 ORDER BY id",
                 )
                 .bind(number)
@@ -264,6 +458,7 @@ macro_rules! sql_store {
                         from: r.try_get("from_value")?,
                         to: r.try_get("to_value")?,
                         reason: r.try_get("reason")?,
+                        related_ticket: r.try_get("related_ticket")?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
@@ -453,149 +648,163 @@ macro_rules! sql_store {
             async fn context(
                 &mut self,
                 mail: &InboundMail,
+                keys: &ThreadKeys,
                 since: DateTime<Utc>,
             ) -> Result<MailContext, StoreError> {
-                context_on(&mut self.0, mail, since).await
+                context_on(&mut self.0, mail, keys, since, true).await
             }
 
-            async fn open_ticket(
+            async fn apply(
                 &mut self,
-                t: &NewTicket,
-                record: InboundRecord<'_>,
-                decision: &Decision,
-            ) -> Result<i64, StoreError> {
-                let at = decision.at;
+                d: &Decision,
+                inbound: InboundRecord<'_>,
+                render: &mut RenderFn<'_>,
+            ) -> Result<Option<i64>, StoreError> {
+                let at = d.at;
                 let conn: &mut Conn = &mut self.0;
-                let number: i64 = sqlx::query(
-                    "INSERT INTO tickets (subject, requester, requester_name, status, requested_severity,
-                         assigned_severity, severity_given, downgraded, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
-                )
-                .bind(&t.subject)
-                .bind(t.requester.key())
-                .bind(&t.requester.name)
-                .bind(t.status.as_str())
-                .bind(t.severity.requested.map(|s| i64::from(s.number())))
-                .bind(i64::from(t.severity.assigned.number()))
-                .bind(t.severity.given)
-                .bind(t.severity.downgraded)
-                .bind(at)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get(0)?;
-
-                sqlx::query(
-                    "INSERT INTO participants (ticket_id, address, name, role, added_at)
-                     VALUES ($1, $2, $3, 'requester', $4)",
-                )
-                .bind(number)
-                .bind(t.requester.key())
-                .bind(&t.requester.name)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                for w in &t.watchers {
-                    sqlx::query(
-                        "INSERT INTO participants (ticket_id, address, name, role, added_at)
-                         VALUES ($1, $2, $3, 'watcher', $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(number)
-                    .bind(w.key())
-                    .bind(&w.name)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                let kind = if decision.acknowledge { "customer" } else { "automatic" };
-                insert_message(conn, Some(number), record, kind, at).await?;
-
-                let actor = t.requester.key();
-                let mid = Some(record.mail.message_id.as_str());
-                let created = Event {
-                    at,
-                    actor: actor.clone(),
-                    kind: "created".into(),
-                    from: None,
-                    to: Some(t.status.as_str().into()),
-                    reason: decision.reason.clone(),
-                };
-                let s = &t.severity;
-                let severity_reason = match s.requested {
-                    None => "severity not given in the subject: default applied".to_string(),
-                    Some(r) if s.downgraded => {
-                        format!("{r} requested by email; email cannot open {r}, downgraded to {}", s.assigned)
+                let number: Option<i64> = match &d.action {
+                    Action::Quarantine(reason) => {
+                        sqlx::query(
+                            "INSERT INTO quarantine (sha256, reason, detail, source, received_at, size, raw)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(crate::mail::parse::content_hash(inbound.raw))
+                        .bind(reason.code())
+                        .bind(reason.to_string())
+                        .bind(inbound.source)
+                        .bind(at)
+                        .bind(inbound.raw.len() as i64)
+                        .bind(inbound.raw)
+                        .execute(&mut *conn)
+                        .await?;
+                        return Ok(None);
                     }
-                    Some(r) => format!("{r} requested in the subject"),
+                    Action::Duplicate { ticket } => return Ok(*ticket),
+                    Action::NewTicket(t) => {
+                        let number: i64 = sqlx::query(
+                            "INSERT INTO tickets (subject, requester, requester_name, status, requested_severity,
+                                 assigned_severity, severity_given, downgraded, linked_ticket, created_at, updated_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+                        )
+                        .bind(&t.subject)
+                        .bind(t.requester.key())
+                        .bind(&t.requester.name)
+                        .bind(t.status.as_str())
+                        .bind(t.severity.requested.map(|s| i64::from(s.number())))
+                        .bind(i64::from(t.severity.assigned.number()))
+                        .bind(t.severity.given)
+                        .bind(t.severity.downgraded)
+                        .bind(t.linked_ticket)
+                        .bind(at)
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get(0)?;
+                        let people = std::iter::once((&t.requester, Role::Requester))
+                            .chain(t.watchers.iter().map(|w| (w, Role::Watcher)));
+                        for (who, role) in people {
+                            sqlx::query(
+                                "INSERT INTO participants (ticket_id, address, name, role, added_at)
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                            )
+                            .bind(number)
+                            .bind(who.key())
+                            .bind(&who.name)
+                            .bind(role.as_str())
+                            .bind(at)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        Some(number)
+                    }
+                    Action::Reply(r) => Some(r.ticket),
+                    Action::Report(r) => r.ticket,
                 };
-                let severity = Event {
-                    at,
-                    actor: "postdesk".into(),
-                    kind: "severity".into(),
-                    from: s.requested.map(|r| r.number().to_string()),
-                    to: Some(s.assigned.number().to_string()),
-                    reason: severity_reason,
+                let resolve = |t: Option<Target>| match t {
+                    Some(Target::Opened) => number,
+                    Some(Target::Ticket(n)) => Some(n),
+                    None => None,
                 };
-                insert_events(conn, Some(number), &[&created, &severity], mid).await?;
+
+                if let Some(n) = number {
+                    for j in &d.joiners {
+                        sqlx::query(
+                            "INSERT INTO participants (ticket_id, address, name, role, added_at)
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(n)
+                        .bind(j.mailbox.key())
+                        .bind(&j.mailbox.name)
+                        .bind(j.role.as_str())
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    if !matches!(d.action, Action::NewTicket(_)) {
+                        let status = d.status_change.as_ref().map(|c| c.to.as_str());
+                        sqlx::query(
+                            "UPDATE tickets SET updated_at = $1,
+                                 status = COALESCE($2, status),
+                                 closed_at = CASE WHEN $2 IS NULL THEN closed_at
+                                                  WHEN $2 = 'closed' THEN $1 ELSE NULL END,
+                                 requester_bounced = requester_bounced OR $3
+                             WHERE id = $4",
+                        )
+                        .bind(at)
+                        .bind(status)
+                        .bind(d.requester_bounced)
+                        .bind(n)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
+
+                let message_id = inbound.mail.map(|m| m.message_id.as_str());
+                if let (Some(stored), Some(mail)) = (&d.message, inbound.mail) {
+                    insert_message(conn, number, inbound.raw, mail, inbound.source, stored, at)
+                        .await?;
+                }
+                let events: Vec<Event> = d
+                    .events
+                    .iter()
+                    .map(|e| Event {
+                        at,
+                        actor: e.actor.clone(),
+                        kind: e.kind.clone(),
+                        from: e.from.clone(),
+                        to: e.to.clone(),
+                        reason: e.reason.clone(),
+                        related_ticket: resolve(e.related),
+                    })
+                    .collect();
+                let rows: Vec<_> = d
+                    .events
+                    .iter()
+                    .zip(&events)
+                    .map(|(p, e)| (resolve(p.on), e, e.related_ticket))
+                    .collect();
+                insert_events(conn, &rows, message_id).await?;
+
+                if let Some(n) = number
+                    && !d.outbound.is_empty()
+                {
+                    let rendered = render(n);
+                    for r in &rendered {
+                        if let Some(m) = &r.mail {
+                            insert_outbox(conn, m, at).await?;
+                        }
+                    }
+                    let rows: Vec<_> = rendered
+                        .iter()
+                        .map(|r| (Some(n), &r.event, None))
+                        .collect();
+                    insert_events(conn, &rows, None).await?;
+                }
                 Ok(number)
-            }
-
-            async fn store_unattached(
-                &mut self,
-                record: InboundRecord<'_>,
-                kind: &str,
-                decision: &Decision,
-            ) -> Result<(), StoreError> {
-                let conn: &mut Conn = &mut self.0;
-                insert_message(conn, None, record, kind, decision.at).await?;
-                let e = Event {
-                    at: decision.at,
-                    actor: record.mail.from.key(),
-                    kind: kind.into(),
-                    from: None,
-                    to: None,
-                    reason: decision.reason.clone(),
-                };
-                insert_event(conn, None, &e, Some(&record.mail.message_id)).await
-            }
-
-            async fn quarantine(
-                &mut self,
-                raw: &[u8],
-                reason: &QuarantineReason,
-                source: &str,
-                at: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO quarantine (sha256, reason, detail, source, received_at, size, raw)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(crate::mail::parse::content_hash(raw))
-                .bind(reason.code())
-                .bind(reason.to_string())
-                .bind(source)
-                .bind(at)
-                .bind(raw.len() as i64)
-                .bind(raw)
-                .execute(&mut *self.0)
-                .await?;
-                Ok(())
             }
 
             async fn queue(&mut self, m: &QueuedMail, at: DateTime<Utc>) -> Result<(), StoreError> {
                 let conn: &mut Conn = &mut self.0;
-                sqlx::query(
-                    "INSERT INTO outbox (ticket_id, message_id, template, to_addr, automatic, rendered, created_at, next_attempt_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                )
-                .bind(m.ticket)
-                .bind(&m.message_id)
-                .bind(&m.template)
-                .bind(m.to.to_ascii_lowercase())
-                .bind(m.automatic)
-                .bind(&m.rendered)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                insert_outbox(conn, m, at).await?;
                 let e = Event {
                     at,
                     actor: "postdesk".into(),
@@ -603,12 +812,9 @@ macro_rules! sql_store {
                     from: None,
                     to: Some(m.to.to_ascii_lowercase()),
                     reason: format!("{} queued", m.template),
+                    related_ticket: None,
                 };
                 insert_event(conn, m.ticket, &e, Some(&m.message_id)).await
-            }
-
-            async fn record_event(&mut self, ticket: Option<i64>, e: &Event) -> Result<(), StoreError> {
-                insert_event(&mut self.0, ticket, e, None).await
             }
 
             async fn fail_outbox(
@@ -642,6 +848,7 @@ macro_rules! sql_store {
                     from: None,
                     to: Some(to),
                     reason: format!("{template} could not be delivered: {error}"),
+                    related_ticket: None,
                 };
                 insert_event(conn, ticket, &e, Some(&message_id)).await
             }
