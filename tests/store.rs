@@ -961,6 +961,433 @@ async fn sent_row_refused_after_all_is_due_again_failure_is_recorded_source_stat
     assert_eq!(store.source_state(key).await.unwrap(), Some(st));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Conversations: replies, strangers, statuses, reports, attachments
+// ---------------------------------------------------------------------------------------------
+
+/// A reply: `from`, `subject`, its own Message-ID, optionally `In-Reply-To`, and a body.
+fn reply_mail(
+    from: &str,
+    subject: &str,
+    message_id: &str,
+    in_reply_to: Option<&str>,
+    body: &str,
+) -> Vec<u8> {
+    let mut m = format!(
+        "From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"
+    );
+    if let Some(id) = in_reply_to {
+        m.push_str(&format!("In-Reply-To: <{id}>\r\nReferences: <{id}>\r\n"));
+    }
+    m.push_str("Date: Tue, 03 Mar 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n");
+    m.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
+    m.push_str(&body.replace('\n', "\r\n"));
+    m.into_bytes()
+}
+
+/// Moves a ticket to `status` the way a later engineer or time rule will: one decision applied.
+async fn set_status<S: Store>(store: &S, n: i64, from: Status, to: Status, at: DateTime<Utc>) {
+    let change = Decision {
+        action: Action::Reply(Reply {
+            ticket: n,
+            matched_by: MatchedBy::Tag { ticket: n },
+            role: Role::Staff,
+        }),
+        severity: None,
+        message: None,
+        status_change: Some(StatusChange {
+            from,
+            to,
+            event: StatusEvent::CustomerReply,
+        }),
+        joiners: vec![],
+        requester_bounced: false,
+        events: vec![],
+        acknowledge: false,
+        reason: "test".into(),
+        ignored: None,
+        outbound: vec![],
+        at,
+    };
+    let mut tx = store.begin().await.unwrap();
+    let record = InboundRecord {
+        raw: b"",
+        mail: None,
+        source: "test",
+    };
+    tx.apply(&change, record, &mut |_| Vec::new())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The customer's reply to the acknowledgement (by In-Reply-To), a watcher's reply by tag alone
+/// and a stranger quoting the tag: two replies on the ticket without acknowledgement, quoted
+/// history stripped from the stored text, and the stranger's own ticket, logged on both.
+async fn replies_thread_onto_their_ticket_and_strangers_do_not<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let n = new_ticket(
+        &store,
+        &desk,
+        &mail(
+            "Jane <jane@acme.test>",
+            "SEV 3 printer",
+            "c-1@acme.test",
+            &["bob@globex.test"],
+        ),
+        now,
+    )
+    .await;
+    let ack = store.ticket_detail(n).await.unwrap().outbox[0]
+        .message_id
+        .clone();
+
+    let body = "Still broken after the restart.\n\nOn Tue, 3 Mar 2026 at 10:00, Support <support@example.com> wrote:\n> we have received your request\n";
+    let o = ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "Jane <JANE@acme.test>",
+            "Re: [#1] SEV 3 printer",
+            "c-2@acme.test",
+            Some(&ack),
+            body,
+        ),
+        now + Duration::minutes(5),
+    )
+    .await;
+    assert_eq!(o.decision.action.name(), "reply", "{}", o.decision.reason);
+    assert_eq!(o.ticket, Some(n));
+    assert!(
+        o.queued.is_empty() && !o.decision.acknowledge,
+        "a reply gets no acknowledgement"
+    );
+
+    let tag = format!("AW: RE: [#{n}] SEV 3 printer");
+    let o = ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "bob@globex.test",
+            &tag,
+            "c-3@globex.test",
+            None,
+            "Same here.\n",
+        ),
+        now + Duration::minutes(6),
+    )
+    .await;
+    assert_eq!(
+        (o.decision.action.name(), o.ticket),
+        ("reply", Some(n)),
+        "{}",
+        o.decision.reason
+    );
+
+    let o = ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "mallory@evil.test",
+            &tag,
+            "c-4@evil.test",
+            None,
+            "Me too, give me access.\n",
+        ),
+        now + Duration::minutes(7),
+    )
+    .await;
+    assert_eq!(
+        o.decision.action.name(),
+        "new_ticket",
+        "{}",
+        o.decision.reason
+    );
+    let m = o.ticket.unwrap();
+    assert_ne!(m, n);
+
+    let d = store.ticket_detail(n).await.unwrap();
+    let kinds: Vec<_> = d
+        .messages
+        .iter()
+        .map(|m| (m.from.as_str(), m.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("jane@acme.test", "customer"),
+            ("jane@acme.test", "customer"),
+            ("bob@globex.test", "customer")
+        ]
+    );
+    assert_eq!(d.messages[1].text, "Still broken after the restart.");
+    assert_eq!(d.outbox.len(), 1, "only the first message was acknowledged");
+    assert_eq!(
+        d.ticket.status, "in_triage",
+        "a reply leaves a ticket in triage"
+    );
+    let stranger: Vec<_> = d.history.iter().filter(|e| e.kind == "stranger").collect();
+    assert_eq!(stranger.len(), 1);
+    assert_eq!(stranger[0].related_ticket, Some(m));
+    let own = store.ticket_detail(m).await.unwrap();
+    assert!(
+        own.history
+            .iter()
+            .any(|e| e.kind == "stranger" && e.related_ticket == Some(n))
+    );
+    assert_eq!(
+        own.participants.len(),
+        1,
+        "the stranger is alone on their own ticket"
+    );
+    assert!(
+        !d.participants
+            .iter()
+            .any(|p| p.address == "mallory@evil.test")
+    );
+}
+
+/// Statuses follow the customer: a reply moves customer_pending to engineer_pending, `#close`
+/// closes close_pending, a reply within the window reopens (the reopened mail to requester and
+/// watcher, one Message-ID each) and after it opens a new ticket that links the old one.
+async fn customer_replies_move_statuses_reopen_and_link<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let n = new_ticket(
+        &store,
+        &desk,
+        &mail(
+            "jane@acme.test",
+            "SEV 3 printer",
+            "s-1@acme.test",
+            &["bob@globex.test"],
+        ),
+        now,
+    )
+    .await;
+    let subject = format!("Re: [#{n}] SEV 3 printer");
+    set_status(&store, n, Status::InTriage, Status::CustomerPending, now).await;
+    let o = ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "jane@acme.test",
+            &subject,
+            "s-2@acme.test",
+            None,
+            "Here are the logs.\n",
+        ),
+        now,
+    )
+    .await;
+    assert_eq!(
+        o.decision.status_change.map(|c| c.to),
+        Some(Status::EngineerPending)
+    );
+    assert_eq!(
+        store.ticket_detail(n).await.unwrap().ticket.status,
+        "engineer_pending"
+    );
+
+    set_status(
+        &store,
+        n,
+        Status::EngineerPending,
+        Status::ClosePending,
+        now,
+    )
+    .await;
+    ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "jane@acme.test",
+            &subject,
+            "s-3@acme.test",
+            None,
+            "Thanks!\n#close\n",
+        ),
+        now,
+    )
+    .await;
+    let d = store.ticket_detail(n).await.unwrap();
+    assert_eq!(d.ticket.status, "closed");
+    assert_eq!(d.ticket.closed_at, Some(now));
+
+    let later = now + Duration::days(3);
+    let o = ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "jane@acme.test",
+            &subject,
+            "s-4@acme.test",
+            None,
+            "It broke again.\n",
+        ),
+        later,
+    )
+    .await;
+    assert_eq!(
+        (o.decision.action.name(), o.ticket),
+        ("reply", Some(n)),
+        "{}",
+        o.decision.reason
+    );
+    let d = store.ticket_detail(n).await.unwrap();
+    assert_eq!(d.ticket.status, "engineer_pending");
+    assert!(d.history.iter().any(|e| e.kind == "reopened"));
+    let reopened: Vec<_> = d
+        .outbox
+        .iter()
+        .filter(|o| o.template == "reopened")
+        .collect();
+    let mut to: Vec<_> = reopened.iter().map(|o| o.to.as_str()).collect();
+    to.sort();
+    assert_eq!(to, vec!["bob@globex.test", "jane@acme.test"]);
+    assert_ne!(reopened[0].message_id, reopened[1].message_id);
+
+    set_status(&store, n, Status::EngineerPending, Status::Closed, later).await;
+    let much_later = later + Duration::days(15);
+    let o = ingest_one(
+        &store,
+        &desk,
+        &reply_mail(
+            "jane@acme.test",
+            &subject,
+            "s-5@acme.test",
+            None,
+            "Again!\n",
+        ),
+        much_later,
+    )
+    .await;
+    assert_eq!(
+        o.decision.action.name(),
+        "new_ticket",
+        "{}",
+        o.decision.reason
+    );
+    let m = o.ticket.unwrap();
+    let d = store.ticket_detail(m).await.unwrap();
+    assert_eq!(d.ticket.linked_ticket, Some(n));
+    let ack = store.due_outbox(much_later, 100).await.unwrap();
+    let ack = ack.iter().find(|a| a.ticket == Some(m)).unwrap();
+    assert!(contains(
+        &ack.rendered,
+        &format!("It continues ticket [#{n}]")
+    ));
+    assert_eq!(
+        store.ticket_detail(n).await.unwrap().ticket.status,
+        "closed"
+    );
+}
+
+/// A bounce of the acknowledgement lands on its ticket as an event and flags the requester;
+/// nothing is answered and no ticket is opened.
+async fn bounce_of_our_mail_lands_on_its_ticket<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let n = new_ticket(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 printer", "bb-1@acme.test", &[]),
+        now,
+    )
+    .await;
+    let ack = store.ticket_detail(n).await.unwrap().outbox[0]
+        .message_id
+        .clone();
+    let raw = format!(
+        "From: MAILER-DAEMON@mx.acme.test (Mail Delivery System)\r\n\
+         To: support@example.com\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Message-ID: <dsn-2@mx.acme.test>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\
+         \r\n\
+         --b1\r\n\
+         Content-Type: text/plain\r\n\
+         \r\n\
+         I'm sorry to have to inform you that your message could not be delivered.\r\n\
+         --b1\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; mx.acme.test\r\n\
+         \r\n\
+         Final-Recipient: rfc822; jane@acme.test\r\n\
+         Action: failed\r\n\
+         Status: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 <jane@acme.test>: Recipient address rejected\r\n\
+         \r\n\
+         --b1\r\n\
+         Content-Type: text/rfc822-headers\r\n\
+         \r\n\
+         From: Support <support@example.com>\r\n\
+         To: jane@acme.test\r\n\
+         Subject: [#{n}] SEV 3 printer\r\n\
+         Message-ID: <{ack}>\r\n\
+         \r\n\
+         --b1--\r\n"
+    );
+    let before = store.counts().await.unwrap();
+    let o = ingest_one(&store, &desk, raw.as_bytes(), now).await;
+    assert_eq!(
+        (o.decision.action.name(), o.ticket),
+        ("bounce", Some(n)),
+        "{}",
+        o.decision.reason
+    );
+    assert!(o.queued.is_empty());
+    let after = store.counts().await.unwrap();
+    assert_eq!(
+        (after.tickets, after.outbox_pending),
+        (before.tickets, before.outbox_pending)
+    );
+    let d = store.ticket_detail(n).await.unwrap();
+    assert!(d.ticket.requester_bounced);
+    let bounce = d.history.iter().find(|e| e.kind == "bounce").unwrap();
+    assert_eq!(bounce.to.as_deref(), Some("jane@acme.test"));
+    assert!(bounce.reason.contains("5.1.1"), "{}", bounce.reason);
+    assert!(d.history.iter().any(|e| e.kind == "flagged"));
+}
+
+/// Attachments are recorded with name, type, size, Content-ID and inline flag, and their bytes
+/// are the stored raw mail's `offset_body..offset_end`.
+async fn attachments_are_recorded_and_reachable<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let raw = "From: jane@acme.test\r\nTo: support@example.com\r\nSubject: SEV 3 logs\r\n\
+        Message-ID: <att-1@acme.test>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+        --m\r\nContent-Type: text/plain\r\n\r\nLogs attached.\r\n\
+        --m\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\n\
+        Content-Disposition: attachment; filename=\"report.pdf\"\r\n\
+        Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n\
+        --m\r\nContent-Type: image/png\r\nContent-ID: <logo@acme.test>\r\n\
+        Content-Disposition: inline\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n\
+        --m--\r\n";
+    let n = new_ticket(&store, &desk, raw.as_bytes(), now).await;
+    let d = store.ticket_detail(n).await.unwrap();
+    let a = &d.messages[0].attachments;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(a[0].filename.as_deref(), Some("report.pdf"));
+    assert_eq!(
+        (a[0].content_type.as_str(), a[0].size, a[0].inline),
+        ("application/pdf", 12, false)
+    );
+    assert_eq!(a[1].content_id.as_deref(), Some("logo@acme.test"));
+    assert!(a[1].inline);
+    let body = &raw.as_bytes()[a[0].offset_body as usize..a[0].offset_end as usize];
+    assert!(
+        String::from_utf8_lossy(body).trim() == "JVBERi0xLjQKJcfs",
+        "{:?}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(a[0].transfer_encoding, "base64");
+}
+
 /// One `sqlite::<suite>` and one `postgres::<suite>` test per suite.
 macro_rules! store_tests {
     ($($suite:ident),* $(,)?) => {
@@ -997,4 +1424,8 @@ store_tests!(
     rate_limit_allows_two_acknowledgements_per_sender_per_hour,
     severity_downgrade_is_stored,
     sent_row_refused_after_all_is_due_again_failure_is_recorded_source_state_round_trips,
+    replies_thread_onto_their_ticket_and_strangers_do_not,
+    customer_replies_move_statuses_reopen_and_link,
+    bounce_of_our_mail_lands_on_its_ticket,
+    attachments_are_recorded_and_reachable,
 );

@@ -1,0 +1,189 @@
+//! A conversation through the `postdesk` binary: `explain` says how a reply would thread (which
+//! header or tag matched, or why a tag was ignored, the status change, the text it would keep),
+//! `ingest` then does exactly that, and `tickets show` prints the conversation in order.
+
+mod common;
+
+use common::{Sandbox, code, customer_mail};
+
+/// A reply from `from` with `subject`, In-Reply-To `parent` when given, and `body`.
+fn reply(from: &str, subject: &str, message_id: &str, parent: Option<&str>, body: &str) -> Vec<u8> {
+    let mut m = format!(
+        "From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\nMessage-ID: <{message_id}>\r\n"
+    );
+    if let Some(p) = parent {
+        m.push_str(&format!("In-Reply-To: <{p}>\r\nReferences: <{p}>\r\n"));
+    }
+    m.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n");
+    m.push_str(&body.replace('\n', "\r\n"));
+    m.into_bytes()
+}
+
+fn write(sb: &Sandbox, name: &str, raw: &[u8]) -> String {
+    let path = sb.path().join(name);
+    std::fs::write(&path, raw).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn explain_predicts_and_ingest_threads_a_reply() {
+    let sb = Sandbox::new();
+    let first = write(
+        &sb,
+        "first.eml",
+        &customer_mail("jane@acme.test", "SEV 3 printer on fire", "first@acme.test"),
+    );
+    assert_eq!(code(&sb.run(&["ingest", &first])), 0);
+    let show = sb.json(&["tickets", "show", "1", "--json"]);
+    let ack = show["outbox"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let body = "Still on fire.\n\nOn Mon, 23 Nov 2026 at 10:00, Support <support@example.com> wrote:\n> we have received your request and opened ticket [#1].\n";
+    let answer = write(
+        &sb,
+        "reply.eml",
+        &reply(
+            "Jane <jane@acme.test>",
+            "Re: [#1] SEV 3 printer on fire",
+            "r1@acme.test",
+            Some(&ack),
+            body,
+        ),
+    );
+    let e = sb.json(&["explain", &answer, "--json"]);
+    assert_eq!(e["action"], "reply", "{e}");
+    assert_eq!(e["ticket"], 1);
+    assert_eq!(e["matched"]["by"], "header");
+    assert_eq!(e["matched"]["message_id"], ack.as_str());
+    assert_eq!(e["acknowledge"], false);
+    assert_eq!(e["outbound"].as_array().map(Vec::len), Some(0));
+    assert!(e["status_change"].is_null(), "a reply leaves triage: {e}");
+    assert_eq!(e["text"], "Still on fire.");
+
+    // The human form says the same.
+    let out = sb.run(&["explain", &answer]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("action:    reply (ticket #1)"), "{text}");
+    assert!(
+        text.contains("matched:   In-Reply-To/References names"),
+        "{text}"
+    );
+
+    assert_eq!(code(&sb.run(&["ingest", &answer])), 0);
+    let show = sb.json(&["tickets", "show", "1", "--json"]);
+    let messages = show["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["text"], "Still on fire.");
+    assert_eq!(
+        show["outbox"].as_array().map(Vec::len),
+        Some(1),
+        "no second acknowledgement"
+    );
+    assert_eq!(sb.tickets().len(), 1);
+
+    // Ingested again (IMAP re-delivery, Cc to a second support address): one message.
+    assert_eq!(code(&sb.run(&["ingest", &answer])), 0);
+    let show = sb.json(&["tickets", "show", "1", "--json"]);
+    assert_eq!(show["messages"].as_array().map(Vec::len), Some(2));
+
+    // `tickets show` prints the conversation in order with the stored text.
+    let out = sb.run(&["tickets", "show", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first_at = text
+        .find("Hello, something is broken.")
+        .unwrap_or(usize::MAX);
+    let ack_at = text.find("outbound acknowledgement").unwrap_or(usize::MAX);
+    let reply_at = text.find("| Still on fire.").unwrap_or(usize::MAX);
+    assert!(first_at < ack_at && ack_at < reply_at, "{text}");
+    assert!(
+        !text.contains("> we have received"),
+        "quoted history is not stored: {text}"
+    );
+}
+
+#[test]
+fn explain_says_why_a_tag_was_ignored() {
+    let sb = Sandbox::new();
+    let first = write(
+        &sb,
+        "first.eml",
+        &customer_mail("jane@acme.test", "SEV 3 printer", "f@acme.test"),
+    );
+    assert_eq!(code(&sb.run(&["ingest", &first])), 0);
+
+    let stranger = write(
+        &sb,
+        "stranger.eml",
+        &reply(
+            "mallory@evil.test",
+            "Re: [#1] SEV 3 printer",
+            "s@evil.test",
+            None,
+            "me too\n",
+        ),
+    );
+    let e = sb.json(&["explain", &stranger, "--json"]);
+    assert_eq!(e["action"], "new_ticket", "{e}");
+    assert!(
+        e["ignored"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a participant of #1"),
+        "{e}"
+    );
+    assert_eq!(e["acknowledge"], true);
+
+    let unknown = write(
+        &sb,
+        "unknown.eml",
+        &reply(
+            "jane@acme.test",
+            "Re: [#4711] printer",
+            "u@acme.test",
+            None,
+            "hello?\n",
+        ),
+    );
+    let e = sb.json(&["explain", &unknown, "--json"]);
+    assert_eq!(e["action"], "new_ticket", "{e}");
+    assert!(
+        e["ignored"]
+            .as_str()
+            .unwrap_or("")
+            .contains("#4711, which does not exist"),
+        "{e}"
+    );
+
+    // A tag the requester quotes joins; explain changed nothing, so ingest agrees.
+    let by_tag = write(
+        &sb,
+        "tag.eml",
+        &reply(
+            "JANE@ACME.TEST",
+            "AW: RE: [#1] SEV 3 printer",
+            "t@acme.test",
+            None,
+            "more logs\n",
+        ),
+    );
+    let e = sb.json(&["explain", &by_tag, "--json"]);
+    assert_eq!(
+        (e["action"].as_str(), e["matched"]["by"].as_str()),
+        (Some("reply"), Some("tag")),
+        "{e}"
+    );
+    assert_eq!(code(&sb.run(&["ingest", &stranger])), 0);
+    assert_eq!(code(&sb.run(&["ingest", &by_tag])), 0);
+    assert_eq!(sb.tickets().len(), 2);
+    let show = sb.json(&["tickets", "show", "1", "--json"]);
+    assert_eq!(show["messages"].as_array().map(Vec::len), Some(2));
+    let history = show["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h["kind"] == "stranger" && h["related_ticket"] == 2),
+        "{show}"
+    );
+}
