@@ -4,6 +4,11 @@
 //! separated blocks, `<br>` a line break, list items `- ` / `1. ` lines, table rows lines, links
 //! `text <url>`, blockquotes `> ` lines; `<head>`, `<style>` and `<script>` are dropped, entities
 //! decoded, and runs of whitespace collapse as a browser would (except in `<pre>`).
+//!
+//! It also reads customers' HTML-only replies (mail::quote), so it must stay linear on hostile
+//! input: a tag left open at the end of the input ends the text (as in a browser) instead of
+//! being re-scanned from every later `<`, links do not nest (HTML forbids it), and quote and list
+//! prefixes stop growing past a fixed depth.
 
 /// Converts rendered HTML to the text part of a mail.
 pub fn html_to_text(html: &str) -> String {
@@ -16,7 +21,7 @@ pub fn html_to_text(html: &str) -> String {
         }
         if rest.starts_with('<') {
             match parse_tag(rest) {
-                Some((tag, len)) => {
+                Parsed::Tag(tag, len) => {
                     w.tag(&tag);
                     rest = &rest[len..];
                     // The content of these is not text (and may contain '<').
@@ -28,11 +33,13 @@ pub fn html_to_text(html: &str) -> String {
                     }
                     continue;
                 }
-                None => {
+                Parsed::NotATag => {
                     w.text("<");
                     rest = &rest[1..];
                     continue;
                 }
+                // No later `<` could close it either: scanning on would be quadratic.
+                Parsed::Unterminated => break,
             }
         }
         let end = rest.find('<').unwrap_or(rest.len());
@@ -59,8 +66,18 @@ impl Tag {
     }
 }
 
-/// Parses `<name attr="v" ...>` at the start of `s`; returns the tag and its length in bytes.
-fn parse_tag(s: &str) -> Option<(Tag, usize)> {
+/// What starts at a `<`.
+enum Parsed {
+    /// A tag and its length in bytes.
+    Tag(Tag, usize),
+    /// A `<` that is text (`1 < 2`).
+    NotATag,
+    /// A tag that the input ends inside of.
+    Unterminated,
+}
+
+/// Parses `<name attr="v" ...>` at the start of `s`.
+fn parse_tag(s: &str) -> Parsed {
     let b = s.as_bytes();
     let mut i = 1;
     let closing = b.get(i) == Some(&b'/');
@@ -69,8 +86,10 @@ fn parse_tag(s: &str) -> Option<(Tag, usize)> {
     }
     if b.get(i) == Some(&b'!') || b.get(i) == Some(&b'?') {
         // <!DOCTYPE ...>, <?xml ...?>: skipped whole.
-        let end = s.find('>')?;
-        return Some((
+        let Some(end) = s.find('>') else {
+            return Parsed::Unterminated;
+        };
+        return Parsed::Tag(
             Tag {
                 name: "!".into(),
                 closing: false,
@@ -78,14 +97,14 @@ fn parse_tag(s: &str) -> Option<(Tag, usize)> {
                 attrs: Vec::new(),
             },
             end + 1,
-        ));
+        );
     }
     let start = i;
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b':') {
         i += 1;
     }
     if i == start {
-        return None;
+        return Parsed::NotATag;
     }
     let name = s[start..i].to_ascii_lowercase();
     let mut attrs = Vec::new();
@@ -95,7 +114,7 @@ fn parse_tag(s: &str) -> Option<(Tag, usize)> {
             i += 1;
         }
         match b.get(i) {
-            None => return None,
+            None => return Parsed::Unterminated,
             Some(b'>') => {
                 i += 1;
                 break;
@@ -124,7 +143,9 @@ fn parse_tag(s: &str) -> Option<(Tag, usize)> {
             match b.get(i) {
                 Some(&q @ (b'"' | b'\'')) => {
                     let v0 = i + 1;
-                    let len = s[v0..].find(q as char)?;
+                    let Some(len) = s[v0..].find(q as char) else {
+                        return Parsed::Unterminated;
+                    };
                     value = decode_entities(&s[v0..v0 + len]);
                     i = v0 + len + 1;
                 }
@@ -141,7 +162,7 @@ fn parse_tag(s: &str) -> Option<(Tag, usize)> {
             attrs.push((key, value));
         }
     }
-    Some((
+    Parsed::Tag(
         Tag {
             name,
             closing,
@@ -149,7 +170,7 @@ fn parse_tag(s: &str) -> Option<(Tag, usize)> {
             attrs,
         },
         i,
-    ))
+    )
 }
 
 fn find_ignore_case(hay: &str, needle: &str) -> Option<usize> {
@@ -157,6 +178,10 @@ fn find_ignore_case(hay: &str, needle: &str) -> Option<usize> {
     let n = needle.as_bytes();
     (0..h.len().saturating_sub(n.len() - 1)).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
+
+/// Deepest quote or list nesting that still adds a prefix; deeper levels print like this one,
+/// so a pile of `<blockquote>`s cannot multiply the output.
+const MAX_PREFIX_DEPTH: usize = 16;
 
 #[derive(Default)]
 struct Writer {
@@ -188,7 +213,14 @@ impl Writer {
 
     fn flush_breaks(&mut self) {
         if self.pending_newlines > 0 && !self.out.is_empty() {
-            let have = self.out.len() - self.out.trim_end_matches('\n').len();
+            // Counting only as far as needed keeps a long run of `<br>`s linear.
+            let have = self
+                .out
+                .bytes()
+                .rev()
+                .take(self.pending_newlines)
+                .take_while(|&b| b == b'\n')
+                .count();
             for _ in have..self.pending_newlines {
                 self.out.push('\n');
             }
@@ -198,7 +230,7 @@ impl Writer {
 
     fn line_prefix(&mut self) {
         if self.at_line_start() {
-            for _ in 0..self.quote {
+            for _ in 0..self.quote.min(MAX_PREFIX_DEPTH) {
                 self.out.push_str("> ");
             }
         }
@@ -294,7 +326,7 @@ impl Writer {
             }
             ("li", false) => {
                 self.block(1);
-                let depth = self.lists.len().saturating_sub(1);
+                let depth = self.lists.len().saturating_sub(1).min(MAX_PREFIX_DEPTH);
                 let marker = match self.lists.last_mut() {
                     Some((true, n)) => {
                         let m = format!("{n}. ");
@@ -333,6 +365,16 @@ impl Writer {
                 }
             }
             ("a", false) => {
+                // An `<a>` inside an open one closes it first, as in a browser; nested links
+                // would also copy the outer text once per level.
+                if !self.links.is_empty() {
+                    self.tag(&Tag {
+                        name: "a".into(),
+                        closing: true,
+                        self_closing: false,
+                        attrs: Vec::new(),
+                    });
+                }
                 let href = t.attr("href").unwrap_or("").trim().to_string();
                 self.links.push((href, self.out.len()));
             }
@@ -355,16 +397,16 @@ impl Writer {
 
     fn finish(mut self) -> String {
         self.pending_newlines = 0;
-        let mut lines: Vec<&str> = self.out.lines().map(str::trim_end).collect();
-        while lines.first().is_some_and(|l| l.is_empty()) {
-            lines.remove(0);
-        }
-        while lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop();
-        }
+        let all: Vec<&str> = self.out.lines().map(str::trim_end).collect();
+        let first = all.iter().position(|l| !l.is_empty()).unwrap_or(all.len());
+        let last = all
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(first, |i| i + 1);
+        let lines = &all[first..last.max(first)];
         let mut out = String::with_capacity(self.out.len() + 1);
         let mut blank = 0;
-        for l in lines {
+        for &l in lines {
             if l.is_empty() {
                 blank += 1;
                 if blank > 1 {
@@ -569,9 +611,54 @@ mod tests {
                 "one\ntwo\n",
             ),
             ("stray_less_than_is_text", "<p>1 < 2</p>", "1 < 2\n"),
+            (
+                "nested_blockquotes_nest_prefixes",
+                "<p>Top</p><blockquote>a<br>b<blockquote>c</blockquote></blockquote>",
+                "Top\n\n> a\n> b\n\n> > c\n",
+            ),
+            (
+                "blockquote_divs_are_quoted_lines",
+                "<blockquote type=\"cite\"><div>one</div><div>two</div></blockquote>",
+                "> one\n> two\n",
+            ),
+            (
+                "unterminated_tag_at_end_is_dropped",
+                "<p>Hello</p><a href=\"https://example.com",
+                "Hello\n",
+            ),
+            (
+                "link_inside_open_link_closes_it",
+                "<a href=\"https://a.example\">one <a href=\"https://b.example\">two</a></a>",
+                "one <https://a.example> two <https://b.example>\n",
+            ),
+            (
+                "deep_quotes_stop_adding_prefixes",
+                &format!("{}x", "<blockquote>".repeat(40)),
+                &format!("{}x\n", "> ".repeat(MAX_PREFIX_DEPTH)),
+            ),
         ];
         for (name, html, want) in cases {
             assert_eq!(html_to_text(html), *want, "{name}");
+        }
+    }
+
+    /// Each of these was quadratic (or worse) before: the test is that it returns at all.
+    #[test]
+    fn hostile_html_returns() {
+        let mib = 1 << 20;
+        let inputs = [
+            "<!".repeat(mib / 2),
+            "<a ".repeat(mib / 3),
+            "<a x=\"".repeat(mib / 6),
+            "<a href=\"h\">x".repeat(mib / 14),
+            "<p><br>".repeat(mib / 7),
+            "<ul><li>x".repeat(mib / 9),
+            "<blockquote>x<br>".repeat(mib / 17),
+            format!("{}x", "<br>".repeat(mib / 4)),
+        ];
+        for html in &inputs {
+            let text = html_to_text(html);
+            assert!(text.len() <= 40 * html.len());
         }
     }
 
