@@ -431,8 +431,8 @@ async fn idle_and_move_can_be_hidden() {
     let mut idle = s.idle();
     idle.init().await.unwrap();
     let (wait, _stop) = idle.wait_with_timeout(Duration::from_secs(20));
+    // init() returned on the server's "+ idling": what arrives from now on is reported.
     let send = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
         default
             .send(CAROL, SUPPORT, &mail(CAROL, SUPPORT, "wake-up"))
             .await
