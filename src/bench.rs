@@ -4,9 +4,14 @@
 //! It prints messages per second, p50/p99 of the time each message spends from being read to
 //! being marked done (its batch's commit included), and the process's peak RSS. Tests do not time
 //! things; this command does, for the README and the issue notes.
+//!
+//! A run writes a few hundred MB (10,000 messages, their acknowledgements, the database) into a
+//! work directory: a temporary one is removed however the run ends ([`WorkDir`]); one given with
+//! `--dir` is kept for inspection. The worker's line per message is off during a bench
+//! ([`LOG_FILTER`]): 10,000 of them would bury the report and cost time in the measurement.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -15,8 +20,89 @@ use tokio::sync::watch;
 use crate::config::{Config, DatabaseUrl, MailboxUrl, OutboxUrl};
 use crate::inbound::Maildir;
 use crate::pipeline::Desk;
-use crate::store::{PgStore, SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store, StoreError};
 use crate::worker::{self, RunOptions, WorkerError};
+
+/// The log filter of `postdesk bench` when `POSTDESK_LOG` is not set: the default one, with the
+/// worker's per-message (and start/stop) lines at `info` left out. `POSTDESK_LOG` still wins,
+/// e.g. `POSTDESK_LOG=info` shows every message.
+pub const LOG_FILTER: &str = "info,sqlx=warn,postdesk::worker=warn";
+
+/// Why a bench run gave no report.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The worker or the store failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// The store failed outside the worker (schema, counts, the PostgreSQL bench database).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The work directory could not be made.
+    #[error("cannot create the work directory {path}: {error}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// Ctrl-C or SIGTERM stopped the run; nothing was measured.
+    #[error("interrupted; nothing measured")]
+    Interrupted,
+}
+
+/// The bench's work directory. A temporary one is removed when this is dropped: after the
+/// report, on an error, on a panic (unwinding), and after `shutdown` (Ctrl-C, SIGTERM) stopped
+/// the run. One given by the user is left as it is.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl WorkDir {
+    /// A new, empty `postdesk-bench-<pid>-<n>` under the system's temporary folder (never an
+    /// existing one: a leftover of an earlier run would mix its mail into this one).
+    pub fn temporary() -> Result<WorkDir, BenchError> {
+        let base = std::env::temp_dir();
+        let mut n = 0u32;
+        loop {
+            let path = base.join(format!("postdesk-bench-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(WorkDir { path, remove: true }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(error) => return Err(BenchError::WorkDir { path, error }),
+            }
+        }
+    }
+
+    /// The user's directory (created if missing), kept afterwards.
+    pub fn given(path: &Path) -> Result<WorkDir, BenchError> {
+        std::fs::create_dir_all(path).map_err(|error| BenchError::WorkDir {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Ok(WorkDir {
+            path: path.to_path_buf(),
+            remove: false,
+        })
+    }
+
+    /// Where the run writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.remove
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.path.display(), error = %e, "could not remove the bench work directory");
+        }
+    }
+}
 
 /// The figures one run measured.
 #[derive(Debug, Serialize)]
@@ -145,14 +231,36 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// Generates `messages` mails under `dir` and drains them with the worker into `database`
-/// (`None`: a new SQLite file under `dir`; a `postgres://` admin URL: a new database there).
+/// Generates `messages` mails in a work directory (`dir`, kept; `None`: a temporary one,
+/// removed however this returns) and drains them with the worker into `database` (`None`: a new
+/// SQLite file in the work directory; a `postgres://` admin URL: a new database there, dropped
+/// afterwards). `shutdown` turning true (Ctrl-C, SIGTERM) stops the worker as in `postdesk run`
+/// and returns [`BenchError::Interrupted`], the work directory removed.
 pub async fn ingest(
+    base: &Config,
+    dir: Option<&Path>,
+    messages: usize,
+    database: Option<&str>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<BenchReport, BenchError> {
+    let work = match dir {
+        Some(d) => WorkDir::given(d)?,
+        None => WorkDir::temporary()?,
+    };
+    let result = run(base, work.path(), messages, database, shutdown.clone()).await;
+    if *shutdown.borrow() {
+        return Err(BenchError::Interrupted);
+    }
+    result
+}
+
+async fn run(
     base: &Config,
     dir: &Path,
     messages: usize,
     database: Option<&str>,
-) -> Result<BenchReport, WorkerError> {
+    shutdown: watch::Receiver<bool>,
+) -> Result<BenchReport, BenchError> {
     let maildir_path = dir.join("mail");
     let outbox_path = dir.join("outbox");
     let maildir = Maildir::open(&maildir_path).map_err(|error| WorkerError::Io {
@@ -167,7 +275,9 @@ pub async fn ingest(
     config.mailbox_url = MailboxUrl::Maildir(maildir_path);
     config.outbox_url = OutboxUrl::File(outbox_path.clone());
     let desk = Desk::from_config(&config).map_err(|e| WorkerError::Unsupported(e.to_string()))?;
-    let (_keep, shutdown) = watch::channel(false);
+    if *shutdown.borrow() {
+        return Err(BenchError::Interrupted);
+    }
     let options = RunOptions {
         exit_when_idle: true,
         record_latencies: true,
@@ -178,11 +288,18 @@ pub async fn ingest(
             let name = format!("postdesk_bench_{}", std::process::id());
             let url = crate::store::postgres::create_database(admin, &name).await?;
             config.database_url = DatabaseUrl::Postgres(url.clone());
-            let store = PgStore::open(&url).await?;
-            store.migrate().await?;
-            let summary = worker::run(store.clone(), &config, desk, options, shutdown).await?;
-            let tickets = store.counts().await?.tickets;
-            crate::store::postgres::drop_database(admin, &name).await?;
+            let measured: Result<_, BenchError> = async {
+                let store = PgStore::open(&url).await?;
+                store.migrate().await?;
+                let summary = worker::run(store.clone(), &config, desk, options, shutdown).await?;
+                let tickets = store.counts().await?.tickets;
+                Ok((summary, tickets))
+            }
+            .await;
+            // Dropped whether the run worked or not, like the work directory.
+            let dropped = crate::store::postgres::drop_database(admin, &name).await;
+            let (summary, tickets) = measured?;
+            dropped?;
             ("postgres", summary, tickets)
         }
         other => {

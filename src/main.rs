@@ -120,7 +120,8 @@ enum BenchCommand {
         /// Default: a new SQLite file in the work directory.
         #[arg(long)]
         database: Option<String>,
-        /// Work directory (default: a new temporary directory, removed afterwards).
+        /// Work directory, kept afterwards (default: a new temporary directory, removed however
+        /// the run ends).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Messages per transaction (default: worker.batch_size).
@@ -157,7 +158,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    init_logging(&config);
+    let default_filter = match cli.command {
+        Command::Bench { .. } => postdesk::bench::LOG_FILTER,
+        _ => "info,sqlx=warn",
+    };
+    init_logging(&config, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,9 +187,10 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_logging(config: &Config) {
+/// Logging to stderr with `POSTDESK_LOG` as the filter, or `default_filter` without it.
+fn init_logging(config: &Config, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -353,16 +359,15 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             if let Some(b) = batch {
                 config.batch_size = b.max(1);
             }
-            let temp;
-            let dir = match dir {
-                Some(d) => d,
-                None => {
-                    temp = tempfile_dir()?;
-                    temp.clone()
-                }
-            };
+            // Stopped like `run` (the work directory is then removed on the way out).
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                let _ = tx.send(true);
+            });
             let report =
-                postdesk::bench::ingest(&config, &dir, messages, database.as_deref()).await?;
+                postdesk::bench::ingest(&config, dir.as_deref(), messages, database.as_deref(), rx)
+                    .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -384,12 +389,6 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("postdesk-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 async fn wait_for_signal() {

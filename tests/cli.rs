@@ -551,3 +551,74 @@ fn concurrent_first_starts_on_a_new_database_all_succeed() {
         }
     }
 }
+
+/// `bench ingest` cleans up after itself: its temporary work directory (a few hundred MB on a
+/// real run) is gone after a report and after an error, a `--dir` is the user's and stays, and
+/// the worker's line per message is not logged during the bench.
+#[test]
+fn bench_ingest_removes_its_work_dir_and_logs_no_line_per_message() {
+    const MESSAGES: usize = 50;
+    let sb = Sandbox::new();
+    let tmp = sb.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let left = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let bench = |extra: &[&str]| {
+        let n = MESSAGES.to_string();
+        let mut args = vec!["bench", "ingest", "--messages", n.as_str()];
+        args.extend_from_slice(extra);
+        let mut c = sb.command(&args);
+        // The work directory goes under TMPDIR; the log filter is the bench's own default.
+        c.env("TMPDIR", &tmp).env_remove("POSTDESK_LOG");
+        c
+    };
+
+    let out = bench(&[]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(
+        stdout.contains("messages=50 tickets=50 acknowledgements=50"),
+        "{stdout}"
+    );
+    assert_eq!(
+        left(),
+        Vec::<std::path::PathBuf>::new(),
+        "work dir left behind"
+    );
+    assert!(
+        stderr.lines().count() < MESSAGES,
+        "a log line per message?\n{stderr}"
+    );
+
+    // An error after the mail was generated (no templates): removed as well.
+    let out = bench(&[])
+        .env("POSTDESK_TEMPLATES_DIR", sb.path().join("no-templates"))
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-templates"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        left(),
+        Vec::<std::path::PathBuf>::new(),
+        "work dir left behind"
+    );
+
+    // A directory the user names is kept, with what the run made in it.
+    let keep = sb.path().join("keep");
+    let out = bench(&["--dir", keep.to_str().unwrap()]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_dir(keep.join("outbox")).unwrap().count(),
+        MESSAGES
+    );
+    assert_eq!(left(), Vec::<std::path::PathBuf>::new());
+}

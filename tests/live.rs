@@ -20,6 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 // The configured "postdesk/processed", in Dovecot's maildir++ hierarchy (delimiter ".").
 const PROCESSED: &str = "postdesk.processed";
 const QUARANTINE: &str = "postdesk.quarantine";
+/// How long to wait for something that normally takes well under a second.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -179,6 +181,30 @@ impl Desk {
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+    }
+
+    /// Polls ticket `n` until `ok` holds for it and returns it; panics with the worker's log after
+    /// `timeout`.
+    fn wait_for_ticket(
+        &self,
+        n: i64,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.ticket(n);
+            if ok(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ticket {n}: timed out waiting for {what}: {t}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the database holds `n` tickets.
@@ -385,8 +411,11 @@ async fn customer_mail_is_acknowledged_in_their_inbox_through_idle() {
         header(ack, "Auto-Submitted").as_deref(),
         Some("auto-replied")
     );
-    // The Message-ID the outbox row records is the one that arrived.
-    let t = desk.ticket(1);
+    // The Message-ID the outbox row records is the one that arrived. The row is marked sent
+    // after the server's 250, which can come after Dovecot already has the mail.
+    let t = desk.wait_for_ticket(1, "the acknowledgement marked sent", WAIT, |t| {
+        t["outbox"][0]["sent_at"].is_string()
+    });
     let recorded = t["outbox"][0]["message_id"]
         .as_str()
         .unwrap_or_default()
@@ -396,8 +425,8 @@ async fn customer_mail_is_acknowledged_in_their_inbox_through_idle() {
         arrived.contains(recorded.trim_matches(['<', '>'])),
         "{recorded} vs {arrived}"
     );
-    assert!(t["outbox"][0]["sent_at"].is_string(), "{t}");
-    // The customer's mail left the INBOX for the processed folder, flagged \Seen.
+    // The customer's mail left the INBOX for the processed folder, flagged \Seen (another
+    // session may see a MOVE in both folders for a moment).
     assert_eq!(
         stack
             .wait_for_count(SUPPORT, PROCESSED, 1, Duration::from_secs(5))
@@ -406,7 +435,7 @@ async fn customer_mail_is_acknowledged_in_their_inbox_through_idle() {
         "{}",
         desk.log()
     );
-    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    assert_eq!(stack.wait_for_empty(SUPPORT, "INBOX", WAIT).await, 0);
     // Metrics and health.
     assert_eq!(desk.metric("postdesk_imap_connected").await, 1.0);
     assert_eq!(desk.metric("postdesk_messages_taken_total").await, 1.0);
@@ -453,14 +482,26 @@ async fn dovecot_restart_reconnects_and_nothing_is_lost_or_repeated() {
         "{}",
         desk.log()
     );
-    // The restart must hit the worker, not Dovecot's own LMTP deliveries of the first
-    // acknowledgements (an LMTP delivery cut by "421 shutting down" is retried by Postfix and
-    // can land twice): let those arrive first.
+    // The restart must hit the worker, not Postfix's LMTP deliveries to Dovecot (one cut after
+    // Dovecot stored the mail and before Postfix read the 250 is made again: at-least-once) nor
+    // a MOVE to the processed folder. So the first acknowledgements arrive, Postfix's queue is
+    // empty (every LMTP delivery finished) and the worker has moved every message: then no
+    // copy the restart could cause is in flight, and the exact counts below are the worker's.
     for i in 0..20 {
         stack
             .wait_for_count(&customer(i), "INBOX", 1, Duration::from_secs(30))
             .await;
     }
+    stack.wait_for_empty_queue(WAIT);
+    assert_eq!(
+        stack
+            .wait_for_count(SUPPORT, PROCESSED, 20, Duration::from_secs(30))
+            .await,
+        20,
+        "{}",
+        desk.log()
+    );
+    assert_eq!(stack.wait_for_empty(SUPPORT, "INBOX", WAIT).await, 0);
     stack.restart_dovecot();
     stack.send_many(batch(20..40)).await;
     assert_eq!(
@@ -475,9 +516,22 @@ async fn dovecot_restart_reconnects_and_nothing_is_lost_or_repeated() {
             .await;
         assert_eq!(n, 1, "customer {i}: {}", desk.log());
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The worker is done once every acknowledgement is marked sent and every message moved;
+    // stopped, it sends nothing more, and once Postfix's queue is empty the inboxes are final.
+    for n in 1..=40 {
+        desk.wait_for_ticket(n, "the acknowledgement marked sent", WAIT, |t| {
+            t["outbox"][0]["sent_at"].is_string()
+        });
+    }
+    assert_eq!(
+        stack
+            .wait_for_count(SUPPORT, PROCESSED, 40, Duration::from_secs(30))
+            .await,
+        40
+    );
     let out = stop(worker);
     assert!(out.status.success(), "{}", desk.log());
+    stack.wait_for_empty_queue(WAIT);
     assert_eq!(desk.tickets().len(), 40);
     for i in 0..40 {
         assert_eq!(
@@ -525,13 +579,22 @@ async fn with_postfix_stopped_mail_waits_in_the_outbox_and_goes_once_it_is_back(
         .wait_for_count(BOB, "INBOX", 1, Duration::from_secs(30))
         .await;
     assert_eq!(n, 1, "{}", desk.log());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(stack.count(BOB, "INBOX").await, 1, "delivered twice");
+    // No stop or crash after Postfix came back, so exactly one hand-over and one copy. The
+    // worker is done with the row once it is marked sent (a sent row is never due again);
+    // stopped, it sends nothing more, and once Postfix's queue is empty Bob's inbox is final.
+    let t = desk.wait_for_ticket(1, "the acknowledgement marked sent", WAIT, |t| {
+        t["outbox"][0]["sent_at"].is_string()
+    });
     let out = stop(worker);
     assert!(out.status.success());
-    let t = desk.ticket(1);
+    stack.wait_for_empty_queue(WAIT);
+    let id = t["outbox"][0]["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_matches(['<', '>']);
+    assert_eq!(stack.accepted(id), 1, "handed over twice:\n{}", desk.log());
+    assert_eq!(stack.count(BOB, "INBOX").await, 1, "delivered twice");
     assert!(t["outbox"][0]["attempts"].as_i64().unwrap_or(0) >= 3, "{t}");
-    assert!(t["outbox"][0]["sent_at"].is_string(), "{t}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,8 +670,10 @@ async fn a_thousand_messages_through_sigkills_make_exactly_a_thousand_tickets_an
             .await;
         total += n;
     }
-    // Let Postfix finish anything still in flight, then count again: exactly one each.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The last run exited on its own (outbox empty); once Postfix's queue is empty nothing is
+    // in flight: count again, exactly one each (only the worker was killed, never Postfix or
+    // Dovecot, and the hand-over journal makes a kill cost no duplicate).
+    stack.wait_for_empty_queue(Duration::from_secs(60));
     let mut ids = HashSet::new();
     let mut recount = 0;
     let desk_log = desk.log();
@@ -678,7 +743,10 @@ async fn a_recreated_mailbox_with_a_new_uidvalidity_makes_no_duplicate_tickets()
     assert_eq!(desk.tickets().len(), 5, "duplicate tickets");
     assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
     assert_eq!(stack.count(SUPPORT, PROCESSED).await, 10);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The worker exited with an empty outbox; once Postfix's queue is empty Alice's inbox is
+    // final. (recreate_inbox_with_same_messages waited for the queue before stopping Dovecot, so
+    // no acknowledgement was cut mid-delivery: exactly 5.)
+    stack.wait_for_empty_queue(WAIT);
     assert_eq!(
         stack.count(ALICE, "INBOX").await,
         5,
@@ -867,8 +935,8 @@ async fn without_idle_or_move_the_worker_polls_and_copies() {
             .await,
         1
     );
-    // COPY + \Deleted + EXPUNGE left nothing behind.
-    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    // COPY + \Deleted + EXPUNGE left nothing behind (once the EXPUNGE is through).
+    assert_eq!(stack.wait_for_empty(SUPPORT, "INBOX", WAIT).await, 0);
     assert!(stop(worker).status.success());
 }
 
@@ -1027,6 +1095,9 @@ async fn first_start_on_a_full_mailbox_does_what_the_config_says() {
                     .wait_for_count(&customer(4), "INBOX", 1, Duration::from_secs(20))
                     .await;
                 assert_eq!(n, 1, "{mode}");
+                // The worker exited with an empty outbox: once Postfix's queue is empty, what
+                // was not sent will not arrive.
+                stack.wait_for_empty_queue(WAIT);
                 assert_eq!(stack.count(&customer(0), "INBOX").await, 0, "{mode}");
             }
             "import_silently" => {
@@ -1035,7 +1106,17 @@ async fn first_start_on_a_full_mailbox_does_what_the_config_says() {
                     "{line}"
                 );
                 assert_eq!((tickets, left), (5, 0), "{mode}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                // No mail queued, the worker exited, Postfix's queue is empty: nothing was
+                // sent and nothing is on its way.
+                for n in 1..=5 {
+                    let t = desk.ticket(n);
+                    assert!(t["outbox"].as_array().is_some_and(|o| o.is_empty()), "{t}");
+                    assert!(
+                        t["history"].to_string().contains("imported_silently"),
+                        "{t}"
+                    );
+                }
+                stack.wait_for_empty_queue(WAIT);
                 for i in 0..5 {
                     assert_eq!(
                         stack.count(&customer(i), "INBOX").await,
@@ -1043,12 +1124,6 @@ async fn first_start_on_a_full_mailbox_does_what_the_config_says() {
                         "{mode}: mail sent"
                     );
                 }
-                let t = desk.ticket(1);
-                assert!(t["outbox"].as_array().is_some_and(|o| o.is_empty()), "{t}");
-                assert!(
-                    t["history"].to_string().contains("imported_silently"),
-                    "{t}"
-                );
             }
             _ => {
                 assert!(

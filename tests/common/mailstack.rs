@@ -42,6 +42,7 @@
 //! next stack started on the machine. Set `POSTDESK_KEEP_MAILSTACK=1` to keep the directory.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::ffi::CString;
 use std::hash::{BuildHasher, Hasher};
@@ -807,6 +808,45 @@ postlog    unix-dgram n - n - 1 postlogd
         }
     }
 
+    /// The files in Postfix's queue: messages accepted (250 given) and not yet delivered to
+    /// Dovecot or bounced. Postfix removes a message's file only after LMTP said 250 for it, so
+    /// an empty queue means nothing is in flight. The scan order follows the ways a file moves
+    /// (maildrop -> incoming -> active <-> deferred, hold) and reads `active` again last, so a
+    /// file renamed between two reads is still seen once.
+    pub fn queued(&self) -> Vec<PathBuf> {
+        let spool = self.store.join("spool");
+        let mut files = Vec::new();
+        for q in [
+            "maildrop", "incoming", "active", "deferred", "hold", "incoming", "active",
+        ] {
+            collect_files(&spool.join(q), &mut files);
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// Waits until Postfix's queue is empty (see [`MailStack::queued`]): every message it
+    /// accepted has reached Dovecot or was bounced, and no redelivery is pending. What the
+    /// mailboxes hold then is final until someone sends again. Polls the spool directories
+    /// (blocking, like start and stop); panics with the queue and the logs after `timeout`.
+    pub fn wait_for_empty_queue(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self.queued();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(
+                    "waiting for Postfix's queue to empty",
+                    anyhow!("{} message(s) still queued: {left:?}", left.len()),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The maildir of a user: `<dir>/mail/<domain>/<local part>/Maildir`.
     pub fn maildir(&self, user: &str) -> PathBuf {
         let user = user.to_lowercase();
@@ -818,11 +858,16 @@ postlog    unix-dgram n - n - 1 postlogd
             .join("Maildir")
     }
 
-    /// Makes the INBOX's UIDVALIDITY change while keeping its message files: stops Dovecot,
-    /// removes the INBOX's uidlist and index files (keeping `dovecot-uidvalidity`, so the next
-    /// value is higher), starts Dovecot.
+    /// Makes the INBOX's UIDVALIDITY change while keeping its message files: waits until
+    /// Postfix has nothing in flight, stops Dovecot, removes the INBOX's uidlist and index files
+    /// (keeping `dovecot-uidvalidity`, so the next value is higher), starts Dovecot.
+    ///
+    /// The wait is there because stopping Dovecot in the middle of an LMTP delivery makes
+    /// Postfix deliver that message again (it never read the 250): a test of UIDVALIDITY must not
+    /// see a transport duplicate among the mail it counts.
     pub fn recreate_inbox_with_same_messages(&self, user: &str) {
         let maildir = self.maildir(user);
+        self.wait_for_empty_queue(Duration::from_secs(30));
         self.stop_dovecot();
         if let Ok(rd) = std::fs::read_dir(&maildir) {
             for entry in rd.flatten() {
@@ -1120,6 +1165,31 @@ postlog    unix-dgram n - n - 1 postlogd
         last
     }
 
+    /// Polls (STATUS) until the folder is empty or missing, or the timeout passes; returns the
+    /// last count seen. For the source side of a MOVE, or of COPY + EXPUNGE, which another
+    /// session may see in both folders for a moment.
+    pub async fn wait_for_empty(&self, user: &str, folder: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count(user, folder).await;
+            if n == 0 || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many times Postfix accepted a message with this Message-ID (without angle brackets):
+    /// the `cleanup` lines of its log, one per queue file. A client that sent the message twice
+    /// shows 2; Postfix delivering one queued message twice to Dovecot still shows 1.
+    pub fn accepted(&self, message_id: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("log/postfix.log")).unwrap_or_default();
+        let needle = format!(": message-id=<{message_id}>");
+        log.lines()
+            .filter(|l| l.contains("/cleanup[") && l.ends_with(&needle))
+            .count()
+    }
+
     /// STATUS UIDVALIDITY of the folder (panics if it does not exist).
     pub async fn uid_validity(&self, user: &str, folder: &str) -> u32 {
         let mut s = self.session_or_panic(user).await;
@@ -1132,6 +1202,90 @@ postlog    unix-dgram n - n - 1 postlogd
             Err(e) => self.fail(&format!("STATUS {user} {folder}"), e.into()),
         }
     }
+
+    /// Polls the folder until it holds a message with each of `ids` (Message-IDs without angle
+    /// brackets) and returns everything it holds then; panics after `timeout`, naming the
+    /// missing ones. Copies of one Message-ID count once: after a daemon was stopped mid-delivery
+    /// a message may legitimately arrive twice (SMTP and LMTP are at-least-once), see
+    /// [`assert_only_ids`].
+    pub async fn wait_for_message_ids(
+        &self,
+        user: &str,
+        folder: &str,
+        ids: &[&str],
+        timeout: Duration,
+    ) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // STATUS first: fetching whole messages at every poll would cost more.
+            let at_least = self.count(user, folder).await;
+            if at_least >= ids.len() {
+                let msgs = self.fetch_all(user, folder).await;
+                let have = message_id_counts(&msgs);
+                let missing: Vec<&&str> =
+                    ids.iter().filter(|id| !have.contains_key(**id)).collect();
+                if missing.is_empty() {
+                    return msgs;
+                }
+                if Instant::now() > deadline {
+                    self.fail(
+                        &format!("waiting for mail in {user} {folder}"),
+                        anyhow!("missing {missing:?}; the folder holds {have:?}"),
+                    );
+                }
+            } else if Instant::now() > deadline {
+                self.fail(
+                    &format!("waiting for mail in {user} {folder}"),
+                    anyhow!("{at_least} message(s), expected {ids:?}"),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The Message-ID of a raw message, without angle brackets (header name in any case, folded
+/// lines joined).
+pub fn message_id(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ");
+    head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("message-id")
+            .then(|| value.trim().trim_matches(['<', '>']).to_string())
+    })
+}
+
+/// How many messages carry each Message-ID (`""` for none).
+pub fn message_id_counts(msgs: &[Vec<u8>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for m in msgs {
+        *counts.entry(message_id(m).unwrap_or_default()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// What the mail protocols promise after a daemon was stopped or killed mid-delivery: every
+/// message in `ids` arrived, possibly more than once (a delivery whose 250 was lost is made
+/// again, RFC 5321 section 6.1), and nothing else did. Returns the copies per Message-ID.
+pub fn assert_only_ids(msgs: &[Vec<u8>], ids: &[&str], what: &str) -> BTreeMap<String, usize> {
+    let counts = message_id_counts(msgs);
+    for id in ids {
+        assert!(counts.contains_key(*id), "{what}: {id} missing: {counts:?}");
+    }
+    for id in counts.keys() {
+        assert!(
+            ids.contains(&id.as_str()),
+            "{what}: unexpected message {id:?}: {counts:?}"
+        );
+    }
+    counts
 }
 
 impl Drop for MailStack {
@@ -1611,6 +1765,21 @@ fn greeting(port: u16, prefix: &str, mark: &str, bye: &[u8]) -> bool {
     let _ = s.write_all(bye);
     let line = String::from_utf8_lossy(&buf);
     line.starts_with(prefix) && line.contains(mark)
+}
+
+/// Every regular file under `dir`, recursively (Postfix hashes `deferred` into subfolders);
+/// nothing if it does not exist.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_files(&entry.path(), out),
+            Ok(_) => out.push(entry.path()),
+            Err(_) => {}
+        }
+    }
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
