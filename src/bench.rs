@@ -23,10 +23,12 @@ use crate::pipeline::Desk;
 use crate::store::{PgStore, SqliteStore, Store, StoreError};
 use crate::worker::{self, RunOptions, WorkerError};
 
+pub mod replies;
+
 /// The log filter of `postdesk bench` when `POSTDESK_LOG` is not set: the default one, with the
 /// worker's per-message (and start/stop) lines at `info` left out. `POSTDESK_LOG` still wins,
 /// e.g. `POSTDESK_LOG=info` shows every message.
-pub const LOG_FILTER: &str = "info,sqlx=warn,postdesk::worker=warn";
+pub const LOG_FILTER: &str = "info,sqlx=error,postdesk::worker=warn";
 
 /// Why a bench run gave no report.
 #[derive(Debug, thiserror::Error)]

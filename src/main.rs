@@ -131,6 +131,28 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Customer replies against a seeded store: replies per second and p99 (threading lookups).
+    Replies {
+        /// Tickets to seed (each with its requester and a sent acknowledgement).
+        #[arg(long, default_value_t = 100_000)]
+        tickets: i64,
+        /// Inbound messages to seed, spread over the tickets.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: i64,
+        /// Replies to take (half threaded by In-Reply-To, half by the subject tag).
+        #[arg(long, default_value_t = 2_000)]
+        replies: usize,
+        /// Database: a sqlite: URL, or a postgres:// server URL on which a fresh database is made
+        /// and dropped. Default: a new SQLite file in a temporary directory, removed afterwards.
+        #[arg(long)]
+        database: Option<String>,
+        /// Replies per transaction (default: worker.batch_size).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `$body` with `$store` bound to the configured backend.
@@ -384,6 +406,49 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                     report.p50_ms,
                     report.p99_ms,
                     report.peak_rss_mib
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Replies {
+                    tickets,
+                    messages,
+                    replies,
+                    database,
+                    batch,
+                    json,
+                },
+        } => {
+            let mut config = config.clone();
+            if let Some(b) = batch {
+                config.batch_size = b.max(1);
+            }
+            let plan = postdesk::bench::replies::RepliesPlan {
+                tickets: tickets.max(1),
+                messages: messages.max(0),
+                replies,
+            };
+            let report =
+                postdesk::bench::replies::bench(&config, database.as_deref(), plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "backend={} tickets={} messages={} replies={} threaded={} batch={} seeded_in={:.1}s\n\
+                     elapsed={:.2}s throughput={:.0} replies/s p50={:.2}ms p99={:.2}ms",
+                    report.backend,
+                    report.tickets,
+                    report.messages,
+                    report.replies,
+                    report.threaded,
+                    report.batch_size,
+                    report.seed_seconds,
+                    report.seconds,
+                    report.replies_per_second,
+                    report.p50_ms,
+                    report.p99_ms
                 );
             }
             Ok(ExitCode::SUCCESS)

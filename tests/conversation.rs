@@ -187,3 +187,55 @@ fn explain_says_why_a_tag_was_ignored() {
         "{show}"
     );
 }
+
+/// Every real bounce and feedback report in `fixtures/bounces` (Postfix, Exim, qmail, Sendmail,
+/// Exchange, Gmail, Yahoo, Amazon SES, Domino, Courier, ARF from AOL, Yahoo, ...) goes through
+/// `ingest`: none opens a ticket, none is answered, none is quarantined; the two samples that are
+/// not bounces (a vacation reply, a forwarded bounce) are not taken for one.
+#[test]
+fn real_bounces_never_open_answer_or_quarantine() {
+    let sb = Sandbox::new();
+    let dir = common::repo().join("fixtures/bounces");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "{} samples", files.len());
+    let mut reports = 0;
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let path = file.to_string_lossy().into_owned();
+        let e = sb.json(&["explain", &path, "--json"]);
+        if name.starts_with("not-bounce") {
+            assert_ne!(e["action"], "bounce", "{name}: {e}");
+            continue;
+        }
+        reports += 1;
+        assert_eq!(e["action"], "bounce", "{name}: {e}");
+        assert_eq!(e["acknowledge"], false, "{name}");
+        assert_eq!(e["outbound"].as_array().map(Vec::len), Some(0), "{name}");
+        assert_eq!(code(&sb.run(&["ingest", &path])), 0, "{name}");
+    }
+    assert!(reports >= 20);
+    assert!(sb.tickets().is_empty(), "a report opened a ticket");
+    let counts = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use postdesk::store::Store;
+            let url = format!("sqlite:{}", sb.db().display());
+            let store = postdesk::store::SqliteStore::open(&url).await.unwrap();
+            store.counts().await.unwrap()
+        });
+    assert_eq!(counts.messages, reports as i64, "every report is stored");
+    assert_eq!((counts.tickets, counts.quarantined), (0, 0));
+    assert_eq!(
+        counts.outbox_pending + counts.outbox_sent,
+        0,
+        "nothing answered"
+    );
+}

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mailstack::{
-    ALICE, BOB, MailStack, OAUTH_TOKEN, PASSWORD, REJECT_AFTER_DOT, SUPPORT, StackOptions, TRIAGE,
-    customer,
+    ALICE, BOB, CAROL, GONE, MailStack, OAUTH_TOKEN, PASSWORD, REJECT_AFTER_DOT, SUPPORT,
+    StackOptions, TRIAGE, customer,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
@@ -1145,4 +1145,213 @@ async fn first_start_on_a_full_mailbox_does_what_the_config_says() {
             }
         }
     }
+}
+
+/// Waits until `done` holds for what `desk` shows, or fails with the worker's log.
+async fn wait_until(desk: &Desk, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened:\n{}",
+            desk.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The customer's side of a conversation on the real mail stack, through `postdesk run`.
+/// Alice writes with Bob on Cc; Bob answers the acknowledgement from a client that stacks
+/// "AW: RE:" and drops In-Reply-To; Alice's vacation responder answers the acknowledgement; a
+/// stranger copies the subject with the tag; a customer whose mailbox is gone writes, and
+/// Postfix's own bounce of our acknowledgement comes back. Every mail is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_threads_replies_and_keeps_auto_replies_bounces_and_strangers_in_place() {
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack);
+    let worker = desk.spawn(&[]);
+    wait_until(&desk, "IMAP connected", || {
+        desk.log().contains("IMAP connected")
+    })
+    .await;
+    let messages = |n: i64| -> Vec<serde_json::Value> {
+        if desk.tickets().len() < n as usize {
+            return Vec::new();
+        }
+        desk.ticket(n)["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // Alice writes, Bob on Cc: one ticket, one acknowledgement to Alice.
+    let first = format!(
+        "From: Alice <{ALICE}>\r\nTo: {SUPPORT}\r\nCc: Bob <{BOB}>\r\nSubject: SEV 3 printer on fire\r\n\
+         Message-ID: <story-1@customer.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n\
+         The printer in room 4 is on fire.\r\n"
+    );
+    stack.send(ALICE, SUPPORT, first.as_bytes()).await;
+    assert_eq!(
+        stack
+            .wait_for_count(ALICE, "INBOX", 1, Duration::from_secs(30))
+            .await,
+        1,
+        "{}",
+        desk.log()
+    );
+    let ack = stack.fetch_all(ALICE, "INBOX").await.remove(0);
+    let ack_id = header(&ack, "Message-ID").unwrap_or_default();
+    let subject = header(&ack, "Subject").unwrap_or_default();
+    assert!(subject.starts_with("[#1]"), "{subject}");
+
+    // Bob answers from a client that stacks prefixes and drops In-Reply-To.
+    let bob = format!(
+        "From: Bob <{BOB}>\r\nTo: {SUPPORT}\r\nSubject: AW: RE: {subject}\r\n\
+         Message-ID: <story-2@customer.test>\r\nDate: Mon, 23 Nov 2026 10:30:00 +0000\r\n\r\n\
+         It is the toner; the second printer too.\r\n\r\n\
+         Am Mo., 23. Nov. 2026 um 10:01 Uhr schrieb Support <{SUPPORT}>:\r\n\
+         > we have received your request and opened ticket [#1].\r\n"
+    );
+    stack.send(BOB, SUPPORT, bob.as_bytes()).await;
+    wait_until(&desk, "Bob's reply on #1", || messages(1).len() == 2).await;
+
+    // Alice's vacation responder answers the acknowledgement.
+    let vacation = format!(
+        "From: Alice <{ALICE}>\r\nTo: {SUPPORT}\r\nSubject: Automatic reply: {subject}\r\n\
+         Message-ID: <story-3@customer.test>\r\nIn-Reply-To: {ack_id}\r\nAuto-Submitted: auto-replied\r\n\
+         Date: Mon, 23 Nov 2026 10:31:00 +0000\r\n\r\nI am out of the office until Monday.\r\n"
+    );
+    stack.send(ALICE, SUPPORT, vacation.as_bytes()).await;
+    wait_until(&desk, "the vacation reply on #1", || messages(1).len() == 3).await;
+
+    // A stranger copies the subject with the tag: a ticket of their own, acknowledged.
+    let stranger = format!(
+        "From: Carol <{CAROL}>\r\nTo: {SUPPORT}\r\nSubject: Re: {subject}\r\n\
+         Message-ID: <story-4@other.test>\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\n\r\nI have the same problem.\r\n"
+    );
+    stack.send(CAROL, SUPPORT, stranger.as_bytes()).await;
+    assert_eq!(
+        stack
+            .wait_for_count(CAROL, "INBOX", 1, Duration::from_secs(30))
+            .await,
+        1,
+        "{}",
+        desk.log()
+    );
+
+    // A customer whose mailbox is gone writes: our acknowledgement bounces (Postfix's own DSN,
+    // to the envelope sender, the support address) and the bounce lands on that ticket.
+    let gone = format!(
+        "From: {GONE}\r\nTo: {SUPPORT}\r\nSubject: SEV 4 where is my invoice\r\n\
+         Message-ID: <story-5@other.test>\r\nDate: Mon, 23 Nov 2026 11:30:00 +0000\r\n\r\nWhere is it?\r\n"
+    );
+    stack.send(GONE, SUPPORT, gone.as_bytes()).await;
+    wait_until(&desk, "the bounce on #3", || {
+        desk.tickets().len() >= 3
+            && desk.ticket(3)["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|e| e["kind"] == "bounce"))
+    })
+    .await;
+    // Everything taken and sent, nothing in flight: the counts below cannot change any more.
+    assert_eq!(
+        stack
+            .wait_for_empty(SUPPORT, "INBOX", Duration::from_secs(30))
+            .await,
+        0,
+        "{}",
+        desk.log()
+    );
+    let out = stop(worker);
+    assert!(out.status.success(), "{}", desk.log());
+    stack.wait_for_empty_queue(Duration::from_secs(30));
+
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), 3, "{tickets:?}");
+    let one = desk.ticket(1);
+    let kinds: Vec<(String, String)> = one["messages"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap_or("").to_string(),
+                m["kind"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, k: &str| (a.to_string(), k.to_string());
+    assert_eq!(
+        kinds,
+        vec![
+            pair(ALICE, "customer"),
+            pair(BOB, "customer"),
+            pair(ALICE, "automatic")
+        ]
+    );
+    assert_eq!(
+        one["messages"][1]["text"],
+        "It is the toner; the second printer too."
+    );
+    assert_eq!(
+        one["ticket"]["status"], "in_triage",
+        "SPEC: a customer reply leaves in_triage"
+    );
+    assert_eq!(
+        one["outbox"].as_array().map(Vec::len),
+        Some(1),
+        "no second acknowledgement"
+    );
+    let history = one["history"].as_array().cloned().unwrap_or_default();
+    assert!(
+        history
+            .iter()
+            .any(|e| e["kind"] == "stranger" && e["related_ticket"] == 2),
+        "{one}"
+    );
+    assert!(
+        !one["participants"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .any(|p| p["address"] == CAROL)
+    );
+
+    let two = desk.ticket(2);
+    assert_eq!(two["ticket"]["requester"], CAROL);
+    let three = desk.ticket(3);
+    assert_eq!(three["ticket"]["requester_bounced"], true, "{three}");
+    let bounce = three["history"].as_array().cloned().unwrap_or_default();
+    let bounce = bounce
+        .iter()
+        .find(|e| e["kind"] == "bounce")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(bounce["to"], GONE);
+    assert!(
+        bounce["reason"].as_str().unwrap_or("").contains("5.1.1"),
+        "{bounce}"
+    );
+
+    // Count the mails: one acknowledgement each to Alice, Carol and the gone address; nothing to
+    // Bob, nothing for the vacation reply, nothing for the bounce.
+    assert_eq!(stack.count(ALICE, "INBOX").await, 1);
+    assert_eq!(stack.count(BOB, "INBOX").await, 0);
+    assert_eq!(stack.count(CAROL, "INBOX").await, 1);
+    let carol = stack.fetch_all(CAROL, "INBOX").await.remove(0);
+    assert!(
+        header(&carol, "Subject")
+            .unwrap_or_default()
+            .starts_with("[#2]")
+    );
+    let sent: usize = tickets
+        .iter()
+        .map(|t| {
+            desk.ticket(t["number"].as_i64().unwrap_or(0))["outbox"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(sent, 3, "three acknowledgements, nothing else");
 }

@@ -59,6 +59,32 @@ pub struct RepliesPlan {
 
 const SEED_SUBJECT: &str = "SEV 3 seeded ticket";
 
+/// Seeds a new store and takes the replies: a SQLite file in a temporary work directory (removed
+/// afterwards), or with a `postgres://` server URL a new database there (dropped afterwards).
+pub async fn bench(
+    config: &Config,
+    database: Option<&str>,
+    plan: RepliesPlan,
+) -> Result<RepliesReport, super::BenchError> {
+    match database {
+        Some(admin) if admin.starts_with("postgres") => {
+            let name = format!("postdesk_bench_replies_{}", std::process::id());
+            let url = crate::store::postgres::create_database(admin, &name).await?;
+            let measured = run(config, &url, plan).await;
+            let dropped = crate::store::postgres::drop_database(admin, &name).await;
+            let report = measured?;
+            dropped?;
+            Ok(report)
+        }
+        Some(url) => Ok(run(config, url, plan).await?),
+        None => {
+            let work = super::WorkDir::temporary()?;
+            let url = format!("sqlite:{}", work.path().join("replies.db").display());
+            Ok(run(config, &url, plan).await?)
+        }
+    }
+}
+
 /// Seeds a store at `url` (a `sqlite:` file or a `postgres://` database) and takes the replies.
 pub async fn run(
     config: &Config,
@@ -88,23 +114,27 @@ pub async fn run(
 }
 
 /// The bulk seed, one statement per table (a recursive counter both backends understand).
-const SEED_TICKETS: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+const SEED_TICKETS: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
      INSERT INTO tickets (id, subject, requester, status, requested_severity, assigned_severity,
                           severity_given, downgraded, created_at, updated_at)
      SELECT i, 'SEV 3 seeded ticket ' || i, 'user' || i || '@seed.test',
             CASE i % 4 WHEN 0 THEN 'in_triage' WHEN 1 THEN 'engineer_pending'
                        WHEN 2 THEN 'customer_pending' ELSE 'close_pending' END,
             3, 3, $3, $4, $2, $2 FROM n";
-const SEED_PARTICIPANTS: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+const SEED_PARTICIPANTS: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
      INSERT INTO participants (ticket_id, address, role, added_at)
      SELECT i, 'user' || i || '@seed.test', 'requester', $2 FROM n";
-const SEED_MESSAGES: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+const SEED_MESSAGES: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
      INSERT INTO messages (ticket_id, message_id, direction, visibility, kind, from_addr, subject,
                            body_text, source, received_at, raw)
      SELECT ((i - 1) % $3) + 1, 'seed-' || i || '@seed.test', 'inbound', 'public', 'customer',
             'user' || (((i - 1) % $3) + 1) || '@seed.test', 'SEV 3 seeded ticket',
             'The reports page times out for every user since this morning.', 'seed', $2, $4 FROM n";
-const SEED_OUTBOX: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+const SEED_OUTBOX: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
      INSERT INTO outbox (ticket_id, message_id, template, to_addr, automatic, rendered, created_at,
                          next_attempt_at, sent_at, attempts)
      SELECT i, 'postdesk.' || i || '.acknowledgement.seed@example.com', 'acknowledgement',
@@ -156,7 +186,10 @@ macro_rules! seed_with {
     }};
 }
 
-async fn seed_sqlite(conn: &mut sqlx::SqliteConnection, plan: RepliesPlan) -> Result<(), StoreError> {
+async fn seed_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    plan: RepliesPlan,
+) -> Result<(), StoreError> {
     let mut tx = conn.begin().await?;
     seed_with!(&mut *tx, plan);
     tx.commit().await?;
@@ -182,7 +215,7 @@ async fn seed_pg(conn: &mut sqlx::PgConnection, plan: RepliesPlan) -> Result<(),
 /// Reply `r` of the run: to a ticket spread over the whole store, by header or by tag.
 fn reply(r: usize, tickets: i64) -> Vec<u8> {
     let t = 1 + (r as i64 * 7919) % tickets.max(1);
-    let threading = if r % 2 == 0 {
+    let threading = if r.is_multiple_of(2) {
         format!(
             "Subject: Re: {SEED_SUBJECT} {t}\r\nIn-Reply-To: <postdesk.{t}.acknowledgement.seed@example.com>\r\nReferences: <seed-{t}@seed.test> <postdesk.{t}.acknowledgement.seed@example.com>\r\n"
         )

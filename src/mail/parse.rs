@@ -299,8 +299,20 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
 /// the envelope signals say so.
 fn read_report(msg: &mail_parser::Message<'_>) -> Option<crate::mail::dsn::Report> {
     use crate::mail::dsn;
+    // A null sender alone also marks an RFC 3834 auto-reply (an out-of-office answering our
+    // acknowledgement): that one is a reply to thread, not a report.
+    let auto_reply = msg.headers_raw().any(|(name, value)| {
+        let name = name.to_ascii_lowercase();
+        (name == "auto-submitted"
+            && value
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("auto-replied"))
+            || name == "x-autoreply"
+            || name == "x-autorespond"
+    });
     dsn::read_report(msg).or_else(|| {
-        dsn::looks_like_report(msg).then(|| dsn::Report {
+        (!auto_reply && dsn::looks_like_report(msg)).then(|| dsn::Report {
             kind: dsn::ReportKind::Other,
             recipients: Vec::new(),
             original_message_id: None,

@@ -72,6 +72,10 @@ pub const TRIAGE: &str = "triage@example.test";
 pub const ALICE: &str = "alice@customer.test";
 pub const BOB: &str = "bob@customer.test";
 pub const CAROL: &str = "carol@other.test";
+/// An address Postfix accepts (it is in `vmailbox`) but Dovecot does not know: LMTP refuses it
+/// with 550 5.1.1 after Postfix queued the mail, so Postfix returns a real bounce (RFC 3464) to
+/// the envelope sender.
+pub const GONE: &str = "gone@other.test";
 /// The users listed one by one (every local part of `customer.test` exists as well).
 /// A subject containing this is refused by Postfix after the final dot of DATA (header_checks
 /// run when the whole message is in), the way content filters refuse mail.
@@ -330,6 +334,7 @@ impl MailStack {
             vmailbox.push_str(&format!("{user} ok\n"));
         }
         vmailbox.push_str(&format!("@{CATCH_ALL_DOMAIN} ok\n"));
+        vmailbox.push_str(&format!("{GONE} ok\n"));
         write_file(&d.join("postfix/vmailbox"), &vmailbox, 0o644)?;
         write_file(
             &d.join("postfix/header_checks"),
