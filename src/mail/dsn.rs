@@ -109,19 +109,24 @@ pub fn read_report(msg: &Message<'_>) -> Option<Report> {
     let is_mdn =
         found.disposition.is_some() || report_type.as_deref() == Some("disposition-notification");
 
+    let failed_header = x_failed_recipients(msg);
+    let by_mailer = sent_by_mailer(msg);
+    // Every ordinary mail leaves here, before its text is read: this runs on all inbound mail.
+    if !(is_feedback || is_dsn || is_mdn || by_mailer || !failed_header.is_empty()) {
+        return None;
+    }
     let subject = msg
         .subject()
         .map(|s| cap_chars(s, MAX_SUBJECT_CHARS).to_ascii_lowercase())
         .unwrap_or_default();
     let text = body_text(msg);
     let scan = scan_text(&text);
-    let failed_header = x_failed_recipients(msg);
     let delay_said = is_delay_text(&subject) || scan.delay;
 
     // The human text alone makes a report only when a mailer sent it: a customer may paste or
     // forward a bounce, and that mail must still become a ticket.
     let textual = !failed_header.is_empty()
-        || (sent_by_mailer(msg) && (scan.intro || scan.delay || is_bounce_subject(&subject)));
+        || (by_mailer && (scan.intro || scan.delay || is_bounce_subject(&subject)));
     if !(is_feedback || is_dsn || is_mdn || textual) {
         return None;
     }
