@@ -79,7 +79,7 @@ macro_rules! sql_store {
                      UNION ALL
                      SELECT message_id, ticket_id FROM outbox WHERE message_id IN ({list}) AND ticket_id IS NOT NULL"
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for id in &keys.message_ids {
                     q = q.bind(id);
                 }
@@ -114,7 +114,7 @@ macro_rules! sql_store {
                 "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at FROM tickets
                  WHERE id IN ({list}) ORDER BY id{lock_clause}"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for n in &numbers {
                 q = q.bind(n);
             }
@@ -149,7 +149,7 @@ macro_rules! sql_store {
             let sql = format!(
                 "SELECT ticket_id, address, name, role FROM participants WHERE ticket_id IN ({list})"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for t in &ctx.tickets {
                 q = q.bind(t.number);
             }
@@ -180,10 +180,15 @@ macro_rules! sql_store {
             stored: &crate::desk::StoredMessage,
             at: DateTime<Utc>,
         ) -> Result<(), StoreError> {
-            let id: i64 = sqlx::query(
+            // The row id is only needed for attachments: most mail has none and is inserted
+            // without RETURNING.
+            let insert = sqlx::query(if mail.attachments.is_empty() {
                 "INSERT INTO messages (ticket_id, message_id, direction, visibility, kind, from_addr, subject, in_reply_to, refs, body_text, source, received_at, raw)
-                 VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-            )
+                 VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            } else {
+                "INSERT INTO messages (ticket_id, message_id, direction, visibility, kind, from_addr, subject, in_reply_to, refs, body_text, source, received_at, raw)
+                 VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id"
+            })
             .bind(ticket)
             .bind(&mail.message_id)
             .bind(stored.visibility.as_str())
@@ -195,13 +200,12 @@ macro_rules! sql_store {
             .bind(&stored.text)
             .bind(source)
             .bind(at)
-            .bind(raw)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
+            .bind(raw);
             if mail.attachments.is_empty() {
+                insert.execute(&mut *conn).await?;
                 return Ok(());
             }
+            let id: i64 = insert.fetch_one(&mut *conn).await?.try_get(0)?;
             // Many rows per statement, one round trip for a few dozen attachments.
             for (chunk_no, chunk) in mail.attachments.chunks(50).enumerate() {
                 let mut sql = String::from(
@@ -214,7 +218,7 @@ macro_rules! sql_store {
                     }
                     sql.push_str(&format!("($1, {})", placeholders(b, 9)));
                 }
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(id);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
                 for (i, a) in chunk.iter().enumerate() {
                     q = q
                         .bind((chunk_no * 50 + i) as i64)
@@ -235,7 +239,8 @@ macro_rules! sql_store {
         /// One event row: its ticket, the event, the other ticket it concerns.
         type EventRow<'e> = (Option<i64>, &'e Event, Option<i64>);
 
-        /// Several events in one statement (one round trip).
+        /// Several events in one statement (one round trip). Kept as a prepared statement per row
+        /// count (a decision has a handful of events), like the lookups above per key count.
         async fn insert_events(
             conn: &mut Conn,
             events: &[EventRow<'_>],
@@ -253,7 +258,7 @@ macro_rules! sql_store {
                 }
                 sql.push_str(&format!("($1, {})", placeholders(i * 8 + 2, 8)));
             }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(message_id);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(message_id);
             for (ticket, e, related) in events {
                 q = q
                     .bind(ticket)
@@ -699,17 +704,26 @@ macro_rules! sql_store {
                         .fetch_one(&mut *conn)
                         .await?
                         .try_get(0)?;
-                        let people = std::iter::once((&t.requester, Role::Requester))
-                            .chain(t.watchers.iter().map(|w| (w, Role::Watcher)));
-                        for (who, role) in people {
+                        // The requester is the ticket's first participant: a plain insert. Watchers
+                        // were made distinct by the decision; ON CONFLICT only guards the case.
+                        sqlx::query(
+                            "INSERT INTO participants (ticket_id, address, name, role, added_at)
+                             VALUES ($1, $2, $3, 'requester', $4)",
+                        )
+                        .bind(number)
+                        .bind(t.requester.key())
+                        .bind(&t.requester.name)
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await?;
+                        for w in &t.watchers {
                             sqlx::query(
                                 "INSERT INTO participants (ticket_id, address, name, role, added_at)
-                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                                 VALUES ($1, $2, $3, 'watcher', $4) ON CONFLICT DO NOTHING",
                             )
                             .bind(number)
-                            .bind(who.key())
-                            .bind(&who.name)
-                            .bind(role.as_str())
+                            .bind(w.key())
+                            .bind(&w.name)
                             .bind(at)
                             .execute(&mut *conn)
                             .await?;
