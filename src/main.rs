@@ -377,10 +377,7 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                     json,
                 },
         } => {
-            let mut config = config.clone();
-            if let Some(b) = batch {
-                config.batch_size = b.max(1);
-            }
+            let config = with_batch(config, batch);
             // Stopped like `run` (the work directory is then removed on the way out).
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
@@ -421,10 +418,7 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                     json,
                 },
         } => {
-            let mut config = config.clone();
-            if let Some(b) = batch {
-                config.batch_size = b.max(1);
-            }
+            let config = with_batch(config, batch);
             let plan = postdesk::bench::replies::RepliesPlan {
                 tickets: tickets.max(1),
                 messages: messages.max(0),
@@ -454,6 +448,15 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The config with `--batch` applied (messages per transaction, at least one).
+fn with_batch(config: &Config, batch: Option<usize>) -> Config {
+    let mut config = config.clone();
+    if let Some(b) = batch {
+        config.batch_size = b.max(1);
+    }
+    config
 }
 
 async fn wait_for_signal() {

@@ -480,38 +480,7 @@ async fn list_tickets_filters_by_status<S: Store>(store: S) {
     // (email alone never moves a ticket out of triage to close_pending).
     let raw = mail("c@acme.test", "SEV 4 c", "l-c@acme.test", &[]);
     let c = new_ticket(&store, &desk, &raw, now).await;
-    let change = Decision {
-        action: Action::Reply(Reply {
-            ticket: c,
-            matched_by: MatchedBy::Tag { ticket: c },
-            role: Role::Staff,
-        }),
-        severity: None,
-        message: None,
-        status_change: Some(StatusChange {
-            from: Status::InTriage,
-            to: Status::ClosePending,
-            event: StatusEvent::CustomerReply,
-        }),
-        joiners: vec![],
-        requester_bounced: false,
-        events: vec![],
-        acknowledge: false,
-        reason: "test".into(),
-        ignored: None,
-        outbound: vec![],
-        at: now,
-    };
-    let mut tx = store.begin().await.unwrap();
-    let record = InboundRecord {
-        raw: &raw,
-        mail: None,
-        source: "test",
-    };
-    tx.apply(&change, record, &mut |_| Vec::new())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    set_status(&store, c, Status::InTriage, Status::ClosePending, now).await;
 
     let numbers = |l: Vec<postdesk::store::TicketSummary>| -> Vec<i64> {
         l.into_iter().map(|t| t.number).collect()
@@ -1429,3 +1398,69 @@ store_tests!(
     bounce_of_our_mail_lands_on_its_ticket,
     attachments_are_recorded_and_reachable,
 );
+
+/// On PostgreSQL the ticket a decision reads is locked until its transaction ends, so a second
+/// writer cannot decide on the same ticket in between (checked with `FOR UPDATE NOWAIT`, which
+/// answers at once instead of waiting: no timing in the test).
+#[tokio::test]
+async fn postgres_locks_the_ticket_a_decision_reads_until_it_commits() {
+    let admin = postgres_admin_url();
+    let name = format!("pd_test_{}_ticket_lock", std::process::id());
+    let url = create_database(&admin, &name)
+        .await
+        .unwrap_or_else(|e| panic!("creating database {name} on {admin}: {e}"));
+    let result = tokio::spawn(ticket_lock(url)).await;
+    drop_database(&admin, &name).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn ticket_lock(url: String) {
+    use sqlx::Connection;
+    let store = PgStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let desk = desk();
+    let now = t0();
+    let n = new_ticket(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 x", "lk-1@acme.test", &[]),
+        now,
+    )
+    .await;
+    let raw = reply_mail(
+        "jane@acme.test",
+        &format!("Re: [#{n}] SEV 3 x"),
+        "lk-2@acme.test",
+        None,
+        "more\n",
+    );
+    let reply = parse(&raw, desk.max_message_size).unwrap();
+    let keys = postdesk::desk::thread::keys(&reply, "#");
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let ctx = tx.context(&reply, &keys, now).await.unwrap();
+    assert!(ctx.ticket(n).is_some(), "the tag's ticket was read");
+    match try_lock(&mut other, n).await {
+        Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("55P03"), "{e}"),
+        other => panic!("the ticket row was not locked: {other:?}"),
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        try_lock(&mut other, n).await.unwrap().len(),
+        1,
+        "free after the commit"
+    );
+}
+
+async fn try_lock(
+    conn: &mut sqlx::PgConnection,
+    n: i64,
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    sqlx::query("SELECT id FROM tickets WHERE id = $1 FOR UPDATE NOWAIT")
+        .bind(n)
+        .fetch_all(conn)
+        .await
+}
