@@ -236,30 +236,27 @@ macro_rules! sql_store {
             Ok(())
         }
 
-        /// One event row: its ticket, the event, the other ticket it concerns.
-        type EventRow<'e> = (Option<i64>, &'e Event, Option<i64>);
+        /// One event row: its ticket, the event, the other ticket it concerns, the Message-ID
+        /// of the mail it is about.
+        type EventRow<'e> = (Option<i64>, &'e Event, Option<i64>, Option<&'e str>);
 
         /// Several events in one statement (one round trip). Kept as a prepared statement per row
         /// count (a decision has a handful of events), like the lookups above per key count.
-        async fn insert_events(
-            conn: &mut Conn,
-            events: &[EventRow<'_>],
-            message_id: Option<&str>,
-        ) -> Result<(), StoreError> {
+        async fn insert_events(conn: &mut Conn, events: &[EventRow<'_>]) -> Result<(), StoreError> {
             if events.is_empty() {
                 return Ok(());
             }
             let mut sql = String::from(
-                "INSERT INTO events (message_id, ticket_id, at, actor, kind, from_value, to_value, reason, related_ticket) VALUES ",
+                "INSERT INTO events (ticket_id, at, actor, kind, from_value, to_value, reason, related_ticket, message_id) VALUES ",
             );
             for i in 0..events.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("($1, {})", placeholders(i * 8 + 2, 8)));
+                sql.push_str(&format!("({})", placeholders(i * 9 + 1, 9)));
             }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(message_id);
-            for (ticket, e, related) in events {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (ticket, e, related, message_id) in events {
                 q = q
                     .bind(ticket)
                     .bind(e.at)
@@ -268,7 +265,8 @@ macro_rules! sql_store {
                     .bind(&e.from)
                     .bind(&e.to)
                     .bind(&e.reason)
-                    .bind(related);
+                    .bind(related)
+                    .bind(message_id);
             }
             q.execute(&mut *conn).await?;
             Ok(())
@@ -280,7 +278,7 @@ macro_rules! sql_store {
             e: &Event,
             message_id: Option<&str>,
         ) -> Result<(), StoreError> {
-            insert_events(conn, &[(ticket, e, None)], message_id).await
+            insert_events(conn, &[(ticket, e, None, message_id)]).await
         }
 
         async fn insert_outbox(conn: &mut Conn, m: &QueuedMail, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -790,29 +788,28 @@ macro_rules! sql_store {
                         related_ticket: resolve(e.related),
                     })
                     .collect();
-                let rows: Vec<_> = d
+                let mut rows: Vec<EventRow<'_>> = d
                     .events
                     .iter()
                     .zip(&events)
-                    .map(|(p, e)| (resolve(p.on), e, e.related_ticket))
+                    .map(|(p, e)| (resolve(p.on), e, e.related_ticket, message_id))
                     .collect();
-                insert_events(conn, &rows, message_id).await?;
 
-                if let Some(n) = number
-                    && !d.outbound.is_empty()
-                {
-                    let rendered = render(n);
-                    for r in &rendered {
-                        if let Some(m) = &r.mail {
-                            insert_outbox(conn, m, at).await?;
-                        }
+                // The planned mails, rendered now that the ticket has its number; their events go
+                // in the same statement as the decision's (one round trip for all history).
+                let rendered = match number {
+                    Some(n) if !d.outbound.is_empty() => render(n),
+                    _ => Vec::new(),
+                };
+                for r in &rendered {
+                    if let Some(m) = &r.mail {
+                        insert_outbox(conn, m, at).await?;
                     }
-                    let rows: Vec<_> = rendered
-                        .iter()
-                        .map(|r| (Some(n), &r.event, None))
-                        .collect();
-                    insert_events(conn, &rows, None).await?;
                 }
+                rows.extend(rendered.iter().map(|r| {
+                    (number, &r.event, None, r.mail.as_ref().map(|m| m.message_id.as_str()))
+                }));
+                insert_events(conn, &rows).await?;
                 Ok(number)
             }
 
