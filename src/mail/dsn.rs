@@ -234,6 +234,13 @@ pub fn looks_like_report(msg: &Message<'_>) -> bool {
         || msg
             .headers_raw()
             .any(|(name, _)| name.eq_ignore_ascii_case("x-failed-recipients"))
+        // Hotmail's junk-mail reports (JMRP) return the reported mail with this header added.
+        || msg.parts.iter().take(MAX_PARTS).any(|part| match &part.body {
+            PartType::Message(m) => m
+                .headers_raw()
+                .any(|(name, _)| name.eq_ignore_ascii_case("x-hmxmroriginalrecipient")),
+            _ => false,
+        })
         || msg.parts.iter().take(MAX_PARTS).any(|part| {
             part.content_type().is_some_and(|ct| {
                 let sub = ct.subtype().unwrap_or_default();
@@ -294,10 +301,37 @@ fn sent_by_mailer(msg: &Message<'_>) -> bool {
 }
 
 fn is_mailer_address(addr: &str) -> bool {
-    let local = addr.rsplit_once('@').map_or(addr, |(l, _)| l).trim();
+    let (local, domain) = addr.rsplit_once('@').unwrap_or((addr, ""));
+    let local = local.trim();
     MAILER_LOCAL_PARTS
         .iter()
         .any(|m| local.eq_ignore_ascii_case(m))
+        || ["postmaster", "mailerdaemon", "maildaemon"]
+            .iter()
+            .any(|m| starts_with_word(local, m))
+        // Amazon SES bounce and complaint notifications relayed by SNS (JSON in the body).
+        || domain.trim().eq_ignore_ascii_case("sns.amazonaws.com")
+}
+
+/// Whether `local`, read without punctuation, starts with the word `name` (lower-case letters)
+/// that ends there: mail systems also write `post_master`, `Postmaster-<queue id>` or
+/// `MAILER-DAEMON.x`, but `postmasterson` is a person.
+fn starts_with_word(local: &str, name: &str) -> bool {
+    let mut want = name.chars();
+    let mut chars = local.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_alphanumeric() {
+            continue;
+        }
+        match want.next() {
+            Some(w) if w == c.to_ascii_lowercase() => {}
+            _ => return false,
+        }
+        if want.as_str().is_empty() {
+            return chars.peek().is_none_or(|n| !n.is_ascii_alphanumeric());
+        }
+    }
+    false
 }
 
 /// `report-type` of a root `multipart/report`, lower-cased.
@@ -1604,6 +1638,11 @@ mod tests {
             ("delivery-status root", "From: a@example.org\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; b@example.org\n", true),
             ("feedback-report part", "From: a@example.org\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n--b--\n", true),
             ("customer", "Return-Path: <c@example.com>\nFrom: Customer <c@example.com>\nSubject: Undeliverable: my printer\n\nhelp", false),
+            ("post_master", "From: post_master@vtext.example.com\nSubject: Re: x\n\nbody", true),
+            ("postmaster with queue id", "From: postmaster-abc/def@example.org\nSubject: Undeliverable message\n\nbody", true),
+            ("amazon sns notification", "From: AWS Notifications <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message\n\n{\"notificationType\":\"Bounce\"}", true),
+            ("hotmail jmrp", "From: staff@hotmail.com\nSubject: complaint about message from 192.0.2.1\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nX-HmXmrOriginalRecipient: a@hotmail.com\nFrom: us@example.org\nSubject: x\n\nhi\n--b--\n", true),
+            ("postmasterson is a person", "From: postmasterson@example.org\nSubject: hi\n\nbody", false),
         ];
         for (name, raw, want) in cases {
             let msg = MessageParser::default().parse(raw.as_bytes());
