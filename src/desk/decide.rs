@@ -850,7 +850,9 @@ fn decide_report(
     let kind = match report.kind {
         ReportKind::Feedback => "feedback_report",
         ReportKind::Delay => "delivery_delayed",
-        ReportKind::Bounce | ReportKind::Other => "bounce",
+        ReportKind::Bounce => "bounce",
+        // A success notice, a read receipt, or a mail system's message nothing more is known of.
+        ReportKind::Other => "report",
     };
     let actor = report
         .reporting_mta
@@ -863,7 +865,12 @@ fn decide_report(
         let mut why = match report.kind {
             ReportKind::Feedback => format!("{} reported our mail to {}", actor, r.address),
             ReportKind::Delay => format!("delivery to {} is delayed", r.address),
-            _ => format!("delivery to {} failed", r.address),
+            ReportKind::Bounce => format!("delivery to {} failed", r.address),
+            ReportKind::Other => format!(
+                "report on delivery to {} ({})",
+                r.address,
+                r.action.as_deref().unwrap_or("no action given")
+            ),
         };
         if let Some(s) = &r.status {
             why.push_str(&format!(": {s}"));
@@ -1815,5 +1822,19 @@ mod tests {
         m.report = Some(bounce_of(WATCHER));
         let d = decide(&m, &ctx, &policy(), now());
         assert!(!d.requester_bounced);
+        // A success notice about the requester is a report on the ticket, not a bounce.
+        let mut delivered = bounce_of(JANE);
+        delivered.kind = ReportKind::Other;
+        delivered.recipients[0].action = Some("delivered".into());
+        m.report = Some(delivered);
+        let d = decide(&m, &ctx, &policy(), now());
+        assert!(!d.requester_bounced);
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.kind == "report" && e.reason.contains("(delivered)")),
+            "{:?}",
+            d.events
+        );
     }
 }
