@@ -439,15 +439,7 @@ pub fn decide(
         return decide_report(mail, report, ctx, severity, now);
     }
     if loops::is_bounce(mail) {
-        let report = Report {
-            kind: ReportKind::Other,
-            recipients: Vec::new(),
-            original_message_id: None,
-            original_references: Vec::new(),
-            original_subject: None,
-            reporting_mta: None,
-        };
-        return decide_report(mail, &report, ctx, severity, now);
+        return decide_report(mail, &Report::unread(), ctx, severity, now);
     }
 
     let no_reply = loops::no_reply_reason(

@@ -100,6 +100,20 @@ pub struct Report {
     pub reporting_mta: Option<String>,
 }
 
+impl Report {
+    /// A message known to be a report only by its envelope signals: nothing in it was read.
+    pub fn unread() -> Report {
+        Report {
+            kind: ReportKind::Other,
+            recipients: Vec::new(),
+            original_message_id: None,
+            original_references: Vec::new(),
+            original_subject: None,
+            reporting_mta: None,
+        }
+    }
+}
+
 /// Reads a message as a bounce or feedback report; None when it is not one.
 pub fn read_report(msg: &Message<'_>) -> Option<Report> {
     let found = collect_parts(msg);

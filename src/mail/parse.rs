@@ -198,7 +198,8 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
 
     // From, else Sender, else Reply-To: a broken client that omits From still names someone to
     // answer (Zammad falls back the same way); with none of them the message is quarantined.
-    let report = read_report(&msg);
+    let auto = auto_signals(&msg);
+    let report = read_report(&msg, &auto);
     let from = first_mailbox(msg.from())
         .or_else(|| first_mailbox(msg.sender()))
         .or_else(|| first_mailbox(msg.reply_to()))
@@ -224,40 +225,6 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
         .map(str::to_string);
     let message_id_synthesised = message_id.is_none();
     let message_id = message_id.unwrap_or_else(|| synthesised_message_id(raw));
-
-    let mut auto = AutoSignals {
-        list_id: !msg.list_id().is_empty(),
-        list_unsubscribe: !msg.list_unsubscribe().is_empty(),
-        ..AutoSignals::default()
-    };
-    for (name, value) in msg.headers_raw() {
-        let value = value.trim();
-        match name.to_ascii_lowercase().as_str() {
-            "auto-submitted" => auto.auto_submitted = Some(first_word(value)),
-            "precedence" => auto.precedence = Some(first_word(value)),
-            "x-autoreply" => auto.x_autoreply = true,
-            "x-autorespond" => auto.x_autorespond = true,
-            "x-auto-response-suppress" => auto.x_auto_response_suppress = true,
-            "return-path" => {
-                auto.null_return_path = value
-                    .trim_matches(|c: char| c == '<' || c == '>' || c.is_whitespace())
-                    .is_empty()
-            }
-            _ => {}
-        }
-    }
-    if let Some(ct) = msg.root_part().content_type()
-        && ct.ctype().eq_ignore_ascii_case("multipart")
-        && ct
-            .subtype()
-            .is_some_and(|s| s.eq_ignore_ascii_case("report"))
-    {
-        auto.report_type = Some(
-            ct.attribute("report-type")
-                .unwrap_or("unknown")
-                .to_ascii_lowercase(),
-        );
-    }
 
     let text = msg.body_text(0).map(|t| cap_text(t)).unwrap_or_default();
     let has_text_part = msg.text_body.iter().any(|&i| {
@@ -297,30 +264,59 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
 
 /// The report a message is, if it is one: what `dsn` reads from it, or a bare bounce when only
 /// the envelope signals say so.
-fn read_report(msg: &mail_parser::Message<'_>) -> Option<crate::mail::dsn::Report> {
+fn read_report(
+    msg: &mail_parser::Message<'_>,
+    auto: &AutoSignals,
+) -> Option<crate::mail::dsn::Report> {
     use crate::mail::dsn;
     // A null sender alone also marks an RFC 3834 auto-reply (an out-of-office answering our
     // acknowledgement): that one is a reply to thread, not a report.
-    let auto_reply = msg.headers_raw().any(|(name, value)| {
-        let name = name.to_ascii_lowercase();
-        (name == "auto-submitted"
-            && value
-                .trim()
-                .to_ascii_lowercase()
-                .starts_with("auto-replied"))
-            || name == "x-autoreply"
-            || name == "x-autorespond"
-    });
-    dsn::read_report(msg).or_else(|| {
-        (!auto_reply && dsn::looks_like_report(msg)).then(|| dsn::Report {
-            kind: dsn::ReportKind::Other,
-            recipients: Vec::new(),
-            original_message_id: None,
-            original_references: Vec::new(),
-            original_subject: None,
-            reporting_mta: None,
-        })
-    })
+    let auto_reply = auto
+        .auto_submitted
+        .as_deref()
+        .is_some_and(|v| v.starts_with("auto-replied"))
+        || auto.x_autoreply
+        || auto.x_autorespond;
+    dsn::read_report(msg)
+        .or_else(|| (!auto_reply && dsn::looks_like_report(msg)).then(dsn::Report::unread))
+}
+
+/// The machine-sent markers of a message's headers.
+fn auto_signals(msg: &mail_parser::Message<'_>) -> AutoSignals {
+    let mut auto = AutoSignals {
+        list_id: !msg.list_id().is_empty(),
+        list_unsubscribe: !msg.list_unsubscribe().is_empty(),
+        ..AutoSignals::default()
+    };
+    for (name, value) in msg.headers_raw() {
+        let value = value.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "auto-submitted" => auto.auto_submitted = Some(first_word(value)),
+            "precedence" => auto.precedence = Some(first_word(value)),
+            "x-autoreply" => auto.x_autoreply = true,
+            "x-autorespond" => auto.x_autorespond = true,
+            "x-auto-response-suppress" => auto.x_auto_response_suppress = true,
+            "return-path" => {
+                auto.null_return_path = value
+                    .trim_matches(|c: char| c == '<' || c == '>' || c.is_whitespace())
+                    .is_empty()
+            }
+            _ => {}
+        }
+    }
+    if let Some(ct) = msg.root_part().content_type()
+        && ct.ctype().eq_ignore_ascii_case("multipart")
+        && ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    {
+        auto.report_type = Some(
+            ct.attribute("report-type")
+                .unwrap_or("unknown")
+                .to_ascii_lowercase(),
+        );
+    }
+    auto
 }
 
 fn attachments(msg: &mail_parser::Message<'_>) -> Vec<Attachment> {
