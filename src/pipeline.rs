@@ -290,16 +290,12 @@ impl TicketFacts {
             }),
             _ => {
                 let state = ctx.ticket(number)?;
-                let mailbox = |m: &Member| Mailbox {
-                    name: m.name.clone(),
-                    address: m.address.clone(),
-                };
-                let requester = state.requester().map(mailbox)?;
+                let requester = state.requester().map(Member::mailbox)?;
                 let others = state
                     .participants
                     .iter()
                     .filter(|m| m.role != Role::Requester)
-                    .map(|m| (mailbox(m), m.role))
+                    .map(|m| (m.mailbox(), m.role))
                     .chain(d.joiners.iter().map(|j| (j.mailbox.clone(), j.role)))
                     .collect();
                 Some(TicketFacts {

@@ -768,10 +768,7 @@ fn reply(
                     Some(why) => notes.push(format!("no reopened notice: {why}")),
                     None => outbound.extend(ticket.customers().map(|m| PlannedMail {
                         template: Template::Reopened,
-                        to: Mailbox {
-                            name: m.name.clone(),
-                            address: m.address.clone(),
-                        },
+                        to: m.mailbox(),
                     })),
                 }
             }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::severity::SeverityReading;
 use super::status::Status;
+use crate::mail::Mailbox;
 
 /// How someone takes part in a ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -74,6 +75,16 @@ pub struct Member {
     pub name: Option<String>,
     /// Role.
     pub role: Role,
+}
+
+impl Member {
+    /// The participant as a mail address with its display name.
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox {
+            name: self.name.clone(),
+            address: self.address.clone(),
+        }
+    }
 }
 
 /// What the store knows of an existing ticket when a message names it.
