@@ -533,10 +533,9 @@ macro_rules! sql_store {
                 // A few hundred ids per statement (one round trip each). A row the server
                 // refused for good stays failed, even if a stale journal line names it.
                 for chunk in ids.chunks(500) {
-                    let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                     let sql = format!(
                         "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE failed_at IS NULL AND id IN ({})",
-                        list.join(", ")
+                        placeholders(2, chunk.len())
                     );
                     // Not kept as a prepared statement: every length would be another one.
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(now);
