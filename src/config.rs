@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::desk::{DowngradeMap, Policy, Severity};
+use crate::desk::{DowngradeMap, Policy, Severity, Status};
 use crate::mail::parse::is_usable_address;
 
 /// The kind of value a key holds, which decides how an environment string is read.
@@ -61,6 +61,12 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("staff", "domains", Kind::List),
     ("staff", "addresses", Kind::List),
     ("staff", "require_authenticated", Kind::Bool),
+    ("staff", "authserv_id", Kind::Str),
+    ("staff", "reveal_address", Kind::Bool),
+    ("staff", "show_name", Kind::Str),
+    ("staff", "max_attachment_size", Kind::Str),
+    ("staff", "dkim_resolver", Kind::Str),
+    ("statuses", "after_engineer_reply", Kind::Str),
     ("threading", "reopen_window", Kind::Str),
     ("threading", "same_domain_joins", Kind::Bool),
     ("triage", "owners", Kind::List),
@@ -348,6 +354,17 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where DKIM keys are looked up (`staff.dkim_resolver`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DkimResolver {
+    /// The system's resolver (`/etc/resolv.conf`).
+    System,
+    /// No lookups: postdesk trusts only `Authentication-Results`.
+    Off,
+    /// These name servers.
+    Nameservers(Vec<std::net::SocketAddr>),
+}
+
 /// A customer company: its mail domain, name and account manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
@@ -404,6 +421,18 @@ pub struct Config {
     pub staff_addresses: Vec<String>,
     /// Honour engineer commands only with DKIM/SPF pass.
     pub staff_require_authenticated: bool,
+    /// The receiving host whose `Authentication-Results` header is trusted, lower-cased.
+    pub staff_authserv_id: Option<String>,
+    /// Show the engineer's address to customers in relayed replies.
+    pub staff_reveal_address: bool,
+    /// The display name of relayed replies; `NAME` is the engineer's name.
+    pub staff_show_name: String,
+    /// Customer attachments larger than this in sum are not attached to engineer notifications.
+    pub staff_max_attachment_size: usize,
+    /// Where postdesk looks up DKIM keys.
+    pub dkim_resolver: DkimResolver,
+    /// The status an engineer's public reply without a status command leads to.
+    pub after_engineer_reply: Status,
     /// A reply to a closed ticket within this long after closing reopens it.
     pub reopen_window: Duration,
     /// A sender from the requester's own `[[customers]]` domain joins a ticket as a watcher.
@@ -460,6 +489,9 @@ impl Config {
             reopen_window: chrono::Duration::from_std(self.reopen_window)
                 .unwrap_or(chrono::Duration::days(14)),
             same_domain_joins: self.same_domain_joins,
+            triage_owners: self.triage_owners.clone(),
+            require_authenticated: self.staff_require_authenticated,
+            after_engineer_reply: self.after_engineer_reply,
         }
     }
 
@@ -895,22 +927,34 @@ impl Values {
 
         let poll_interval = self.duration_or("mailbox.poll_interval", "30s")?;
         let outbox_poll_interval = self.duration_or("outbox.poll_interval", "250ms")?;
-        let max_message_size = match self.map.get("limits.max_message_size") {
-            None => 25 * 1024 * 1024,
-            Some((toml::Value::Integer(n), _)) if *n > 0 => *n as usize,
-            Some((toml::Value::String(s), o)) => parse_size(s).ok_or_else(|| {
-                err(
-                    o,
-                    "limits.max_message_size",
-                    format!("expected a size like \"25MB\", found \"{s}\""),
-                )
-            })?,
-            Some((v, o)) => {
-                return Err(err(
-                    o,
-                    "limits.max_message_size",
-                    format!("expected a size like \"25MB\", found {}", describe(v)),
-                ));
+        let max_message_size = self.size_or("limits.max_message_size", 25 * 1024 * 1024)?;
+        let staff_max_attachment_size = self.size_or("staff.max_attachment_size", 10 * 1024 * 1024)?;
+        let (after, after_origin) = self.str_or("statuses.after_engineer_reply", "customer_pending")?;
+        let after_engineer_reply: Status = after.parse().map_err(|e: crate::desk::status::UnknownStatus| {
+            err(&after_origin.unwrap_or(Origin::Default), "statuses.after_engineer_reply", e.to_string())
+        })?;
+        let (resolver, resolver_origin) = self.str_or("staff.dkim_resolver", "system")?;
+        let dkim_resolver = match resolver.trim() {
+            "system" => DkimResolver::System,
+            "off" | "none" => DkimResolver::Off,
+            list => {
+                let mut addrs = Vec::new();
+                for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                    let parsed = a
+                        .parse::<std::net::SocketAddr>()
+                        .or_else(|_| format!("{a}:53").parse::<std::net::SocketAddr>());
+                    match parsed {
+                        Ok(sa) => addrs.push(sa),
+                        Err(_) => {
+                            return Err(err(
+                                &resolver_origin.unwrap_or(Origin::Default),
+                                "staff.dkim_resolver",
+                                format!("expected \"system\", \"off\" or nameserver addresses like \"127.0.0.1:53\", found \"{a}\""),
+                            ));
+                        }
+                    }
+                }
+                DkimResolver::Nameservers(addrs)
             }
         };
 
@@ -1066,6 +1110,12 @@ impl Values {
             staff_domains: self.address_list("staff.domains", &["example.com"])?,
             staff_addresses,
             staff_require_authenticated: self.bool_or("staff.require_authenticated", false)?,
+            staff_authserv_id: self.opt_str("staff.authserv_id")?.map(|(s, _)| s.trim().to_ascii_lowercase()),
+            staff_reveal_address: self.bool_or("staff.reveal_address", false)?,
+            staff_show_name: self.str_or("staff.show_name", "NAME (Support)")?.0,
+            staff_max_attachment_size,
+            dkim_resolver,
+            after_engineer_reply,
             reopen_window: self.duration_or("threading.reopen_window", "14d")?,
             same_domain_joins: self.bool_or("threading.same_domain_joins", true)?,
             triage_owners,
@@ -1088,6 +1138,21 @@ impl Values {
             customers,
             live,
         })
+    }
+
+    fn size_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some((toml::Value::Integer(n), _)) if *n > 0 => Ok(*n as usize),
+            Some((toml::Value::String(s), o)) => parse_size(s).ok_or_else(|| {
+                err(o, key, format!("expected a size like \"25MB\", found \"{s}\""))
+            }),
+            Some((v, o)) => Err(err(
+                o,
+                key,
+                format!("expected a size like \"25MB\", found {}", describe(v)),
+            )),
+        }
     }
 
     fn duration_or(&self, key: &str, default: &str) -> Result<Duration, ConfigError> {

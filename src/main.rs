@@ -302,6 +302,22 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                     println!("status:    {} -> {} ({})", c.from, c.to, c.reason);
                 }
                 println!("reason:    {}", e.reason);
+                match &e.staff_auth {
+                    postdesk::desk::StaffAuth::NotChecked => {}
+                    postdesk::desk::StaffAuth::Pass(how) => println!("staff:     authenticated ({how})"),
+                    postdesk::desk::StaffAuth::Fail(why) => {
+                        println!("staff:     NOT authenticated ({why})")
+                    }
+                }
+                for r in &e.rejected {
+                    println!("rejected:  line {}: {} ({})", r.line, r.text, r.problem);
+                }
+                if let Some(a) = &e.update.assignee {
+                    println!("assign:    {a}");
+                }
+                if let Some(s) = &e.update.severity {
+                    println!("severity:  set to {s}");
+                }
                 if let Some(r) = &e.report {
                     for f in &r.recipients {
                         println!(
@@ -319,7 +335,10 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                     println!("outbound:  none");
                 }
                 for o in &e.outbound {
-                    println!("outbound:  {} to {}", o.template, o.to);
+                    match o.notice {
+                        Some(n) => println!("outbound:  {} ({n}) to {}", o.template, o.to),
+                        None => println!("outbound:  {} to {}", o.template, o.to),
+                    }
                 }
                 if let Some(text) = &e.text {
                     println!("text:");
@@ -658,6 +677,13 @@ fn print_ticket_detail(d: &TicketDetail) {
             .unwrap_or_default()
     );
     println!("  created:   {}", t.created_at.to_rfc3339());
+    println!(
+        "  assignee:  {}",
+        t.assignee.as_deref().unwrap_or("unassigned")
+    );
+    if let Some(at) = t.first_response_at {
+        println!("  responded: {}", at.to_rfc3339());
+    }
     println!("Participants:");
     for p in &d.participants {
         println!("  {:<10} {}", p.role, p.address);

@@ -451,6 +451,12 @@ pub struct Explanation {
     pub events: Vec<crate::desk::PlannedEvent>,
     /// What a bounce or feedback report says.
     pub report: Option<crate::mail::dsn::Report>,
+    /// Command lines that would be rejected (engineer and account-manager mail).
+    pub rejected: Vec<crate::desk::commands::Rejected>,
+    /// Assignee, severity and response-clock changes.
+    pub update: crate::desk::TicketUpdate,
+    /// Whether a staff From is authenticated (`staff.require_authenticated`).
+    pub staff_auth: crate::desk::StaffAuth,
     /// The Message-ID used for duplicate detection.
     pub message_id: Option<String>,
 }
@@ -473,6 +479,9 @@ pub struct OutboundExplanation {
     pub template: &'static str,
     /// Recipient.
     pub to: String,
+    /// Why staff are told (`new_ticket`, `customer_reply`, `resolved`, `requester_bounced`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<&'static str>,
 }
 
 /// Decides for one raw message against what the store knows, changing nothing. Without a store
@@ -524,10 +533,14 @@ pub async fn explain<S: Store>(
             .map(|p| OutboundExplanation {
                 template: p.template.name(),
                 to: p.to.address.clone(),
+                notice: p.notice.map(|n| n.as_str()),
             })
             .collect(),
         events: d.events.clone(),
         report,
+        rejected: d.rejected.clone(),
+        update: d.update.clone(),
+        staff_auth: ctx.staff_auth.clone(),
         message_id: mail.map(|m| m.message_id.clone()),
     })
 }

@@ -10,7 +10,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::commands::Rejected;
 use super::loops;
+use super::notify;
+use super::staff;
 use super::severity::{DowngradeMap, Severity, SeverityReading};
 use super::status::{Status, StatusEvent, transition};
 use super::thread::{MatchedBy, Threading, thread};
@@ -51,6 +54,15 @@ pub struct Policy {
     pub reopen_window: chrono::Duration,
     /// A colleague from the requester's `[[customers]]` domain joins as a watcher.
     pub same_domain_joins: bool,
+    /// Triage owners, lower-cased: told of every new ticket, and of customer replies on tickets
+    /// nobody is assigned to.
+    pub triage_owners: Vec<String>,
+    /// Staff and account managers count as such only when their mail is authenticated
+    /// (`staff.require_authenticated`): see `MailContext::staff_auth`.
+    pub require_authenticated: bool,
+    /// Where an engineer's public reply without a status command leads
+    /// (`statuses.after_engineer_reply`).
+    pub after_engineer_reply: Status,
 }
 
 impl Policy {
@@ -60,6 +72,49 @@ impl Policy {
         let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         self.staff_addresses.contains(&address) || self.staff_domains.iter().any(|d| d == domain)
     }
+
+    /// The account manager of a customer domain (`[[customers]]`), lower-cased.
+    pub fn account_manager_of(&self, domain: &str) -> Option<&str> {
+        self.customers
+            .iter()
+            .find(|c| c.domain.eq_ignore_ascii_case(domain))
+            .and_then(|c| c.account_manager.as_deref())
+    }
+
+    /// Whether an address is an account manager of some customer.
+    pub fn is_account_manager(&self, address: &str) -> bool {
+        self.customers.iter().any(|c| {
+            c.account_manager
+                .as_deref()
+                .is_some_and(|am| am.eq_ignore_ascii_case(address))
+        })
+    }
+
+    /// Whether the sender claims an address whose mail needs authenticating before postdesk
+    /// obeys it: staff or an account manager, with `staff.require_authenticated` on.
+    pub fn needs_authentication(&self, address: &str) -> bool {
+        self.require_authenticated && (self.is_staff(address) || self.is_account_manager(address))
+    }
+
+    /// Whether a mail from a staff or account-manager address is trusted as theirs.
+    pub fn trusts(&self, auth: &StaffAuth) -> bool {
+        !self.require_authenticated || matches!(auth, StaffAuth::Pass(_))
+    }
+}
+
+/// Whether a mail from a staff or account-manager address is authenticated
+/// (`staff.require_authenticated`). The shell checks it before the decision: the receiving
+/// host's `Authentication-Results`, else postdesk's own DKIM check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "detail", rename_all = "snake_case")]
+pub enum StaffAuth {
+    /// Not checked: authentication is not required, or the sender claims no staff address.
+    #[default]
+    NotChecked,
+    /// Authenticated, and how (`dkim=pass header.d=example.com`).
+    Pass(String),
+    /// Not authenticated, and why.
+    Fail(String),
 }
 
 /// What the store knows about a message before the decision.
@@ -75,6 +130,8 @@ pub struct MailContext {
     pub header_match: Option<(i64, String)>,
     /// The state of the tickets the keys name (header match and subject tag) that exist.
     pub tickets: Vec<TicketState>,
+    /// Whether the sender's staff or account-manager address is authenticated.
+    pub staff_auth: StaffAuth,
 }
 
 impl MailContext {
@@ -186,6 +243,32 @@ pub enum Target {
     Ticket(i64),
 }
 
+/// Why staff are told (the `notification.kind` of an engineer notification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// A new ticket (triage owners, the account manager).
+    NewTicket,
+    /// A customer replied (the assignee, else the triage owners).
+    CustomerReply,
+    /// The ticket reached close pending or closed (the account manager).
+    Resolved,
+    /// The requester's address bounces (triage owners and the assignee).
+    RequesterBounced,
+}
+
+impl Notice {
+    /// The name templates see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notice::NewTicket => "new_ticket",
+            Notice::CustomerReply => "customer_reply",
+            Notice::Resolved => "resolved",
+            Notice::RequesterBounced => "requester_bounced",
+        }
+    }
+}
+
 /// One mail to queue in the outbox with the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedMail {
@@ -193,6 +276,29 @@ pub struct PlannedMail {
     pub template: Template,
     /// The recipient (one mail, one outbox row per recipient).
     pub to: Mailbox,
+    /// Why staff are told, for staff notices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
+}
+
+impl PlannedMail {
+    /// A mail of `template` to `to`.
+    pub fn new(template: Template, to: Mailbox) -> PlannedMail {
+        PlannedMail {
+            template,
+            to,
+            notice: None,
+        }
+    }
+
+    /// A staff notice of `template` to `to`, for `why`.
+    pub fn notice(template: Template, to: Mailbox, why: Notice) -> PlannedMail {
+        PlannedMail {
+            template,
+            to,
+            notice: Some(why),
+        }
+    }
 }
 
 /// A ticket to open.
@@ -221,6 +327,55 @@ pub struct Reply {
     pub matched_by: MatchedBy,
     /// The sender's role in the ticket.
     pub role: Role,
+    /// What kind of reply it is.
+    pub kind: ReplyKind,
+}
+
+/// What a reply is, by who sent it and what it holds (`explain` prints it as the action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyKind {
+    /// A customer's (requester's or watcher's) reply, or their machine's.
+    Customer,
+    /// An engineer's public reply: relayed to the customer.
+    EngineerReply,
+    /// An engineer's mail with commands and no text for the customer.
+    EngineerCommand,
+    /// `#note`, or anything an account manager writes: internal, never to the customer.
+    InternalNote,
+    /// Unknown or malformed commands: answered to the sender, nothing relayed or changed.
+    CommandRejected,
+}
+
+impl ReplyKind {
+    /// The name `explain` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyKind::Customer => "reply",
+            ReplyKind::EngineerReply => "engineer_reply",
+            ReplyKind::EngineerCommand => "engineer_command",
+            ReplyKind::InternalNote => "internal_note",
+            ReplyKind::CommandRejected => "command_rejected",
+        }
+    }
+}
+
+/// Changes to ticket fields other than status and participants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TicketUpdate {
+    /// The new assignee (`#assign`), lower-cased.
+    pub assignee: Option<String>,
+    /// The new assigned severity (`#severity`); the requested one is kept.
+    pub severity: Option<Severity>,
+    /// Record the first public engineer reply (`first_response_at`), if none is recorded yet.
+    pub first_response: bool,
+}
+
+impl TicketUpdate {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.assignee.is_none() && self.severity.is_none() && !self.first_response
+    }
 }
 
 /// A bounce or feedback report, stored and attached where its original is known.
@@ -255,7 +410,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::NewTicket(_) => "new_ticket",
-            Action::Reply(_) => "reply",
+            Action::Reply(r) => r.kind.as_str(),
             Action::Report(_) => "bounce",
             Action::Duplicate { .. } => "duplicate",
             Action::Quarantine(_) => "quarantine",
@@ -359,6 +514,10 @@ pub struct Decision {
     pub joiners: Vec<Joiner>,
     /// Set when a bounce says the requester's address fails: the ticket is flagged.
     pub requester_bounced: bool,
+    /// Assignee, severity and response-clock changes.
+    pub update: TicketUpdate,
+    /// The command lines rejected (the `command_rejected` mail lists them).
+    pub rejected: Vec<Rejected>,
     /// History events, in order.
     pub events: Vec<PlannedEvent>,
     /// Whether the sender gets an acknowledgement.
@@ -387,6 +546,8 @@ impl Decision {
             status_change: None,
             joiners: Vec::new(),
             requester_bounced: false,
+            update: TicketUpdate::default(),
+            rejected: Vec::new(),
             events: Vec::new(),
             acknowledge: false,
             reason,
@@ -448,7 +609,7 @@ pub fn decide(
         ctx.auto_replies_to_sender_last_hour,
         policy.max_auto_replies_per_hour,
     );
-    match thread(mail, ctx, policy, now) {
+    let mut d = match thread(mail, ctx, policy, now) {
         Threading::New => new_ticket(mail, policy, severity, no_reply, None, now),
         Threading::UnknownTicket { tag } => {
             let mut d = new_ticket(mail, policy, severity, no_reply, None, now);
@@ -533,9 +694,32 @@ pub fn decide(
             joins,
             reopens,
         } => reply(
-            mail, &ticket, by, role, joins, reopens, no_reply, severity, now,
+            mail, &ticket, by, role, joins, reopens, no_reply, severity, policy, now,
         ),
+    };
+    // A staff or account-manager From that is not authenticated gets no staff rights; the
+    // history says so wherever the mail went.
+    let sender = mail.from.key();
+    if policy.needs_authentication(&sender) && !policy.trusts(&ctx.staff_auth) {
+        let why = match &ctx.staff_auth {
+            StaffAuth::Fail(why) => why.clone(),
+            StaffAuth::Pass(_) | StaffAuth::NotChecked => "authentication was not checked".into(),
+        };
+        let words = format!(
+            "{sender} is a staff address but this mail is not authenticated ({why}): treated as a customer, commands not honoured"
+        );
+        d.reason = format!("{}; {words}", d.reason);
+        d.events.push(PlannedEvent {
+            on: d.action.target(),
+            actor: sender,
+            kind: "unauthenticated".into(),
+            from: None,
+            to: None,
+            reason: words,
+            related: None,
+        });
     }
+    d
 }
 
 fn new_ticket(
@@ -563,10 +747,7 @@ fn new_ticket(
         ),
         None => (
             true,
-            vec![PlannedMail {
-                template: Template::Acknowledgement,
-                to: mail.from.clone(),
-            }],
+            vec![PlannedMail::new(Template::Acknowledgement, mail.from.clone())],
             format!(
                 "new ticket, {severity_words}; acknowledgement to {}",
                 mail.from.address
@@ -599,6 +780,32 @@ fn new_ticket(
         },
         related: None,
     };
+    // The account manager of the requester's company is a participant of every ticket of it;
+    // triage and the account manager are told of the new ticket.
+    let mut joiners = Vec::new();
+    let mut events = vec![created, severity_event];
+    let mut outbound = outbound;
+    if let Some(am) = policy.account_manager_of(&mail.from.domain())
+        && !am.eq_ignore_ascii_case(&mail.from.address)
+    {
+        joiners.push(Joiner {
+            mailbox: Mailbox {
+                name: None,
+                address: am.to_string(),
+            },
+            role: Role::AccountManager,
+        });
+        events.push(PlannedEvent {
+            on: Some(Target::Opened),
+            actor: "postdesk".into(),
+            kind: "participant".into(),
+            from: None,
+            to: Some(Role::AccountManager.as_str().into()),
+            reason: format!("{am} is the account manager of {}", mail.from.domain()),
+            related: None,
+        });
+    }
+    outbound.extend(notify::new_ticket(policy, &mail.from));
     Decision {
         action: Action::NewTicket(ticket),
         severity: Some(severity),
@@ -609,9 +816,11 @@ fn new_ticket(
             text: mail.text.clone(),
         }),
         status_change: None,
-        joiners: Vec::new(),
+        joiners,
         requester_bounced: false,
-        events: vec![created, severity_event],
+        update: TicketUpdate::default(),
+        rejected: Vec::new(),
+        events,
         acknowledge,
         reason,
         ignored: None,
@@ -634,6 +843,77 @@ fn confirms_close(text: &str) -> bool {
         .any(|l| l.trim().eq_ignore_ascii_case("#close"))
 }
 
+/// Who is replying and through what, for the reply rules.
+pub(super) struct Incoming<'a> {
+    /// The mail.
+    pub mail: &'a InboundMail,
+    /// The ticket it joins.
+    pub ticket: &'a TicketState,
+    /// How it matched.
+    pub by: MatchedBy,
+    /// The sender's role.
+    pub role: Role,
+    /// The sender joins the ticket with this mail.
+    pub joins: bool,
+    /// Why the sender gets no automatic answer, if so.
+    pub no_reply: Option<String>,
+    /// The subject's severity reading (replies never change severity by subject).
+    pub severity: SeverityReading,
+    /// When.
+    pub now: DateTime<Utc>,
+}
+
+impl Incoming<'_> {
+    /// The sender as the history names them.
+    pub fn sender(&self) -> String {
+        self.mail.from.key()
+    }
+
+    /// The history target.
+    pub fn on(&self) -> Option<Target> {
+        Some(Target::Ticket(self.ticket.number))
+    }
+
+    /// The joiner and its event when the sender joins the ticket with this mail.
+    pub fn joining(&self) -> (Vec<Joiner>, Vec<PlannedEvent>) {
+        if !self.joins {
+            return (Vec::new(), Vec::new());
+        }
+        let sender = self.sender();
+        let joiner = Joiner {
+            mailbox: self.mail.from.clone(),
+            role: self.role,
+        };
+        let event = PlannedEvent {
+            on: self.on(),
+            actor: sender.clone(),
+            kind: "participant".into(),
+            from: None,
+            to: Some(self.role.as_str().into()),
+            reason: match self.role {
+                Role::Watcher => format!(
+                    "{sender} is from the requester's company domain and joins as a watcher (threading.same_domain_joins)"
+                ),
+                Role::AccountManager => format!("{sender} is the customer's account manager"),
+                _ => format!("{sender} is staff"),
+            },
+            related: None,
+        };
+        (vec![joiner], vec![event])
+    }
+
+    /// The sender's role in words.
+    pub fn role_words(&self) -> &'static str {
+        match self.role {
+            Role::Requester => "the requester",
+            Role::Watcher if self.joins => "a colleague from the requester's company",
+            Role::Watcher => "a watcher",
+            Role::Staff => "staff",
+            Role::AccountManager => "the account manager",
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reply(
     mail: &InboundMail,
@@ -644,46 +924,51 @@ fn reply(
     reopens: bool,
     no_reply: Option<String>,
     severity: SeverityReading,
+    policy: &Policy,
     now: DateTime<Utc>,
 ) -> Decision {
-    let sender = mail.from.key();
+    let input = Incoming {
+        mail,
+        ticket,
+        by,
+        role,
+        joins,
+        no_reply,
+        severity,
+        now,
+    };
+    // An automatic reply from anyone (an out-of-office answering our notification) is stored
+    // and obeyed in nothing: the customer rules below store it without a status change.
+    if !loops::is_machine_sent(mail) {
+        match role {
+            Role::Staff => return staff::engineer_reply(&input, policy),
+            Role::AccountManager => return staff::account_manager_reply(&input, policy),
+            Role::Requester | Role::Watcher => {}
+        }
+    }
+    customer_reply(&input, reopens, policy)
+}
+
+fn customer_reply(input: &Incoming<'_>, reopens: bool, policy: &Policy) -> Decision {
+    let Incoming {
+        mail,
+        ticket,
+        role,
+        no_reply,
+        now,
+        ..
+    } = input;
+    let sender = input.sender();
     let number = ticket.number;
     let text = reply_text(mail);
     let automatic = loops::is_machine_sent(mail);
-    let on = Some(Target::Ticket(number));
-    let mut events = Vec::new();
-    let mut joiners = Vec::new();
+    let on = input.on();
+    let (joiners, mut events) = input.joining();
     let mut outbound = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let role_words = input.role_words();
+    let by = &input.by;
 
-    let role_words = match role {
-        Role::Requester => "the requester",
-        Role::Watcher if joins => "a colleague from the requester's company",
-        Role::Watcher => "a watcher",
-        Role::Staff => "staff",
-        Role::AccountManager => "the account manager",
-    };
-    if joins {
-        joiners.push(Joiner {
-            mailbox: mail.from.clone(),
-            role,
-        });
-        events.push(PlannedEvent {
-            on,
-            actor: sender.clone(),
-            kind: "participant".into(),
-            from: None,
-            to: Some(role.as_str().into()),
-            reason: match role {
-                Role::Watcher => format!(
-                    "{sender} is from the requester's company domain and joins as a watcher (threading.same_domain_joins)"
-                ),
-                Role::AccountManager => format!("{sender} is the customer's account manager"),
-                _ => format!("{sender} is staff"),
-            },
-            related: None,
-        });
-    }
     let kind = if automatic {
         "automatic"
     } else {
@@ -693,8 +978,8 @@ fn reply(
             Role::AccountManager => "account_manager",
         }
     };
-    // Staff and account managers do not yet answer by mail (the relay comes with the engineers'
-    // capability): their messages stay internal until then, so nothing reaches the customer.
+    // Only the customer side speaks in public; a machine's answer from a staff address stays
+    // internal.
     let visibility = if role.is_customer() {
         Visibility::Public
     } else {
@@ -766,13 +1051,20 @@ fn reply(
             if event == StatusEvent::CustomerReopens {
                 match &no_reply {
                     Some(why) => notes.push(format!("no reopened notice: {why}")),
-                    None => outbound.extend(ticket.customers().map(|m| PlannedMail {
-                        template: Template::Reopened,
-                        to: m.mailbox(),
-                    })),
+                    None => outbound.extend(
+                        ticket
+                            .customers()
+                            .map(|m| PlannedMail::new(Template::Reopened, m.mailbox())),
+                    ),
                 }
             }
         }
+        // Engineers hear of every customer reply: the assignee, else triage.
+        let told = notify::customer_reply(policy, ticket, &mail.from);
+        if told.is_empty() {
+            notes.push("no engineer notified: no assignee and no triage owners".into());
+        }
+        outbound.extend(told);
     }
     let mut reason = format!(
         "reply to ticket #{number} from {role_words} ({}); no acknowledgement for replies",
@@ -788,10 +1080,11 @@ fn reply(
     Decision {
         action: Action::Reply(Reply {
             ticket: number,
-            matched_by: by,
-            role,
+            matched_by: by.clone(),
+            role: *role,
+            kind: ReplyKind::Customer,
         }),
-        severity: Some(severity),
+        severity: Some(input.severity),
         message: Some(StoredMessage {
             kind: kind.into(),
             visibility,
@@ -800,12 +1093,14 @@ fn reply(
         status_change,
         joiners,
         requester_bounced: false,
+        update: TicketUpdate::default(),
+        rejected: Vec::new(),
         events,
         acknowledge: false,
         reason,
         ignored: None,
         outbound,
-        at: now,
+        at: *now,
     }
 }
 
@@ -937,6 +1232,8 @@ fn decide_report(
         status_change: None,
         joiners: Vec::new(),
         requester_bounced,
+        update: TicketUpdate::default(),
+        rejected: Vec::new(),
         events,
         acknowledge: false,
         reason,
@@ -1001,6 +1298,9 @@ mod tests {
             }],
             reopen_window: chrono::Duration::days(14),
             same_domain_joins: true,
+            triage_owners: vec!["triage@example.com".into()],
+            require_authenticated: false,
+            after_engineer_reply: Status::CustomerPending,
         }
     }
 
@@ -1075,9 +1375,39 @@ mod tests {
             assert_eq!(t.severity.downgraded, downgraded, "{name}");
             assert_eq!(t.severity.given, requested.is_some(), "{name}");
             assert!(d.acknowledge, "{name}");
-            assert_eq!(d.outbound.len(), 1, "{name}");
-            assert_eq!(d.outbound[0].template, Template::Acknowledgement, "{name}");
-            assert_eq!(d.outbound[0].to.address, "jane@acme.test", "{name}");
+            let to: Vec<_> = d
+                .outbound
+                .iter()
+                .map(|p| (p.template, p.to.address.as_str(), p.notice))
+                .collect();
+            assert_eq!(
+                to,
+                vec![
+                    (Template::Acknowledgement, "jane@acme.test", None),
+                    (
+                        Template::EngineerNotification,
+                        "triage@example.com",
+                        Some(Notice::NewTicket)
+                    ),
+                    (
+                        Template::EngineerNotification,
+                        "am@example.com",
+                        Some(Notice::NewTicket)
+                    ),
+                ],
+                "{name}"
+            );
+            assert_eq!(
+                d.joiners,
+                vec![Joiner {
+                    mailbox: Mailbox {
+                        name: None,
+                        address: "am@example.com".into()
+                    },
+                    role: Role::AccountManager
+                }],
+                "{name}: the account manager is a participant of every ticket of the company"
+            );
         }
     }
 
@@ -1099,7 +1429,13 @@ mod tests {
         m.auto.auto_submitted = Some("auto-replied".into());
         let d = decide(&m, &MailContext::default(), &policy(), now());
         assert!(matches!(d.action, Action::NewTicket(_)));
-        assert!(!d.acknowledge && d.outbound.is_empty());
+        // No answer to the machine; triage still hears of the new ticket.
+        assert!(!d.acknowledge && customer_mails(&d).is_empty());
+        assert!(
+            d.outbound.iter().all(|m| m.notice == Some(Notice::NewTicket)),
+            "{:?}",
+            d.outbound
+        );
         assert!(d.reason.contains("Auto-Submitted"), "{}", d.reason);
     }
 
@@ -1226,6 +1562,9 @@ mod tests {
             ],
             created_at: now() - chrono::Duration::days(60),
             closed_at: closed_days_ago.map(|d| now() - chrono::Duration::days(d)),
+            assignee: None,
+            first_response_at: None,
+            conversation: Vec::new(),
         }
     }
 
@@ -1267,6 +1606,21 @@ mod tests {
         Report(Option<i64>),
     }
 
+    /// The mails to the customer side (not staff notices, notes or rejections).
+    fn customer_mails(d: &Decision) -> Vec<&PlannedMail> {
+        d.outbound
+            .iter()
+            .filter(|m| {
+                !matches!(
+                    m.template,
+                    Template::EngineerNotification
+                        | Template::InternalNote
+                        | Template::CommandRejected
+                )
+            })
+            .collect()
+    }
+
     fn summary(d: &Decision) -> Want {
         match &d.action {
             Action::NewTicket(t) => match t.linked_ticket {
@@ -1284,7 +1638,7 @@ mod tests {
             Action::Reply(r) => Want::Reply {
                 ticket: r.ticket,
                 to: d.status_change.as_ref().map(|c| c.to),
-                mails: d.outbound.len(),
+                mails: customer_mails(d).len(),
             },
             Action::Duplicate { .. } => Want::Duplicate,
             Action::Report(r) => Want::Report(r.ticket),
@@ -1533,20 +1887,28 @@ mod tests {
                 reply(None),
             ),
             (
-                "staff_domain_sender_joins_without_moving_status",
+                "staff_domain_sender_joins_and_is_relayed_to_requester_and_watcher",
                 reply_mail("Re: x"),
                 Box::new(|m| from(m, "sam@example.com")),
                 ctx_of(Some(7), vec![t7(CustomerPending)]),
                 policy(),
-                reply(None),
+                Want::Reply {
+                    ticket: 7,
+                    to: None,
+                    mails: 2,
+                },
             ),
             (
-                "staff_address_outside_domains_joins",
+                "staff_address_outside_domains_joins_and_is_relayed",
                 reply_mail("Re: x"),
                 Box::new(|m| from(m, "contractor@freelance.test")),
-                ctx_of(Some(7), vec![t7(CustomerPending)]),
+                ctx_of(Some(7), vec![t7(EngineerPending)]),
                 policy(),
-                reply(None),
+                Want::Reply {
+                    ticket: 7,
+                    to: Some(CustomerPending),
+                    mails: 2,
+                },
             ),
             (
                 "closed_within_window_reopens_and_tells_requester_and_watcher",
@@ -1760,8 +2122,7 @@ mod tests {
             &policy(),
             now(),
         );
-        let to: Vec<_> = d
-            .outbound
+        let to: Vec<_> = customer_mails(&d)
             .iter()
             .map(|p| (p.template, p.to.address.as_str()))
             .collect();

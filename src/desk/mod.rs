@@ -1,17 +1,20 @@
 //! The pure decision core: everything SPEC.md says about what postdesk does with a message,
 //! without IO and with `now` passed in.
 
+pub mod commands;
 pub mod decide;
 pub mod loops;
+pub mod notify;
 pub mod severity;
+mod staff;
 pub mod status;
 pub mod thread;
 pub mod ticket;
 
 pub use decide::{
-    Action, CustomerDomain, Decision, Joiner, MailContext, NewTicket, PlannedEvent, PlannedMail,
-    Policy, Reply, ReportOn, StatusChange, StoredMessage, Target, Visibility, decide,
-    decide_parsed,
+    Action, CustomerDomain, Decision, Joiner, MailContext, NewTicket, Notice, PlannedEvent,
+    PlannedMail, Policy, Reply, ReplyKind, ReportOn, StaffAuth, StatusChange, StoredMessage,
+    Target, TicketUpdate, Visibility, decide, decide_parsed,
 };
 pub use severity::{DowngradeMap, Severity, SeverityReading};
 pub use status::{Status, StatusEvent};

@@ -84,6 +84,14 @@ pub enum StatusEvent {
     CustomerConfirmsClose,
     /// A customer wrote to a closed ticket within `threading.reopen_window`.
     CustomerReopens,
+    /// The first engineer action on a new ticket: an assignment, a note, a command.
+    EngineerAction,
+    /// An engineer's public reply without a status command (`statuses.after_engineer_reply`).
+    EngineerReply,
+    /// `#solved`.
+    EngineerSolved,
+    /// `#status <name>`: any status, set by hand.
+    EngineerSetsStatus,
 }
 
 impl StatusEvent {
@@ -93,6 +101,10 @@ impl StatusEvent {
             StatusEvent::CustomerReply => "customer reply",
             StatusEvent::CustomerConfirmsClose => "customer confirmed with #close",
             StatusEvent::CustomerReopens => "customer reply within the reopen window",
+            StatusEvent::EngineerAction => "first engineer action",
+            StatusEvent::EngineerReply => "engineer replied to the customer",
+            StatusEvent::EngineerSolved => "engineer marked it solved (#solved)",
+            StatusEvent::EngineerSetsStatus => "engineer set the status (#status)",
         }
     }
 }
@@ -100,8 +112,9 @@ impl StatusEvent {
 use Status::*;
 use StatusEvent::*;
 
-/// SPEC's table, customer side: (event, from any of these, to). An event in a status no row
-/// names changes nothing (a customer reply leaves `in_triage` in triage).
+/// SPEC's table: (event, from any of these, to). An event in a status no row names changes
+/// nothing (a customer reply leaves `in_triage` in triage). `#status` (EngineerSetsStatus) is
+/// not a row: it sets any status.
 pub const TRANSITIONS: &[(StatusEvent, &[Status], Status)] = &[
     (
         CustomerReply,
@@ -110,14 +123,35 @@ pub const TRANSITIONS: &[(StatusEvent, &[Status], Status)] = &[
     ),
     (CustomerConfirmsClose, &[ClosePending], Closed),
     (CustomerReopens, &[Closed], EngineerPending),
+    (EngineerAction, &[InTriage], EngineerPending),
+    // The target is the default of `statuses.after_engineer_reply` (see `transition_as`).
+    (
+        EngineerReply,
+        &[InTriage, EngineerPending, CustomerPending, ClosePending],
+        CustomerPending,
+    ),
+    (
+        EngineerSolved,
+        &[InTriage, EngineerPending, CustomerPending],
+        ClosePending,
+    ),
 ];
 
 /// The status an event leads to from `from`, or None when the table leaves it where it is.
 pub fn transition(from: Status, event: StatusEvent) -> Option<Status> {
+    transition_as(from, event, None)
+}
+
+/// Like [`transition`], with the row's target replaced by `to` when given: the configurable
+/// rows (`statuses.after_engineer_reply`) keep their "from" set and take the configured target.
+pub fn transition_as(from: Status, event: StatusEvent, to: Option<Status>) -> Option<Status> {
+    if event == StatusEvent::EngineerSetsStatus {
+        return to.filter(|t| *t != from);
+    }
     TRANSITIONS
         .iter()
         .find(|(e, froms, _)| *e == event && froms.contains(&from))
-        .map(|(_, _, to)| *to)
+        .map(|(_, _, row_to)| to.unwrap_or(*row_to))
         .filter(|to| *to != from)
 }
 
@@ -198,6 +232,32 @@ mod tests {
         ];
         for (name, from, event, want) in cases {
             assert_eq!(transition(from, event), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn engineer_side_transition_table() {
+        // (case, from, event, configured target, expected)
+        let cases = [
+            ("first_action_leaves_triage", InTriage, EngineerAction, None, Some(EngineerPending)),
+            ("later_action_changes_nothing", CustomerPending, EngineerAction, None, None),
+            ("reply_in_triage_waits_on_customer", InTriage, EngineerReply, None, Some(CustomerPending)),
+            ("reply_engineer_pending_waits_on_customer", EngineerPending, EngineerReply, None, Some(CustomerPending)),
+            ("reply_customer_pending_stays", CustomerPending, EngineerReply, None, None),
+            ("reply_close_pending_reopens_the_wait", ClosePending, EngineerReply, None, Some(CustomerPending)),
+            ("reply_closed_stays_closed", Closed, EngineerReply, None, None),
+            ("reply_configured_target", InTriage, EngineerReply, Some(EngineerPending), Some(EngineerPending)),
+            ("reply_configured_target_not_on_closed", Closed, EngineerReply, Some(EngineerPending), None),
+            ("solved_from_open", EngineerPending, EngineerSolved, None, Some(ClosePending)),
+            ("solved_from_triage", InTriage, EngineerSolved, None, Some(ClosePending)),
+            ("solved_close_pending_stays", ClosePending, EngineerSolved, None, None),
+            ("solved_closed_stays", Closed, EngineerSolved, None, None),
+            ("status_sets_any", Closed, EngineerSetsStatus, Some(InTriage), Some(InTriage)),
+            ("status_same_is_no_change", CustomerPending, EngineerSetsStatus, Some(CustomerPending), None),
+            ("status_without_target_is_nothing", InTriage, EngineerSetsStatus, None, None),
+        ];
+        for (name, from, event, to, want) in cases {
+            assert_eq!(transition_as(from, event, to), want, "{name}");
         }
     }
 }

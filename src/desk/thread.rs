@@ -157,7 +157,8 @@ pub fn thread(
             _ => Threading::New,
         };
     };
-    let Some((role, joins)) = sender_role(ticket, mail, policy) else {
+    let trusted = policy.trusts(&ctx.staff_auth);
+    let Some((role, joins)) = sender_role(ticket, mail, policy, trusted) else {
         return Threading::Stranger {
             ticket: ticket.number,
             by,
@@ -185,10 +186,21 @@ pub fn thread(
 }
 
 /// The sender's role in a ticket, and whether they join with this message; None for a stranger.
-fn sender_role(ticket: &TicketState, mail: &InboundMail, policy: &Policy) -> Option<(Role, bool)> {
+/// The sender's role, and whether they join with this mail. `trusted` is false when staff must
+/// authenticate and this mail did not: then the staff and account-manager roles are not
+/// granted (a forged From gets no further than a stranger).
+fn sender_role(
+    ticket: &TicketState,
+    mail: &InboundMail,
+    policy: &Policy,
+    trusted: bool,
+) -> Option<(Role, bool)> {
     let sender = mail.from.key();
     if let Some(role) = ticket.role_of(&sender) {
-        return Some((role, false));
+        return (role.is_customer() || trusted).then_some((role, false));
+    }
+    if !trusted && policy.needs_authentication(&sender) {
+        return None;
     }
     let requester_domain = ticket
         .requester()

@@ -104,6 +104,13 @@ pub struct TicketState {
     pub created_at: DateTime<Utc>,
     /// When it was last closed (None while open).
     pub closed_at: Option<DateTime<Utc>>,
+    /// The engineer the ticket is assigned to (`#assign`), lower-cased.
+    pub assignee: Option<String>,
+    /// When the first public engineer reply went out (the response clock), if it did.
+    pub first_response_at: Option<DateTime<Utc>>,
+    /// Message-IDs of the customer conversation (public inbound mail), oldest first: the first
+    /// message and the latest ones. A relayed engineer reply threads into them.
+    pub conversation: Vec<String>,
 }
 
 impl TicketState {

@@ -188,6 +188,10 @@ pub struct TicketSummary {
     pub requester_bounced: bool,
     /// When it was closed (None while open).
     pub closed_at: Option<DateTime<Utc>>,
+    /// The engineer it is assigned to.
+    pub assignee: Option<String>,
+    /// When the first public engineer reply went out.
+    pub first_response_at: Option<DateTime<Utc>>,
     /// False when the subject named no severity.
     pub severity_given: bool,
     /// True when email asked for Sev 1/2.

@@ -27,6 +27,10 @@ macro_rules! sql_store {
         type DbRow = <$db as sqlx::Database>::Row;
 
         /// `$1, $2, ...` from `start`, `n` of them.
+        /// Message-IDs of a ticket's customer conversation kept for threading a relay (the first
+        /// one and the latest).
+        const CONVERSATION_IDS: i64 = 10;
+
         fn placeholders(start: usize, n: usize) -> String {
             (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
         }
@@ -111,7 +115,7 @@ macro_rules! sql_store {
             let list = placeholders(1, numbers.len());
             let lock_clause = if lock { $lock } else { "" };
             let sql = format!(
-                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at FROM tickets
+                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at, assignee, first_response_at FROM tickets
                  WHERE id IN ({list}) ORDER BY id{lock_clause}"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -140,6 +144,9 @@ macro_rules! sql_store {
                     participants: Vec::new(),
                     created_at: r.try_get("created_at")?,
                     closed_at: r.try_get("closed_at")?,
+                    assignee: r.try_get("assignee")?,
+                    first_response_at: r.try_get("first_response_at")?,
+                    conversation: Vec::new(),
                 });
             }
             if ctx.tickets.is_empty() {
@@ -166,6 +173,25 @@ macro_rules! sql_store {
                         role,
                     });
                 }
+            }
+            // The customer conversation a relayed engineer reply threads into: the first public
+            // inbound message and the latest ones (a long ticket does not make a long header).
+            for t in ctx.tickets.iter_mut() {
+                let rows = sqlx::query(
+                    "SELECT id, message_id FROM messages WHERE id = (SELECT MIN(id) FROM messages WHERE ticket_id = $1 AND kind = 'customer')
+                     UNION
+                     SELECT id, message_id FROM (SELECT id, message_id FROM messages WHERE ticket_id = $1 AND kind = 'customer' ORDER BY id DESC LIMIT $2) latest",
+                )
+                .bind(t.number)
+                .bind(CONVERSATION_IDS)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut ids: Vec<(i64, String)> = Vec::new();
+                for r in rows {
+                    ids.push((r.try_get(0)?, r.try_get(1)?));
+                }
+                ids.sort_unstable();
+                t.conversation = ids.into_iter().map(|(_, id)| id).collect();
             }
             Ok(ctx)
         }
@@ -310,6 +336,8 @@ macro_rules! sql_store {
                 linked_ticket: r.try_get("linked_ticket")?,
                 requester_bounced: r.try_get("requester_bounced")?,
                 closed_at: r.try_get("closed_at")?,
+                assignee: r.try_get("assignee")?,
+                first_response_at: r.try_get("first_response_at")?,
                 severity_given: r.try_get("severity_given")?,
                 downgraded: r.try_get("downgraded")?,
                 created_at: r.try_get("created_at")?,
@@ -317,7 +345,7 @@ macro_rules! sql_store {
             })
         }
 
-        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, severity_given, downgraded, created_at, updated_at";
+        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, severity_given, downgraded, created_at, updated_at";
 
         impl Store for $store {
             type Tx = $tx;
@@ -752,18 +780,30 @@ macro_rules! sql_store {
                     }
                     if !matches!(d.action, Action::NewTicket(_)) {
                         let status = d.status_change.as_ref().map(|c| c.to.as_str());
+                        // resolved_at: when the ticket first reached close_pending or closed
+                        // since it was last open (the resolution clock); a reopen clears it.
                         sqlx::query(
                             "UPDATE tickets SET updated_at = $1,
                                  status = COALESCE($2, status),
                                  closed_at = CASE WHEN $2 IS NULL THEN closed_at
                                                   WHEN $2 = 'closed' THEN $1 ELSE NULL END,
-                                 requester_bounced = requester_bounced OR $3
+                                 resolved_at = CASE WHEN $2 IS NULL THEN resolved_at
+                                                    WHEN $2 IN ('close_pending', 'closed') THEN COALESCE(resolved_at, $1)
+                                                    ELSE NULL END,
+                                 requester_bounced = requester_bounced OR $3,
+                                 assignee = COALESCE($5, assignee),
+                                 assigned_severity = COALESCE($6, assigned_severity),
+                                 first_response_at = CASE WHEN $7 THEN COALESCE(first_response_at, $1)
+                                                          ELSE first_response_at END
                              WHERE id = $4",
                         )
                         .bind(at)
                         .bind(status)
                         .bind(d.requester_bounced)
                         .bind(n)
+                        .bind(d.update.assignee.as_deref())
+                        .bind(d.update.severity.map(|s| i64::from(s.number())))
+                        .bind(d.update.first_response)
                         .execute(&mut *conn)
                         .await?;
                     }
