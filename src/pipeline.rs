@@ -405,6 +405,8 @@ fn render_planned(
         ticket: number,
         auto_submitted: AutoSubmitted::AutoReplied,
         date: decision.at,
+        reply_to: None,
+        attachments: &[],
     })
     .map_err(|e| e.to_string())?;
     Ok(QueuedMail {

@@ -368,6 +368,65 @@ fn attachments(msg: &mail_parser::Message<'_>) -> Vec<Attachment> {
         .collect()
 }
 
+/// One attachment or inline part of a message with its decoded bytes, for mail that carries it
+/// on (a relayed engineer reply, an engineer notification of a customer's mail).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentBody {
+    /// As in `Attachment`.
+    pub filename: Option<String>,
+    /// As in `Attachment` (`type/subtype`, lower-cased), with `; charset=utf-8` added for text
+    /// parts: mail-parser decodes those from their charset to UTF-8.
+    pub content_type: String,
+    /// As in `Attachment`.
+    pub content_id: Option<String>,
+    /// As in `Attachment`.
+    pub inline: bool,
+    /// The decoded bytes (a forwarded message: its raw bytes).
+    pub data: Vec<u8>,
+}
+
+/// The bodies of the parts `InboundMail.attachments` lists, decoded, in the same order, as long
+/// as their decoded sizes add up to at most `max_total`. The first part that would go over and
+/// every part after it are left out, so the result is always a prefix of that list: the caller
+/// lists `mail.attachments[bodies.len()..]` as kept in the stored message instead. Bytes that do
+/// not parse as a message give an empty list.
+pub fn attachment_bodies(raw: &[u8], max_total: usize) -> Vec<AttachmentBody> {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return Vec::new();
+    };
+    let mut total = 0usize;
+    let mut bodies = Vec::new();
+    // `attachments()` is what an attachment is; the part each one came from is found again by
+    // where its body starts in the raw message.
+    for a in attachments(&msg) {
+        let Some(part) = msg.attachments.iter().find_map(|&i| {
+            msg.parts
+                .get(i as usize)
+                .filter(|p| p.offset_body as usize == a.offset_body)
+        }) else {
+            break;
+        };
+        let data = part.contents();
+        total = total.saturating_add(data.len());
+        if total > max_total {
+            break;
+        }
+        let content_type = if part.is_text() {
+            format!("{}; charset=utf-8", a.content_type)
+        } else {
+            a.content_type
+        };
+        bodies.push(AttachmentBody {
+            filename: a.filename,
+            content_type,
+            content_id: a.content_id,
+            inline: a.inline,
+            data: data.to_vec(),
+        });
+    }
+    bodies
+}
+
 /// A Message-ID made from the bytes, so that the same message without one is still recognised.
 pub fn synthesised_message_id(raw: &[u8]) -> String {
     let digest = Sha256::digest(raw);
@@ -621,6 +680,44 @@ mod tests {
         assert_eq!(m.message_id, "m1@acme.test");
         assert_eq!(m.in_reply_to, vec!["a@x"]);
         assert_eq!(m.references, vec!["r1@x", "r2@x"]);
+    }
+
+    #[test]
+    fn attachment_bodies_are_decoded_in_attachment_order_up_to_the_cap() {
+        let raw = concat!(
+            "From: jane@acme.test\r\nSubject: logs\r\nMIME-Version: 1.0\r\n",
+            "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n",
+            "--b1\r\nContent-Type: multipart/related; boundary=\"b2\"\r\n\r\n",
+            "--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p><img src=\"cid:img1@acme.test\"></p>\r\n",
+            "--b2\r\nContent-Type: image/png\r\nContent-ID: <img1@acme.test>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
+            "--b2--\r\n",
+            "--b1\r\nContent-Type: text/plain; charset=iso-8859-1; name=\"gr=FC=DFe.txt\"\r\n",
+            "Content-Disposition: attachment; filename=\"log.txt\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ngr=FC=DFe\r\n",
+            "--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"big.pdf\"\r\n",
+            "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjcKJSVFT0YK\r\n",
+            "--b1--\r\n",
+        );
+        let mail = parse(raw.as_bytes(), LIMIT).unwrap_or_else(|e| panic!("{e}"));
+        let all = attachment_bodies(raw.as_bytes(), usize::MAX);
+        assert_eq!(all.len(), mail.attachments.len());
+        for (body, listed) in all.iter().zip(&mail.attachments) {
+            assert_eq!(body.filename, listed.filename);
+            assert_eq!(body.content_id, listed.content_id);
+            assert_eq!(body.inline, listed.inline);
+            assert_eq!(body.data.len(), listed.size);
+        }
+        assert_eq!(all[0].content_type, "image/png");
+        assert_eq!(all[0].content_id.as_deref(), Some("img1@acme.test"));
+        assert!(all[0].inline);
+        assert_eq!(all[0].data, b"\x89PNG\r\n\x1a\n");
+        assert_eq!(all[1].content_type, "text/plain; charset=utf-8");
+        assert_eq!(all[1].data, "grüße".as_bytes());
+        assert_eq!(all[2].data, b"%PDF-1.7\n%%EOF\n");
+        // A prefix: the part that goes over the cap and every one after it are left out.
+        let capped = attachment_bodies(raw.as_bytes(), 8 + 6 + 5);
+        assert_eq!(capped.len(), 2);
+        assert!(attachment_bodies(raw.as_bytes(), 7).is_empty());
+        assert!(attachment_bodies(b"", usize::MAX).is_empty());
     }
 
     #[test]

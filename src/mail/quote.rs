@@ -44,7 +44,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::outbound::html_text::html_to_text;
+use crate::outbound::html_text::{Parsed, Tag, decode_entities, html_to_text, parse_tag};
 
 /// The new text of a reply: quoted history, attribution lines and signatures removed.
 pub fn reply_text(text: &str) -> String {
@@ -754,6 +754,530 @@ fn find_ignore_case(hay: &str, needle: &str) -> Option<usize> {
     h.windows(n.len()).position(|w| w.eq_ignore_ascii_case(n))
 }
 
+/// The new part of an HTML reply, still HTML (SPEC: Engineers by mail, a relay "carrying only the
+/// new text ... the HTML of a relay keeps the engineer's formatting"): quoted history, attribution
+/// and signature blocks removed, then the command block at the top.
+///
+/// The same decisions as `reply_text_from_html`, made on the markup instead of on its text:
+/// - Structure first: Outlook's `appendonsend` / `divRplyFwdMsg` and the older
+///   `OutlookMessageHeader` cut off the rest; Gmail's `gmail_attr` and Thunderbird's
+///   `moz-cite-prefix` attribution divs, Yahoo's `yahoo_quoted` history and the signature blocks
+///   (`gmail_signature`, `moz-signature`) are removed whole.
+/// - Then the lines a reader sees (blocks and `<br>` end a line; a quoting blockquote's lines
+///   read as `>` lines) go through the text rules (`classify`, `history_start`, `kept_lines`),
+///   so a `-- ` signature, `-----Original Message-----`, an Outlook `From:`/`Sent:` block under
+///   its rule, and top-posted or interleaved quotes are told apart exactly as in text. The
+///   markup of a dropped line goes with it; elements left empty by that go too, and elements
+///   cut open are closed.
+/// - Only `blockquote type="cite"` (Apple Mail, Thunderbird) and `class="gmail_quote"` are
+///   quotes: a plain `<blockquote>` is the indent button of Gmail and Outlook, the engineer's
+///   formatting. (The text path cannot tell them apart and drops both.)
+/// - Leading lines that are blank or a command (`#` and an ASCII letter, after trimming) go,
+///   then trailing blank lines and rules. A `#word` after the first real line stays.
+/// - A reply that is nothing but quote keeps its quote (only the commands go), as `reply_text`
+///   does: an empty relay would hide that the engineer wrote at all.
+///
+/// Linear in the input and never panics; the result is not sanitised (see
+/// `outbound::sanitize::clean_html`).
+pub fn reply_html(html: &str) -> String {
+    let toks = html_tokens(html);
+    let tree = HtmlTree::new(&toks);
+    let n = toks.len();
+    let mut dropped = vec![false; n];
+    let mut cut = strip_html_structure(html, &toks, &tree, &mut dropped);
+    let mut lines = html_lines(html, &toks, &dropped, cut);
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let kinds = classify(&texts);
+    let end = history_start(&kinds);
+    let mut keep = kept_lines(&kinds, end);
+    drop_command_block(&lines, &mut keep);
+    let writer_wrote = keep
+        .iter()
+        .zip(&lines)
+        .any(|(k, line)| *k && !line.text.trim().is_empty());
+    if writer_wrote {
+        if let Some(line) = lines.get(end) {
+            cut = cut.min(line.toks[0]);
+        }
+    } else {
+        dropped.iter_mut().for_each(|d| *d = false);
+        cut = n;
+        lines = html_lines(html, &toks, &dropped, cut);
+        keep = vec![true; lines.len()];
+        drop_command_block(&lines, &mut keep);
+    }
+    for (k, line) in lines.iter().enumerate().rev() {
+        if !keep[k] {
+            continue;
+        }
+        if !line.text.trim().is_empty() {
+            // Nor a line break after the last line.
+            if let Some(&last) = line.toks.last()
+                && matches!(&toks[last].kind, HtmlTok::Start { name, .. } if name == "br")
+            {
+                dropped[last] = true;
+            }
+            break;
+        }
+        keep[k] = false;
+    }
+    for (line, kept) in lines.iter().zip(&keep) {
+        if !kept {
+            line.toks.iter().for_each(|&t| dropped[t] = true);
+        }
+    }
+    dropped[cut.min(n)..].iter_mut().for_each(|d| *d = true);
+    emit_html(html, &toks, &tree, &dropped)
+}
+
+/// The commands at the top, and the blank lines before, between and after them.
+fn drop_command_block(lines: &[HtmlLine], keep: &mut [bool]) {
+    for (k, line) in lines.iter().enumerate() {
+        if !keep[k] {
+            continue;
+        }
+        let t = line.text.trim();
+        if !t.is_empty() && !is_command_line(t) {
+            break;
+        }
+        keep[k] = false;
+    }
+}
+
+/// A command line of an engineer's reply: `#` immediately followed by an ASCII letter
+/// (`#severity 4`, `#note`); `# 4` or `#42` is text.
+fn is_command_line(trimmed: &str) -> bool {
+    trimmed
+        .strip_prefix('#')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic()))
+}
+
+/// Elements HTML never closes.
+const VOID_ELEMENTS: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
+/// Elements that start and end a line, as html_to_text writes them.
+const BLOCK_ELEMENTS: &[&str] = &[
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "li",
+    "table",
+    "tr",
+    "blockquote",
+    "pre",
+    "hr",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "nav",
+    "center",
+    "figure",
+    "form",
+    "fieldset",
+    "caption",
+    "dl",
+    "dt",
+    "dd",
+    "address",
+];
+/// How far up the open elements an end tag looks for its start; beyond, it is stray. Keeps a
+/// pile of unclosed tags followed by a pile of unmatched end tags linear.
+const MAX_END_TAG_SEARCH: usize = 64;
+
+/// What the quote rules see in a start tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QuoteMark {
+    /// Everything from here on is history (Outlook).
+    CutHere,
+    /// An attribution div: removed unless it introduces a forward.
+    Attribution,
+    /// History or a signature block, removed whole.
+    Remove,
+    /// A quoting blockquote: its lines read as `>` lines.
+    Cite,
+}
+
+#[derive(Debug)]
+enum HtmlTok {
+    Text,
+    Start {
+        name: String,
+        void: bool,
+    },
+    End {
+        name: String,
+    },
+    /// Comments, doctypes, raw script/style/title content, an unterminated tag at the end.
+    Other,
+}
+
+#[derive(Debug)]
+struct Tok {
+    kind: HtmlTok,
+    start: usize,
+    end: usize,
+    mark: Option<QuoteMark>,
+}
+
+fn html_tokens(html: &str) -> Vec<Tok> {
+    let mut toks = Vec::new();
+    let mut pos = 0;
+    let other = |start, end| Tok {
+        kind: HtmlTok::Other,
+        start,
+        end,
+        mark: None,
+    };
+    while pos < html.len() {
+        let rest = &html[pos..];
+        if let Some(after) = rest.strip_prefix("<!--") {
+            let len = after.find("-->").map_or(rest.len(), |i| i + 7);
+            toks.push(other(pos, pos + len));
+            pos += len;
+            continue;
+        }
+        let mut text_from = pos;
+        if rest.starts_with('<') {
+            match parse_tag(rest) {
+                Parsed::Tag(tag, len) => {
+                    let end = pos + len;
+                    if tag.name == "!" {
+                        toks.push(other(pos, end));
+                    } else if tag.closing {
+                        toks.push(Tok {
+                            kind: HtmlTok::End { name: tag.name },
+                            start: pos,
+                            end,
+                            mark: None,
+                        });
+                    } else {
+                        let void = tag.self_closing || VOID_ELEMENTS.contains(&tag.name.as_str());
+                        let raw =
+                            !void && matches!(tag.name.as_str(), "script" | "style" | "title");
+                        let close = format!("</{}", tag.name);
+                        toks.push(Tok {
+                            mark: quote_mark(&tag),
+                            kind: HtmlTok::Start {
+                                name: tag.name,
+                                void,
+                            },
+                            start: pos,
+                            end,
+                        });
+                        if raw {
+                            let c = find_ignore_case(&html[end..], &close)
+                                .map_or(html.len(), |i| end + i);
+                            if c > end {
+                                toks.push(other(end, c));
+                            }
+                            pos = c;
+                            continue;
+                        }
+                    }
+                    pos = end;
+                    continue;
+                }
+                Parsed::NotATag => text_from = pos + 1,
+                Parsed::Unterminated => {
+                    toks.push(other(pos, html.len()));
+                    break;
+                }
+            }
+        }
+        let end = html[text_from..]
+            .find('<')
+            .map_or(html.len(), |i| text_from + i);
+        toks.push(Tok {
+            kind: HtmlTok::Text,
+            start: pos,
+            end,
+            mark: None,
+        });
+        pos = end;
+    }
+    toks
+}
+
+fn quote_mark(tag: &Tag) -> Option<QuoteMark> {
+    let has_class = |names: &[&str]| {
+        tag.attr("class").is_some_and(|c| {
+            c.split_ascii_whitespace()
+                .any(|c| names.iter().any(|n| c.eq_ignore_ascii_case(n)))
+        })
+    };
+    let id = tag.attr("id").unwrap_or("");
+    if id.eq_ignore_ascii_case("appendonsend")
+        || id.eq_ignore_ascii_case("divRplyFwdMsg")
+        || has_class(&["OutlookMessageHeader"])
+    {
+        Some(QuoteMark::CutHere)
+    } else if tag.name == "div" && has_class(&["gmail_attr", "moz-cite-prefix"]) {
+        Some(QuoteMark::Attribution)
+    } else if has_class(&["gmail_signature", "moz-signature", "yahoo_quoted"]) {
+        Some(QuoteMark::Remove)
+    } else if tag.name == "blockquote"
+        && (tag
+            .attr("type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("cite"))
+            || has_class(&["gmail_quote"]))
+    {
+        Some(QuoteMark::Cite)
+    } else {
+        None
+    }
+}
+
+/// Which start tag each end tag closes, and where each element's content ends.
+struct HtmlTree {
+    /// For a start tag: the index after its last token (its end tag, or where an outer end tag
+    /// or the input closed it). For other tokens: the next index.
+    extent: Vec<usize>,
+    /// For an end tag: the start tag it closes (`None`: stray).
+    start_of: Vec<Option<usize>>,
+}
+
+impl HtmlTree {
+    fn new(toks: &[Tok]) -> HtmlTree {
+        let n = toks.len();
+        let mut extent: Vec<usize> = (1..=n).collect();
+        let mut start_of = vec![None; n];
+        let mut open: Vec<(usize, &str)> = Vec::new();
+        for (j, t) in toks.iter().enumerate() {
+            match &t.kind {
+                HtmlTok::Start { name, void: false } => open.push((j, name)),
+                HtmlTok::End { name } => {
+                    let found = open
+                        .iter()
+                        .rev()
+                        .take(MAX_END_TAG_SEARCH)
+                        .position(|(_, open_name)| open_name == name);
+                    if let Some(p) = found {
+                        let at = open.len() - 1 - p;
+                        for &(inner, _) in &open[at + 1..] {
+                            extent[inner] = j;
+                        }
+                        extent[open[at].0] = j + 1;
+                        start_of[j] = Some(open[at].0);
+                        open.truncate(at);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (s, _) in open {
+            extent[s] = n;
+        }
+        HtmlTree { extent, start_of }
+    }
+}
+
+/// Marks the attribution, history and signature blocks as dropped; returns the token where
+/// Outlook's history starts (or the number of tokens).
+fn strip_html_structure(html: &str, toks: &[Tok], tree: &HtmlTree, dropped: &mut [bool]) -> usize {
+    let mut i = 0;
+    while i < toks.len() {
+        let end = tree.extent[i];
+        match toks[i].mark {
+            Some(QuoteMark::CutHere) => return i,
+            Some(QuoteMark::Remove) => {
+                dropped[i..end].iter_mut().for_each(|d| *d = true);
+                i = end;
+                continue;
+            }
+            Some(QuoteMark::Attribution) => {
+                // Gmail puts a forward's `---------- Forwarded message ---------` in a gmail_attr
+                // too, above history that is not quoted: that is left to the text rules.
+                let text_end = toks.get(end - 1).map_or(html.len(), |t| t.end);
+                if !html[toks[i].end.min(text_end)..text_end].contains("----") {
+                    dropped[i..end].iter_mut().for_each(|d| *d = true);
+                    i = end;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    toks.len()
+}
+
+/// One line a reader sees: its text (trimmed, whitespace folded, `> ` for quoted lines) and the
+/// tokens that are its content (text, `<br>` that ends it, images, rules).
+#[derive(Default)]
+struct HtmlLine {
+    text: String,
+    toks: Vec<usize>,
+    quoted: bool,
+}
+
+fn html_lines(html: &str, toks: &[Tok], dropped: &[bool], cut: usize) -> Vec<HtmlLine> {
+    fn flush(lines: &mut Vec<HtmlLine>, cur: &mut HtmlLine) {
+        if cur.toks.is_empty() {
+            return;
+        }
+        let mut line = std::mem::take(cur);
+        let folded = line.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        line.text = if line.quoted && !folded.is_empty() {
+            format!("> {folded}")
+        } else {
+            folded
+        };
+        lines.push(line);
+    }
+    let mut lines = Vec::new();
+    let mut cur = HtmlLine::default();
+    // Open blockquotes: whether each quotes; how many of them do.
+    let mut quotes: Vec<bool> = Vec::new();
+    let mut quote_depth = 0usize;
+    let mut head = 0usize;
+    for (i, t) in toks.iter().enumerate().take(cut) {
+        if dropped[i] {
+            continue;
+        }
+        let quoted = quote_depth > 0;
+        let add = |cur: &mut HtmlLine, text: &str| {
+            if cur.toks.is_empty() {
+                cur.quoted = quoted;
+            }
+            cur.toks.push(i);
+            cur.text.push_str(text);
+        };
+        match &t.kind {
+            HtmlTok::Start { name, void } => {
+                if name == "head" {
+                    head += usize::from(!void);
+                    continue;
+                }
+                if BLOCK_ELEMENTS.contains(&name.as_str()) {
+                    flush(&mut lines, &mut cur);
+                }
+                match name.as_str() {
+                    "blockquote" if !void => {
+                        let cite = t.mark == Some(QuoteMark::Cite);
+                        quotes.push(cite);
+                        quote_depth += usize::from(cite);
+                    }
+                    "br" => {
+                        add(&mut cur, "");
+                        flush(&mut lines, &mut cur);
+                    }
+                    "hr" => {
+                        add(&mut cur, "");
+                        flush(&mut lines, &mut cur);
+                    }
+                    "img" if head == 0 => add(&mut cur, "\u{fffc}"),
+                    _ => {}
+                }
+            }
+            HtmlTok::End { name } => {
+                if name == "head" {
+                    head = head.saturating_sub(1);
+                    continue;
+                }
+                if BLOCK_ELEMENTS.contains(&name.as_str()) {
+                    flush(&mut lines, &mut cur);
+                }
+                if name == "blockquote" && quotes.pop() == Some(true) {
+                    quote_depth -= 1;
+                }
+            }
+            HtmlTok::Text if head == 0 => {
+                let text = decode_entities(&html[t.start..t.end]);
+                // Whitespace between blocks is not a line of its own; a `&nbsp;` paragraph is
+                // Outlook's blank line.
+                if !cur.toks.is_empty() || !text.trim().is_empty() || text.contains('\u{a0}') {
+                    add(&mut cur, &text);
+                }
+            }
+            _ => {}
+        }
+    }
+    flush(&mut lines, &mut cur);
+    lines
+}
+
+/// The kept tokens as HTML: elements whose content was all dropped go too, and an element whose
+/// end tag was cut off is closed where that tag was.
+fn emit_html(html: &str, toks: &[Tok], tree: &HtmlTree, dropped: &[bool]) -> String {
+    struct Open {
+        start: usize,
+        dropped: bool,
+        content: bool,
+    }
+    /// Settles the open elements that end before token `j`: pruned when something in them was
+    /// dropped and nothing they still hold shows.
+    fn close_before(j: usize, open: &mut Vec<Open>, tree: &HtmlTree, pruned: &mut [bool]) {
+        while open.last().is_some_and(|o| tree.extent[o.start] <= j) {
+            let Some(o) = open.pop() else { break };
+            let empty = o.dropped && !o.content;
+            pruned[o.start] = empty;
+            if let Some(parent) = open.last_mut() {
+                parent.dropped |= o.dropped;
+                parent.content |= o.content && !empty;
+            }
+        }
+    }
+    let n = toks.len();
+    let mut pruned = vec![false; n];
+    let mut open: Vec<Open> = Vec::new();
+    for (j, t) in toks.iter().enumerate() {
+        close_before(j, &mut open, tree, &mut pruned);
+        let content = match &t.kind {
+            HtmlTok::Start { void: false, .. } => {
+                open.push(Open {
+                    start: j,
+                    dropped: dropped[j],
+                    content: false,
+                });
+                continue;
+            }
+            HtmlTok::Start { void: true, .. } => true,
+            HtmlTok::Text => !decode_entities(&html[t.start..t.end]).trim().is_empty(),
+            HtmlTok::End { .. } | HtmlTok::Other => false,
+        };
+        if let Some(o) = open.last_mut() {
+            if dropped[j] {
+                o.dropped = true;
+            } else {
+                o.content |= content;
+            }
+        }
+    }
+    close_before(n, &mut open, tree, &mut pruned);
+    let mut out = String::with_capacity(html.len());
+    let mut j = 0;
+    while j < n {
+        let t = &toks[j];
+        match &t.kind {
+            HtmlTok::Start { void: false, .. } if dropped[j] || pruned[j] => {
+                j = tree.extent[j].max(j + 1);
+                continue;
+            }
+            HtmlTok::End { name } if dropped[j] && tree.start_of[j].is_some() => {
+                out.push_str("</");
+                out.push_str(name);
+                out.push('>');
+            }
+            _ if dropped[j] => {}
+            _ => out.push_str(&html[t.start..t.end]),
+        }
+        j += 1;
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1300,6 +1824,198 @@ mod tests {
     }
 
     #[test]
+    fn reply_html_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "gmail_top_post_drops_gmail_quote_and_attribution",
+                concat!(
+                    "<div dir=\"ltr\"><div>Hi Jane,</div><div><br></div><div>the fix is <b>deployed</b>.</div></div><br>",
+                    "<div class=\"gmail_quote gmail_quote_container\"><div dir=\"ltr\" class=\"gmail_attr\">",
+                    "On Mon, Mar 4, 2024 at 10:15 AM Jane Doe &lt;<a href=\"mailto:jane@acme.test\">jane@acme.test</a>&gt; wrote:<br></div>",
+                    "<blockquote class=\"gmail_quote\" style=\"margin:0px 0px 0px 0.8ex;border-left:1px solid rgb(204,204,204);padding-left:1ex\">",
+                    "<div dir=\"ltr\">The portal is down.</div></blockquote></div>",
+                ),
+                "<div dir=\"ltr\"><div>Hi Jane,</div><div><br></div><div>the fix is <b>deployed</b>.</div></div>",
+            ),
+            (
+                "gmail_command_block_goes_with_blank_lines",
+                concat!(
+                    "<div dir=\"ltr\"><div>#severity 4</div><div>#status customer_pending</div><div><br></div><div>Hi Jane,</div>",
+                    "<div>please try again.</div></div><br><div class=\"gmail_quote\"><div dir=\"ltr\" class=\"gmail_attr\">",
+                    "On Mon, Mar 4, 2024 at 10:15 AM Jane Doe &lt;jane@acme.test&gt; wrote:<br></div>",
+                    "<blockquote class=\"gmail_quote\"><div>Down again.</div></blockquote></div>",
+                ),
+                "<div dir=\"ltr\"><div>Hi Jane,</div><div>please try again.</div></div>",
+            ),
+            (
+                "gmail_signature_block_goes",
+                concat!(
+                    "<div dir=\"ltr\">Restarted it.<br clear=\"all\"><div><br></div><span class=\"gmail_signature_prefix\">-- </span><br>",
+                    "<div dir=\"ltr\" class=\"gmail_signature\" data-smartmail=\"gmail_signature\">Bob<br>Acme Support</div></div>",
+                ),
+                "<div dir=\"ltr\">Restarted it.</div>",
+            ),
+            (
+                "gmail_interleaved_answers_stay",
+                concat!(
+                    "<div dir=\"ltr\">See below.</div><br><div class=\"gmail_quote\"><div dir=\"ltr\" class=\"gmail_attr\">",
+                    "On Mon, Mar 4, 2024 at 10:15 AM Jane &lt;jane@acme.test&gt; wrote:<br></div>",
+                    "<blockquote class=\"gmail_quote\">Which version?</blockquote><div>4.2, <i>released</i> today.</div>",
+                    "<blockquote class=\"gmail_quote\">Thanks</blockquote></div>",
+                ),
+                "<div dir=\"ltr\">See below.</div><br><div class=\"gmail_quote\"><div>4.2, <i>released</i> today.</div></div>",
+            ),
+            (
+                "outlook_web_appendonsend_cuts_the_rest",
+                concat!(
+                    "<html><head><style type=\"text/css\" style=\"display:none;\"> P {margin-top:0;margin-bottom:0;} </style></head>",
+                    "<body dir=\"ltr\"><div class=\"elementToProof\" style=\"font-family: Aptos; font-size: 12pt;\">#solved</div>",
+                    "<div class=\"elementToProof\" style=\"font-family: Aptos; font-size: 12pt;\">Closing this one, thanks!</div>",
+                    "<div id=\"appendonsend\"></div><hr style=\"display:inline-block;width:98%\" tabindex=\"-1\">",
+                    "<div id=\"divRplyFwdMsg\" dir=\"ltr\"><font face=\"Calibri, sans-serif\" style=\"font-size:11pt\" color=\"#000000\">",
+                    "<b>From:</b> Jane Doe &lt;jane@acme.test&gt;<br><b>Sent:</b> Monday, March 4, 2024 10:15 AM</font></div>",
+                    "<div>It works now.</div></body></html>",
+                ),
+                concat!(
+                    "<html><head><style type=\"text/css\" style=\"display:none;\"> P {margin-top:0;margin-bottom:0;} </style></head>",
+                    "<body dir=\"ltr\">",
+                    "<div class=\"elementToProof\" style=\"font-family: Aptos; font-size: 12pt;\">Closing this one, thanks!</div>",
+                    "</body></html>",
+                ),
+            ),
+            (
+                "outlook_desktop_rule_and_header_block_cut_the_rest",
+                concat!(
+                    "<div class=\"WordSection1\"><p class=\"MsoNormal\">Hi Jane,<o:p></o:p></p><p class=\"MsoNormal\"><o:p>&nbsp;</o:p></p>",
+                    "<p class=\"MsoNormal\">The patch is attached.<o:p></o:p></p><p class=\"MsoNormal\"><o:p>&nbsp;</o:p></p>",
+                    "<div><div style=\"border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0in 0in 0in\">",
+                    "<p class=\"MsoNormal\"><b>From:</b> Jane Doe &lt;jane@acme.test&gt; <br><b>Sent:</b> Monday, March 4, 2024 10:15 AM<br>",
+                    "<b>To:</b> Support &lt;support@example.com&gt;<br><b>Subject:</b> [#7] Portal down<o:p></o:p></p></div></div>",
+                    "<p class=\"MsoNormal\">The portal is down.<o:p></o:p></p></div>",
+                ),
+                concat!(
+                    "<div class=\"WordSection1\"><p class=\"MsoNormal\">Hi Jane,<o:p></o:p></p><p class=\"MsoNormal\"><o:p>&nbsp;</o:p></p>",
+                    "<p class=\"MsoNormal\">The patch is attached.<o:p></o:p></p></div>",
+                ),
+            ),
+            (
+                "outlook_message_header_div_cuts_the_rest",
+                "<div>#assign me</div><div>On it.</div><div class=\"OutlookMessageHeader\"><hr>From: Jane</div><div>old</div>",
+                "<div>On it.</div>",
+            ),
+            (
+                "thunderbird_cite_prefix_blockquote_and_moz_signature_go",
+                concat!(
+                    "<html><head><meta http-equiv=\"content-type\" content=\"text/html; charset=UTF-8\"></head><body>",
+                    "<p>#severity 2<br>#status in_progress</p><p>Hi Jane,</p><p>we are on it.</p>",
+                    "<div class=\"moz-signature\">-- <br>Bob, Acme Support</div>",
+                    "<div class=\"moz-cite-prefix\">On 04.03.24 10:15, Jane Doe wrote:<br></div>",
+                    "<blockquote type=\"cite\" cite=\"mid:abc@acme.test\"><p>The portal is down.</p></blockquote></body></html>",
+                ),
+                concat!(
+                    "<html><head><meta http-equiv=\"content-type\" content=\"text/html; charset=UTF-8\"></head><body>",
+                    "<p>Hi Jane,</p><p>we are on it.</p></body></html>",
+                ),
+            ),
+            (
+                "thunderbird_without_classes_attribution_and_quote_go_by_text_rules",
+                "<p>Fixed in 4.2.</p><p>On 04.03.24 10:15, Jane Doe wrote:</p><blockquote type=\"cite\">Broken</blockquote>",
+                "<p>Fixed in 4.2.</p>",
+            ),
+            (
+                "apple_mail_cite_blockquote_goes",
+                concat!(
+                    "<html><head><meta http-equiv=\"content-type\" content=\"text/html; charset=utf-8\"></head>",
+                    "<body dir=\"auto\"><div dir=\"ltr\"></div><div dir=\"ltr\">#note</div><div dir=\"ltr\"><br></div>",
+                    "<div dir=\"ltr\">Customer is on the old build, see <img src=\"cid:F1E2@apple\" alt=\"shot.png\"></div>",
+                    "<div dir=\"ltr\"><br><blockquote type=\"cite\">On 4. Mar 2024, at 10:15, Jane Doe &lt;jane@acme.test&gt; wrote:<br><br></blockquote></div>",
+                    "<blockquote type=\"cite\"><div dir=\"ltr\">The portal is down.</div></blockquote></body></html>",
+                ),
+                concat!(
+                    "<html><head><meta http-equiv=\"content-type\" content=\"text/html; charset=utf-8\"></head>",
+                    "<body dir=\"auto\"><div dir=\"ltr\"></div>",
+                    "<div dir=\"ltr\">Customer is on the old build, see <img src=\"cid:F1E2@apple\" alt=\"shot.png\"></div>",
+                    "</body></html>",
+                ),
+            ),
+            (
+                "apple_mail_attribution_outside_the_quote_goes",
+                concat!(
+                    "<div>Yes, that is expected.</div><div><br><div><div>On Mar 4, 2024, at 10:15 AM, Jane Doe &lt;jane@acme.test&gt; wrote:</div>",
+                    "<br class=\"Apple-interchange-newline\"><blockquote type=\"cite\"><div>Is that expected?</div></blockquote></div></div>",
+                ),
+                "<div>Yes, that is expected.</div>",
+            ),
+            (
+                "yahoo_quoted_goes",
+                "<div>Done.</div><div class=\"yahoo_quoted\"><div>On Monday, Jane wrote:</div><div>x</div></div>",
+                "<div>Done.</div>",
+            ),
+            (
+                "dash_space_signature_line_goes",
+                "<div>Thanks!</div><div>-- </div><div>Bob</div><div>Acme</div>",
+                "<div>Thanks!</div>",
+            ),
+            (
+                "original_message_separator_cuts",
+                "<p>Done.</p><p>-----Original Message-----<br>From: Jane</p><p>old</p>",
+                "<p>Done.</p>",
+            ),
+            (
+                "hash_word_after_text_stays",
+                "<div>Hi Jane,</div><div>#severity 4 is the lowest.</div>",
+                "<div>Hi Jane,</div><div>#severity 4 is the lowest.</div>",
+            ),
+            (
+                "hash_digit_is_not_a_command",
+                "<div>#42 is the ticket</div>",
+                "<div>#42 is the ticket</div>",
+            ),
+            (
+                "plain_blockquote_is_formatting",
+                "<div>Run this:</div><blockquote style=\"margin:0 0 0 40px\">systemctl restart portal</blockquote>",
+                "<div>Run this:</div><blockquote style=\"margin:0 0 0 40px\">systemctl restart portal</blockquote>",
+            ),
+            (
+                "nothing_but_quote_keeps_the_quote",
+                "<div>#note</div><blockquote type=\"cite\">Old text</blockquote>",
+                "<blockquote type=\"cite\">Old text</blockquote>",
+            ),
+            (
+                "unterminated_history_is_closed",
+                "<div><b>New</b><p>-----Original Message-----<p>old",
+                "<div><b>New</b>",
+            ),
+        ];
+        let failed: Vec<String> = cases
+            .iter()
+            .filter(|(_, html, want)| reply_html(html) != *want)
+            .map(|(name, html, want)| {
+                format!("{name}:\n  got  {:?}\n  want {want:?}", reply_html(html))
+            })
+            .collect();
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+    }
+
+    /// The HTML and the text of a reply keep the same words.
+    #[test]
+    fn reply_html_agrees_with_reply_text_from_html() {
+        let samples = [
+            "<div>Fixed.</div><div><br></div><div class=\"gmail_quote\"><div class=\"gmail_attr\">On Mon, Mar 4, 2024 at 10:15 AM J &lt;j@a.test&gt; wrote:</div><blockquote class=\"gmail_quote\">old</blockquote></div>",
+            "<p>Answer one</p><blockquote type=\"cite\">q1</blockquote><p>Answer two</p><blockquote type=\"cite\">q2</blockquote>",
+            "<p>Done.</p><p><b>From:</b> Jane<br><b>Sent:</b> Monday, March 4, 2024 10:15<br><b>To:</b> S<br><b>Subject:</b> x</p><p>old</p>",
+        ];
+        for html in samples {
+            assert_eq!(
+                reply_text_from_html(&reply_html(html)),
+                reply_text_from_html(html),
+                "{html}"
+            );
+        }
+    }
+
+    #[test]
     fn hostile_input_returns() {
         let mib = 1 << 20;
         let inputs = [
@@ -1332,6 +2048,7 @@ mod tests {
         ];
         for input in &html {
             let _ = reply_text_from_html(input);
+            assert!(reply_html(input).len() <= input.len());
         }
     }
 }

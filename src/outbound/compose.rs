@@ -3,17 +3,23 @@
 //! `Auto-Submitted`, From the support address. lettre encodes headers (RFC 2047) and MIME parts;
 //! every value from a customer is checked before it gets near a header: the subject is one line,
 //! addresses must parse, Message-IDs must be clean.
+//!
+//! The body is the template's (or the relay's) text and HTML as multipart/alternative; with
+//! parts to carry it grows the standard way: inline images with a Content-ID go beside the
+//! alternative in a multipart/related (so the HTML's `cid:` URLs resolve), other attachments
+//! beside that in a multipart/mixed.
 
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
+use lettre::message::header::ContentType;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox as LettreMailbox, MultiPart};
+use lettre::message::{Attachment as LettreAttachment, Mailbox as LettreMailbox, MultiPart};
 use lettre::{Address, Message};
 use sha2::{Digest, Sha256};
 
 use crate::mail::Mailbox;
-use crate::mail::parse::{is_clean_message_id, one_line};
+use crate::mail::parse::{AttachmentBody, is_clean_message_id, one_line};
 
 /// References kept from the customer's thread (the newest ones).
 const MAX_REFERENCES: usize = 20;
@@ -108,6 +114,10 @@ pub struct Letter<'a> {
     pub auto_submitted: AutoSubmitted,
     /// Date header.
     pub date: DateTime<Utc>,
+    /// `Reply-To` (e.g. the support address on an engineer notification).
+    pub reply_to: Option<&'a str>,
+    /// Attachments and inline parts to carry.
+    pub attachments: &'a [AttachmentBody],
 }
 
 /// Why a mail could not be composed.
@@ -185,6 +195,12 @@ pub fn compose(l: &Letter<'_>) -> Result<Vec<u8>, ComposeError> {
         }))
         .header(SuppressAutoResponse)
         .header(TicketHeader(l.ticket));
+    if let Some(reply_to) = l.reply_to {
+        let mailbox: LettreMailbox = reply_to
+            .parse()
+            .map_err(|e| ComposeError::Address(reply_to.to_string(), format!("{e}")))?;
+        b = b.reply_to(mailbox);
+    }
     if let Some(parent) = l.in_reply_to.filter(|id| is_clean_message_id(id)) {
         b = b.in_reply_to(format!("<{parent}>"));
         let mut refs: Vec<&str> = l
@@ -200,16 +216,67 @@ pub fn compose(l: &Letter<'_>) -> Result<Vec<u8>, ComposeError> {
         b = b.references(refs.join(" "));
     }
     let msg = b
-        .multipart(MultiPart::alternative_plain_html(
-            l.text.to_string(),
-            l.html.to_string(),
-        ))
+        .multipart(body(l))
         .map_err(|e| ComposeError::Build(e.to_string()))?;
     Ok(msg.formatted())
 }
 
+/// alternative, inside related when there are inline images, inside mixed when there are
+/// attachments.
+fn body(l: &Letter<'_>) -> MultiPart {
+    let mut body = MultiPart::alternative_plain_html(l.text.to_string(), l.html.to_string());
+    let (inline, attached): (Vec<&AttachmentBody>, Vec<&AttachmentBody>) =
+        l.attachments.iter().partition(|a| inline_id(a).is_some());
+    if !inline.is_empty() {
+        let mut related = MultiPart::related().multipart(body);
+        for a in inline {
+            let id = inline_id(a).unwrap_or_default().to_string();
+            let part = match filename(a) {
+                Some(name) => LettreAttachment::new_inline_with_name(id, name),
+                None => LettreAttachment::new_inline(id),
+            };
+            related = related.singlepart(part.body(a.data.clone(), content_type(a)));
+        }
+        body = related;
+    }
+    if !attached.is_empty() {
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for a in attached {
+            let name = filename(a).unwrap_or_else(|| "attachment".into());
+            mixed =
+                mixed.singlepart(LettreAttachment::new(name).body(a.data.clone(), content_type(a)));
+        }
+        body = mixed;
+    }
+    body
+}
+
+/// The Content-ID an inline part is referenced by, when it is inline and has a usable one.
+fn inline_id(a: &AttachmentBody) -> Option<&str> {
+    a.content_id
+        .as_deref()
+        .filter(|id| a.inline && is_clean_message_id(id))
+}
+
+/// The file name as one line (lettre encodes it, RFC 2231), when there is one.
+fn filename(a: &AttachmentBody) -> Option<String> {
+    a.filename
+        .as_deref()
+        .map(one_line)
+        .filter(|n| !n.is_empty())
+}
+
+/// The part's content type, or application/octet-stream when it does not parse.
+fn content_type(a: &AttachmentBody) -> ContentType {
+    ContentType::parse(&a.content_type).unwrap_or_else(|_| {
+        ContentType::parse("application/octet-stream").unwrap_or(ContentType::TEXT_PLAIN)
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use mail_parser::{MessageParser, MimeHeaders};
+
     use super::*;
 
     fn letter<'a>(to: &'a Mailbox, subject: &'a str, refs: &'a [String]) -> Letter<'a> {
@@ -226,6 +293,8 @@ mod tests {
             ticket: 7,
             auto_submitted: AutoSubmitted::AutoReplied,
             date: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            reply_to: None,
+            attachments: &[],
         }
     }
 
@@ -301,6 +370,172 @@ mod tests {
             compose(&letter(&to, "x", &[])),
             Err(ComposeError::Address(..))
         ));
+    }
+
+    fn part(
+        name: Option<&str>,
+        ct: &str,
+        cid: Option<&str>,
+        inline: bool,
+        data: &[u8],
+    ) -> AttachmentBody {
+        AttachmentBody {
+            filename: name.map(str::to_string),
+            content_type: ct.to_string(),
+            content_id: cid.map(str::to_string),
+            inline,
+            data: data.to_vec(),
+        }
+    }
+
+    fn jane() -> Mailbox {
+        Mailbox {
+            name: Some("Jane".into()),
+            address: "jane@acme.test".into(),
+        }
+    }
+
+    #[test]
+    fn no_attachments_is_multipart_alternative() {
+        let to = jane();
+        let raw = compose(&letter(&to, "[#7] hi", &[])).unwrap_or_else(|e| panic!("{e}"));
+        let msg = MessageParser::default()
+            .parse(&raw)
+            .unwrap_or_else(|| panic!("unparsable"));
+        let ct = msg
+            .root_part()
+            .content_type()
+            .unwrap_or_else(|| panic!("no content type"));
+        assert_eq!(ct.subtype(), Some("alternative"));
+        assert_eq!(msg.parts.len(), 3, "alternative, text, html");
+        assert!(msg.attachments.is_empty());
+        assert!(msg.attachments.is_empty());
+    }
+
+    #[test]
+    fn inline_image_goes_in_multipart_related_under_its_content_id() {
+        let to = jane();
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        let parts = [part(
+            Some("shot.png"),
+            "image/png",
+            Some("shot1@mail.example"),
+            true,
+            png,
+        )];
+        let mut l = letter(&to, "[#7] hi", &[]);
+        l.html = "<p>See <img src=\"cid:shot1@mail.example\"></p>";
+        l.attachments = &parts;
+        l.reply_to = Some("Example Support <support@example.com>");
+        let raw = compose(&l).unwrap_or_else(|e| panic!("{e}"));
+        assert!(headers(&raw).contains("Reply-To: \"Example Support\" <support@example.com>"));
+        let msg = MessageParser::default()
+            .parse(&raw)
+            .unwrap_or_else(|| panic!("unparsable"));
+        let root = msg
+            .root_part()
+            .content_type()
+            .unwrap_or_else(|| panic!("no content type"));
+        assert_eq!(root.subtype(), Some("related"));
+        let image = msg
+            .parts
+            .iter()
+            .find(|p| p.content_type().is_some_and(|c| c.ctype() == "image"))
+            .unwrap_or_else(|| panic!("no image part"));
+        assert_eq!(image.content_id(), Some("shot1@mail.example"));
+        assert_eq!(image.contents(), png);
+        let html = msg.body_html(0).unwrap_or_default();
+        assert!(html.contains("cid:shot1@mail.example"), "{html}");
+    }
+
+    #[test]
+    fn pdf_attachment_goes_in_multipart_mixed_base64_with_its_filename() {
+        let to = jane();
+        let pdf = b"%PDF-1.7\n\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n%%EOF\n";
+        let parts = [
+            part(
+                Some("report\r\nBcc: x@evil.test.pdf"),
+                "application/pdf",
+                None,
+                false,
+                pdf,
+            ),
+            part(None, "not a type", None, false, b"\0\x01"),
+        ];
+        let mut l = letter(&to, "[#7] hi", &[]);
+        l.attachments = &parts;
+        let raw = compose(&l).unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("Content-Transfer-Encoding: base64"), "{text}");
+        assert!(!text.lines().any(|line| line.starts_with("Bcc:")), "{text}");
+        let msg = MessageParser::default()
+            .parse(&raw)
+            .unwrap_or_else(|| panic!("unparsable"));
+        let root = msg
+            .root_part()
+            .content_type()
+            .unwrap_or_else(|| panic!("no content type"));
+        assert_eq!(root.subtype(), Some("mixed"));
+        let files: Vec<(Option<&str>, String, &[u8])> = msg
+            .attachments()
+            .map(|a| {
+                let ct = a
+                    .content_type()
+                    .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+                    .unwrap_or_default();
+                (a.attachment_name(), ct, a.contents())
+            })
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                (
+                    Some("report Bcc: x@evil.test.pdf"),
+                    "application/pdf".to_string(),
+                    &pdf[..]
+                ),
+                (
+                    Some("attachment"),
+                    "application/octet-stream".to_string(),
+                    &b"\0\x01"[..]
+                ),
+            ]
+        );
+        assert!(msg.body_text(0).is_some_and(|t| t.contains("hello")));
+    }
+
+    #[test]
+    fn inline_and_attached_nest_mixed_related_alternative() {
+        let to = jane();
+        let parts = [
+            part(Some("a.png"), "image/png", Some("a@x"), true, b"\x89PNG"),
+            part(
+                Some("log.txt"),
+                "text/plain; charset=utf-8",
+                None,
+                false,
+                "grüße\n".as_bytes(),
+            ),
+        ];
+        let mut l = letter(&to, "[#7] hi", &[]);
+        l.attachments = &parts;
+        let raw = compose(&l).unwrap_or_else(|e| panic!("{e}"));
+        let msg = MessageParser::default()
+            .parse(&raw)
+            .unwrap_or_else(|| panic!("unparsable"));
+        let subtypes: Vec<&str> = msg
+            .parts
+            .iter()
+            .filter_map(|p| p.content_type())
+            .filter(|c| c.ctype() == "multipart")
+            .filter_map(|c| c.subtype())
+            .collect();
+        assert_eq!(subtypes, ["mixed", "related", "alternative"]);
+        let log = msg
+            .attachments()
+            .find(|a| a.attachment_name() == Some("log.txt"))
+            .unwrap_or_else(|| panic!("no log.txt"));
+        assert_eq!(log.text_contents(), Some("grüße\n"));
     }
 
     #[test]

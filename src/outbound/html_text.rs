@@ -49,16 +49,19 @@ pub fn html_to_text(html: &str) -> String {
     w.finish()
 }
 
+/// One tag as the scanner read it (also mail::quote's tokenizer for HTML replies).
 #[derive(Debug)]
-struct Tag {
-    name: String,
-    closing: bool,
-    self_closing: bool,
-    attrs: Vec<(String, String)>,
+pub(crate) struct Tag {
+    /// Lower-cased; `!` for a doctype or processing instruction.
+    pub(crate) name: String,
+    pub(crate) closing: bool,
+    pub(crate) self_closing: bool,
+    /// Lower-cased names, entity-decoded values.
+    pub(crate) attrs: Vec<(String, String)>,
 }
 
 impl Tag {
-    fn attr(&self, name: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(k, _)| k == name)
@@ -67,7 +70,7 @@ impl Tag {
 }
 
 /// What starts at a `<`.
-enum Parsed {
+pub(crate) enum Parsed {
     /// A tag and its length in bytes.
     Tag(Tag, usize),
     /// A `<` that is text (`1 < 2`).
@@ -77,7 +80,7 @@ enum Parsed {
 }
 
 /// Parses `<name attr="v" ...>` at the start of `s`.
-fn parse_tag(s: &str) -> Parsed {
+pub(crate) fn parse_tag(s: &str) -> Parsed {
     let b = s.as_bytes();
     let mut i = 1;
     let closing = b.get(i) == Some(&b'/');

@@ -7,6 +7,7 @@ pub mod html_text;
 pub mod outbox;
 pub mod preview;
 pub mod sample;
+pub mod sanitize;
 pub mod smtp;
 pub mod templates;
 pub mod watch;

@@ -248,6 +248,8 @@ pub fn preview(
         ticket: ctx.ticket.number,
         auto_submitted: auto_submitted(template),
         date,
+        reply_to: None,
+        attachments: &[],
     })
     .map_err(|e| e.to_string())?;
 
