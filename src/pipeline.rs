@@ -10,15 +10,21 @@ use serde::Serialize;
 
 use crate::config::{Config, Customer};
 use crate::desk::{
-    Action, Decision, MailContext, Member, PlannedEvent, PlannedMail, Policy, Role, Status,
-    StatusChange, decide_parsed, thread,
+    Action, Decision, MailContext, Member, Notice, PlannedEvent, PlannedMail, Policy, ReplyKind,
+    Role, StaffAuth, Status, StatusChange, decide_parsed, thread,
 };
-use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse};
+use crate::mail::auth::{self as mail_auth, Verdict};
+use crate::mail::dkim::DkimVerifier;
+use crate::mail::parse::{AttachmentBody, attachment_bodies, html_body};
+use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse, quote};
+use crate::outbound::sanitize::clean_html;
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 pub use crate::outbound::context::SeverityView;
 use crate::outbound::context::{
-    CompanyView, DEFAULT_ZONE, ParticipantView, PersonView, StatusChangeView, SupportView,
-    TemplateContext, TicketView,
+    Audience, AttachmentView, COMMAND_HELP, CompanyView, DEFAULT_ZONE, FailureView, MessageView,
+    NotificationView, ParticipantView, PersonView, RejectedCommand, RejectionView,
+    StatusChangeView, SupportView, TemplateContext, TicketView, audience, failure_kind,
+    size_label,
 };
 use crate::outbound::templates::{LiveTemplates, Renderer, TemplateErrors, Variant};
 use crate::store::{Event, InboundRecord, QueuedMail, RenderedMail, Store, StoreError, StoreTx};
@@ -42,6 +48,62 @@ pub struct Desk {
     pub tag_prefix: String,
     /// Largest message taken.
     pub max_message_size: usize,
+    /// How engineers' mail is relayed and shown.
+    pub staff: StaffSettings,
+    /// How a staff From is authenticated (`staff.require_authenticated`).
+    pub auth: Authenticator,
+}
+
+/// How engineers' replies reach customers and what staff notifications carry.
+#[derive(Debug, Clone)]
+pub struct StaffSettings {
+    /// The relay's display name; `NAME` is the engineer's name (`staff.show_name`).
+    pub show_name: String,
+    /// Show the engineer's address to customers (`staff.reveal_address`).
+    pub reveal_address: bool,
+    /// Customer attachments attached to notifications, in sum (`staff.max_attachment_size`).
+    pub max_attachment_size: usize,
+}
+
+/// Decides whether a mail from a staff or account-manager address is authenticated: first the
+/// `Authentication-Results` header of the configured receiving host, then postdesk's own DKIM
+/// check. Runs before the write transaction: DNS never holds a database lock.
+#[derive(Debug)]
+pub struct Authenticator {
+    /// The receiving host whose `Authentication-Results` is trusted.
+    pub authserv_id: Option<String>,
+    /// postdesk's own DKIM check, unless `staff.dkim_resolver = "off"`.
+    pub dkim: Option<DkimVerifier>,
+}
+
+impl Authenticator {
+    /// What the policy needs to know about this mail's sender.
+    pub async fn check(&self, policy: &Policy, mail: &InboundMail, raw: &[u8]) -> StaffAuth {
+        if !policy.needs_authentication(&mail.from.key()) {
+            return StaffAuth::NotChecked;
+        }
+        let domain = mail.from.domain();
+        let mut why = Vec::new();
+        match &self.authserv_id {
+            Some(id) => match mail_auth::from_authentication_results(
+                &mail.authentication_results,
+                id,
+                &domain,
+            ) {
+                Verdict::Pass { detail, .. } => return StaffAuth::Pass(detail),
+                Verdict::Fail { why: w } => why.push(w),
+            },
+            None => why.push("staff.authserv_id is not set".to_string()),
+        }
+        match &self.dkim {
+            Some(v) => match v.verify(raw, &domain).await {
+                Verdict::Pass { detail, .. } => return StaffAuth::Pass(detail),
+                Verdict::Fail { why: w } => why.push(w),
+            },
+            None => why.push("postdesk's own DKIM check is off".to_string()),
+        }
+        StaffAuth::Fail(why.join("; "))
+    }
 }
 
 impl Desk {
@@ -56,6 +118,33 @@ impl Desk {
             phone: config.support_phone.clone(),
             tag_prefix: config.tag_prefix.clone(),
             max_message_size: config.max_message_size,
+            staff: StaffSettings {
+                show_name: config.staff_show_name.clone(),
+                reveal_address: config.staff_reveal_address,
+                max_attachment_size: config.staff_max_attachment_size,
+            },
+            auth: Authenticator {
+                authserv_id: config.staff_authserv_id.clone(),
+                dkim: match &config.dkim_resolver {
+                    crate::config::DkimResolver::Off => None,
+                    crate::config::DkimResolver::System => match DkimVerifier::system() {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no system DNS resolver for DKIM: only Authentication-Results can authenticate staff");
+                            None
+                        }
+                    },
+                    crate::config::DkimResolver::Nameservers(addrs) => {
+                        match DkimVerifier::nameservers(addrs) {
+                            Ok(v) => Some(v),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "DKIM resolver could not be set up: only Authentication-Results can authenticate staff");
+                                None
+                            }
+                        }
+                    }
+                },
+            },
         })
     }
 
@@ -143,13 +232,23 @@ pub async fn ingest_batch<S: Store>(
             None => parse(&i.raw, desk.max_message_size),
         })
         .collect();
+    // Staff authentication may ask DNS: also before the write lock.
+    let mut auths = Vec::with_capacity(parsed.len());
+    for (item, parsed) in items.iter().zip(&parsed) {
+        auths.push(match parsed {
+            Ok(mail) => desk.auth.check(&desk.policy, mail, &item.raw).await,
+            Err(_) => StaffAuth::NotChecked,
+        });
+    }
     let mut tx = store.begin().await?;
     let mut outcomes = Vec::with_capacity(items.len());
-    for (item, parsed) in items.iter().zip(&parsed) {
+    for ((item, parsed), auth) in items.iter().zip(&parsed).zip(auths) {
         let ctx = match parsed {
             Ok(mail) => {
                 let keys = thread::keys(mail, &desk.tag_prefix);
-                tx.context(mail, &keys, rate_window_start(now)).await?
+                let mut ctx = tx.context(mail, &keys, rate_window_start(now)).await?;
+                ctx.staff_auth = auth;
+                ctx
             }
             Err(_) => MailContext::default(),
         };
@@ -200,11 +299,12 @@ async fn apply<T: StoreTx>(
             let Some(facts) = TicketFacts::of(decision, ctx, number) else {
                 return Vec::new();
             };
+            let inbound = InboundParts::new(mail, &item.raw);
             decision
                 .outbound
                 .iter()
                 .map(|planned| {
-                    let rendered = render_planned(desk, &facts, mail, planned, decision);
+                    let rendered = render_planned(desk, &facts, &inbound, planned, decision);
                     match rendered {
                         Ok(q) => {
                             queued.push(Queued {
@@ -268,6 +368,10 @@ struct TicketFacts {
     others: Vec<(Mailbox, Role)>,
     linked_ticket: Option<i64>,
     status_change: Option<StatusChange>,
+    /// The assignee after the decision.
+    assignee: Option<String>,
+    /// The customer conversation's Message-IDs (a relay threads into them).
+    conversation: Vec<String>,
 }
 
 impl TicketFacts {
@@ -287,6 +391,8 @@ impl TicketFacts {
                     .collect(),
                 linked_ticket: t.linked_ticket,
                 status_change: None,
+                assignee: None,
+                conversation: Vec::new(),
             }),
             _ => {
                 let state = ctx.ticket(number)?;
@@ -307,14 +413,90 @@ impl TicketFacts {
                         .map(|c| c.to)
                         .unwrap_or(state.status),
                     created_at: state.created_at,
-                    severity: state.severity,
+                    severity: crate::desk::SeverityReading {
+                        assigned: d.update.severity.unwrap_or(state.severity.assigned),
+                        ..state.severity
+                    },
                     requester,
                     others,
                     linked_ticket: None,
                     status_change: d.status_change.clone(),
+                    assignee: d.update.assignee.clone().or_else(|| state.assignee.clone()),
+                    conversation: state.conversation.clone(),
                 })
             }
         }
+    }
+}
+
+/// The inbound mail's parts some mails carry (attachments, the HTML of an engineer's reply),
+/// read from the raw message once per decision and only when a mail needs them.
+struct InboundParts<'a> {
+    mail: &'a InboundMail,
+    raw: &'a [u8],
+    bodies: std::cell::OnceCell<Vec<AttachmentBody>>,
+    html: std::cell::OnceCell<Option<String>>,
+}
+
+impl<'a> InboundParts<'a> {
+    fn new(mail: &'a InboundMail, raw: &'a [u8]) -> InboundParts<'a> {
+        InboundParts {
+            mail,
+            raw,
+            bodies: std::cell::OnceCell::new(),
+            html: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Every attachment and inline part, decoded (the message is within the size limit).
+    fn attachments(&self) -> &[AttachmentBody] {
+        self.bodies
+            .get_or_init(|| attachment_bodies(self.raw, usize::MAX))
+    }
+
+    /// The new part of the mail's HTML, sanitised: quotes, signature and command lines cut.
+    fn reply_html(&self) -> Option<&str> {
+        self.html
+            .get_or_init(|| {
+                html_body(self.raw)
+                    .map(|h| clean_html(&quote::reply_html(&h)))
+                    .filter(|h| !h.trim().is_empty())
+            })
+            .as_deref()
+    }
+}
+
+/// How one mail is sent besides its rendered parts.
+struct Envelope<'a> {
+    from_name: String,
+    in_reply_to: Option<&'a str>,
+    references: &'a [String],
+    reply_to: Option<&'a str>,
+    attachments: Vec<AttachmentBody>,
+    auto_submitted: AutoSubmitted,
+    automatic: bool,
+}
+
+/// Whether the decision is an engineer's public reply: its text (and attachments) go to the
+/// customer, with the relay or with the close-pending / closed notice it caused.
+fn carries_engineer_reply(decision: &Decision) -> bool {
+    matches!(&decision.action, Action::Reply(r) if r.kind == ReplyKind::EngineerReply)
+}
+
+fn message_view(
+    author: PersonView,
+    text: &str,
+    at: DateTime<Utc>,
+    zone: chrono_tz::Tz,
+    internal: bool,
+) -> MessageView {
+    MessageView {
+        author,
+        text: text.to_string(),
+        received_local: crate::outbound::context::format_local(at, zone),
+        internal,
+        html: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -325,21 +507,27 @@ impl TicketFacts {
 fn render_planned(
     desk: &Desk,
     facts: &TicketFacts,
-    mail: &InboundMail,
+    inbound: &InboundParts<'_>,
     planned: &PlannedMail,
     decision: &Decision,
 ) -> Result<QueuedMail, String> {
+    let mail = inbound.mail;
     let number = facts.number;
     let template = planned.template;
     let tag = desk.tag(number);
     let company = desk.company_of(&facts.requester);
     let renderer = desk.templates.current();
-    let languages: Vec<&str> = mail
-        .content_language
-        .as_deref()
-        .into_iter()
-        .chain(company.and_then(|c| c.language.as_deref()))
-        .collect();
+    let for_staff = audience(template) == Audience::Staff;
+    // Staff mail is written in the desk's own language; customer mail in theirs.
+    let languages: Vec<&str> = if for_staff {
+        Vec::new()
+    } else {
+        mail.content_language
+            .as_deref()
+            .into_iter()
+            .chain(company.and_then(|c| c.language.as_deref()))
+            .collect()
+    };
     let variant = renderer.select(
         company.map(|c| CompanyView::from(c).slug).as_deref(),
         &languages,
@@ -354,6 +542,14 @@ fn render_planned(
         zone,
     );
     ticket_view.linked_tag = facts.linked_ticket.map(|n| desk.tag(n));
+    ticket_view.assignee = facts.assignee.as_deref().map(|a| {
+        let name = facts
+            .others
+            .iter()
+            .find(|(m, _)| m.address.eq_ignore_ascii_case(a))
+            .and_then(|(m, _)| m.name.as_deref());
+        PersonView::new(name, a)
+    });
     let mut ctx = TemplateContext::new(
         ticket_view,
         SeverityView::from(&facts.severity),
@@ -361,6 +557,7 @@ fn render_planned(
         desk.support_view(),
         zone,
     );
+    ctx.audience = audience(template);
     ctx.recipient = PersonView::from_mailbox(&planned.to);
     ctx.language = variant.language.clone().unwrap_or_else(|| "en".into());
     ctx.company = company.map(CompanyView::from);
@@ -374,6 +571,189 @@ fn render_planned(
         .status_change
         .as_ref()
         .map(|c| StatusChangeView::new(c.from, c.to, c.event.describe()));
+
+    let text = decision
+        .message
+        .as_ref()
+        .map(|m| m.text.as_str())
+        .unwrap_or(mail.text.as_str());
+    let mut envelope = Envelope {
+        from_name: desk.from_name.clone(),
+        in_reply_to: Some(&mail.message_id),
+        references: &mail.references,
+        reply_to: None,
+        attachments: Vec::new(),
+        auto_submitted: AutoSubmitted::AutoReplied,
+        automatic: true,
+    };
+    // Mail to customers caused by staff threads into the customer's conversation: they never
+    // saw the engineer's mail or the notification it answers.
+    let caused_by_staff = matches!(&decision.action, Action::Reply(r) if !r.role.is_customer());
+    if !for_staff && caused_by_staff {
+        envelope.in_reply_to = facts.conversation.last().map(String::as_str);
+        envelope.references = &facts.conversation;
+    }
+    match template {
+        Template::EngineerNotification => {
+            let limit = desk.staff.max_attachment_size;
+            let attached = attachment_bodies(inbound.raw, limit);
+            let mut view = message_view(
+                PersonView::from_mailbox(&mail.from),
+                text,
+                decision.at,
+                zone,
+                false,
+            );
+            view.attachments = mail
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut v = AttachmentView::new(
+                        a.filename.as_deref().unwrap_or("attachment"),
+                        &a.content_type,
+                        a.size as u64,
+                        limit as u64,
+                    );
+                    v.attached = i < attached.len();
+                    v
+                })
+                .collect();
+            ctx.message = Some(view);
+            ctx.notification = Some(NotificationView {
+                kind: planned
+                    .notice
+                    .unwrap_or(Notice::NewTicket)
+                    .as_str()
+                    .to_string(),
+                status_change: ctx.status_change.clone(),
+                attachment_limit_label: size_label(limit as u64),
+            });
+            envelope.attachments = attached;
+            envelope.reply_to = Some(&desk.from_address);
+        }
+        Template::Relay | Template::ClosePending | Template::Closed
+            if carries_engineer_reply(decision) =>
+        {
+            let name = mail
+                .from
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| mail.from.local_part());
+            let shown = desk.staff.show_name.replace("NAME", &name);
+            // The engineer's address never reaches the customer unless the desk says so.
+            let address = if desk.staff.reveal_address {
+                mail.from.address.clone()
+            } else {
+                desk.from_address.clone()
+            };
+            let mut view = message_view(
+                PersonView::new(Some(&name), &address),
+                text,
+                decision.at,
+                zone,
+                false,
+            );
+            view.html = inbound.reply_html().map(str::to_string);
+            view.attachments = inbound
+                .attachments()
+                .iter()
+                .map(|a| {
+                    AttachmentView::new(
+                        a.filename.as_deref().unwrap_or("attachment"),
+                        &a.content_type,
+                        a.data.len() as u64,
+                        u64::MAX,
+                    )
+                })
+                .collect();
+            ctx.message = Some(view);
+            envelope.from_name = shown;
+            envelope.attachments = inbound.attachments().to_vec();
+            // A person's reply, not an automatic one: answers and out-of-office replies to it
+            // are what the customer's side would send to any engineer.
+            envelope.auto_submitted = AutoSubmitted::No;
+            envelope.automatic = false;
+        }
+        Template::InternalNote => {
+            let mut view = message_view(
+                PersonView::from_mailbox(&mail.from),
+                text,
+                decision.at,
+                zone,
+                true,
+            );
+            view.html = inbound.reply_html().map(str::to_string);
+            ctx.message = Some(view);
+            envelope.attachments = inbound.attachments().to_vec();
+            envelope.reply_to = Some(&desk.from_address);
+        }
+        Template::CommandRejected => {
+            ctx.message = Some(message_view(
+                PersonView::from_mailbox(&mail.from),
+                text,
+                decision.at,
+                zone,
+                true,
+            ));
+            ctx.rejection = Some(RejectionView {
+                problems: decision
+                    .rejected
+                    .iter()
+                    .map(|r| RejectedCommand {
+                        line: r.line,
+                        text: r.text.clone(),
+                        problem: r.problem.clone(),
+                    })
+                    .collect(),
+                help: COMMAND_HELP.to_string(),
+            });
+        }
+        Template::Reopened => {
+            ctx.message = Some(message_view(
+                PersonView::from_mailbox(&mail.from),
+                text,
+                decision.at,
+                zone,
+                false,
+            ));
+        }
+        Template::DeliveryFailure => {
+            let report = match &decision.action {
+                Action::Report(r) => Some(&r.report),
+                _ => None,
+            };
+            let failed = report.and_then(|r| {
+                r.recipients
+                    .iter()
+                    .find(|f| f.address.eq_ignore_ascii_case(&facts.requester.address))
+            });
+            ctx.failure = Some(FailureView {
+                kind: failure_kind::REQUESTER_BOUNCED.into(),
+                recipient: facts.requester.address.clone(),
+                template: String::new(),
+                error: failed
+                    .map(|f| {
+                        [f.status.as_deref(), f.diagnostic.as_deref()]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+                message_id: report
+                    .and_then(|r| r.original_message_id.clone())
+                    .unwrap_or_default(),
+            });
+            envelope.auto_submitted = AutoSubmitted::AutoGenerated;
+        }
+        _ => {}
+    }
+    if for_staff {
+        envelope.reply_to = envelope.reply_to.or(Some(&desk.from_address));
+    }
+
     let rendered = match renderer.render(template, &variant, &ctx, &tag) {
         Ok(r) => r,
         Err(e) if variant != Variant::default() => {
@@ -393,20 +773,20 @@ fn render_planned(
         &desk.from_address,
     );
     let raw = compose(&Letter {
-        from_name: &desk.from_name,
+        from_name: &envelope.from_name,
         from_address: &desk.from_address,
         to: &planned.to,
         subject: &rendered.subject,
         text: &rendered.text,
         html: &rendered.html,
         message_id: &message_id,
-        in_reply_to: Some(&mail.message_id),
-        references: &mail.references,
+        in_reply_to: envelope.in_reply_to,
+        references: envelope.references,
         ticket: number,
-        auto_submitted: AutoSubmitted::AutoReplied,
+        auto_submitted: envelope.auto_submitted,
         date: decision.at,
-        reply_to: None,
-        attachments: &[],
+        reply_to: envelope.reply_to,
+        attachments: &envelope.attachments,
     })
     .map_err(|e| e.to_string())?;
     Ok(QueuedMail {
@@ -414,7 +794,7 @@ fn render_planned(
         message_id,
         template: template.name().to_string(),
         to: planned.to.key(),
-        automatic: true,
+        automatic: envelope.automatic,
         rendered: raw,
     })
 }
@@ -495,7 +875,7 @@ pub async fn explain<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<Explanation, StoreError> {
     let parsed = parse(raw, desk.max_message_size);
-    let ctx = match (store, &parsed) {
+    let mut ctx = match (store, &parsed) {
         (Some(store), Ok(mail)) => {
             let keys = thread::keys(mail, &desk.tag_prefix);
             store
@@ -504,6 +884,9 @@ pub async fn explain<S: Store>(
         }
         _ => MailContext::default(),
     };
+    if let Ok(mail) = &parsed {
+        ctx.staff_auth = desk.auth.check(&desk.policy, mail, raw).await;
+    }
     let d = decide_parsed(&parsed, &ctx, &desk.policy, now);
     let mail = parsed.as_ref().ok();
     let (ticket, matched, report) = match &d.action {

@@ -385,6 +385,18 @@ pub struct AttachmentBody {
     pub data: Vec<u8>,
 }
 
+/// The HTML body of a raw message, when it has one (an engineer's formatted reply): None for a
+/// plain-text-only message or bytes that do not parse.
+pub fn html_body(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let id = *msg.html_body.first()?;
+    let part = msg.parts.get(id as usize)?;
+    if !part.is_text_html() {
+        return None;
+    }
+    part.text_contents().map(str::to_string)
+}
+
 /// The bodies of the parts `InboundMail.attachments` lists, decoded, in the same order, as long
 /// as their decoded sizes add up to at most `max_total`. The first part that would go over and
 /// every part after it are left out, so the result is always a prefix of that list: the caller
