@@ -1,5 +1,7 @@
 //! Turning raw bytes into a plain `InboundMail` value: parsing, addresses and the subject rules.
 
+pub mod auth;
+pub mod dkim;
 pub mod dsn;
 pub mod parse;
 pub mod quote;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 const MAX_STORED_TEXT: usize = 1 << 20;
 /// Caps on lists a hostile message could make huge; what is cut stays in the raw message.
 const MAX_REFERENCES: usize = 100;
+const MAX_AUTHENTICATION_RESULTS: usize = 20;
 
 /// One address with its display name, as read from a header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -132,6 +133,9 @@ pub struct InboundMail {
     /// Set when the message is a bounce or feedback report: what it says (possibly nothing
     /// more than that it is one).
     pub report: Option<crate::mail::dsn::Report>,
+    /// Raw, unfolded values of every `Authentication-Results` header, top-most (most recently
+    /// added) first, at most 20; `mail::auth` decides which of them to believe.
+    pub authentication_results: Vec<String>,
 }
 
 /// Why a message went to quarantine instead of becoming a ticket.
@@ -259,6 +263,13 @@ pub fn parse(raw: &[u8], max_size: usize) -> Result<InboundMail, QuarantineReaso
         size: raw.len(),
         attachments: attachments(&msg),
         report,
+        // Unfolding (RFC 5322 2.2.3) is removing the line breaks; the WSP after them stays.
+        authentication_results: msg
+            .headers_raw()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
+            .take(MAX_AUTHENTICATION_RESULTS)
+            .map(|(_, value)| value.replace(['\r', '\n'], "").trim().to_string())
+            .collect(),
     })
 }
 
