@@ -111,9 +111,11 @@ pub async fn run<S: Store>(
                 error,
             })?)
         }
+        // Delivery-failure notices render with the templates the pipeline serves.
         OutboxUrl::Smtp(endpoint) => Sender::Smtp(Arc::new(
             SmtpOutbox::from_config(endpoint, config)
-                .map_err(|e| WorkerError::Unsupported(e.to_string()))?,
+                .map_err(|e| WorkerError::Unsupported(e.to_string()))?
+                .with_templates(desk.templates.clone()),
         )),
     };
     let source = match &config.mailbox_url {

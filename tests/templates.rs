@@ -100,7 +100,7 @@ fn templates_check_passes_on_the_shipped_templates() {
     let out = sb.run(&["templates", "check"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("templates OK: 12 templates"), "{text}");
+    assert!(text.contains("templates OK: 13 templates"), "{text}");
     assert!(text.contains("languages: de"), "{text}");
 }
 
@@ -172,7 +172,7 @@ fn preview_of_every_template_matches_its_golden_files() {
     let out_dir = sb.path().join("previews");
     let mut problems = Vec::new();
     let previews = previews();
-    assert_eq!(previews.len(), 20);
+    assert_eq!(previews.len(), 26);
     for (args, stem) in &previews {
         let mut full = vec!["templates", "preview"];
         full.extend(args.iter().map(String::as_str));

@@ -170,11 +170,13 @@ pub enum Template {
     Breach,
     /// To an engineer: their mail held an unknown or malformed command; nothing was relayed.
     CommandRejected,
+    /// To triage (and the assignee): a mail could not be delivered, or the requester's address bounced.
+    DeliveryFailure,
 }
 
 impl Template {
     /// Every template, in the order the README lists them.
-    pub const ALL: [Template; 12] = [
+    pub const ALL: [Template; 13] = [
         Template::Acknowledgement,
         Template::EngineerNotification,
         Template::Relay,
@@ -187,6 +189,7 @@ impl Template {
         Template::Escalation,
         Template::Breach,
         Template::CommandRejected,
+        Template::DeliveryFailure,
     ];
 
     /// The template's directory name under `templates/`.
@@ -204,6 +207,7 @@ impl Template {
             Template::Escalation => "escalation",
             Template::Breach => "breach",
             Template::CommandRejected => "command_rejected",
+            Template::DeliveryFailure => "delivery_failure",
         }
     }
 

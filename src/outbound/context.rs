@@ -1,8 +1,9 @@
 //! The values templates get (SPEC: Outbound mail). One shared context: the common part (ticket,
 //! severity, requester, recipient, participants, company, support desk, deadlines) is filled for
 //! every template; the sections only some templates use (`message`, `status_change`, ...) are none
-//! elsewhere. [`sections`] says which template gets which section, and `templates check` rejects
-//! a template that uses a variable it does not get. The README lists them per template.
+//! elsewhere. [`sections`] says which template gets which section, [`optional_sections`] which
+//! it may get (tested with `{% if %}`), and `templates check` rejects a template that uses a
+//! variable it does not get. The README lists them per template.
 //!
 //! Times are formatted here, in the customer's time zone, so that templates print strings and
 //! never do date arithmetic.
@@ -52,7 +53,8 @@ pub fn audience(template: Template) -> Audience {
         | Template::InternalNote
         | Template::Escalation
         | Template::Breach
-        | Template::CommandRejected => Audience::Staff,
+        | Template::CommandRejected
+        | Template::DeliveryFailure => Audience::Staff,
     }
 }
 
@@ -74,7 +76,7 @@ pub const COMMON: [&str; 10] = [
 pub fn sections(template: Template) -> &'static [&'static str] {
     match template {
         Template::Acknowledgement => &[],
-        Template::EngineerNotification => &["message", "notification"],
+        Template::EngineerNotification => &["notification"],
         Template::Relay => &["message"],
         Template::InternalNote => &["message"],
         Template::StatusUpdate => &["update"],
@@ -85,11 +87,23 @@ pub fn sections(template: Template) -> &'static [&'static str] {
         Template::Escalation => &["escalation"],
         Template::Breach => &["breach"],
         Template::CommandRejected => &["message", "rejection"],
+        Template::DeliveryFailure => &["failure"],
+    }
+}
+
+/// The sections a template may get on top of [`sections`]: none when there is nothing to show,
+/// so the template tests them first (`{% if message %}`). The notification of a resolved ticket
+/// has no customer message; a close-pending or closed notice carries the engineer's text only
+/// when they wrote one with `#solved`.
+pub fn optional_sections(template: Template) -> &'static [&'static str] {
+    match template {
+        Template::EngineerNotification | Template::ClosePending | Template::Closed => &["message"],
+        _ => &[],
     }
 }
 
 /// Every optional section name.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "message",
     "notification",
     "status_change",
@@ -99,6 +113,7 @@ pub const SECTIONS: [&str; 9] = [
     "escalation",
     "breach",
     "rejection",
+    "failure",
 ];
 
 /// Everything a template can see. Sections a template does not get are `None` (null).
@@ -127,7 +142,8 @@ pub struct TemplateContext {
     /// Requester, watchers, staff and account manager.
     pub participants: Vec<ParticipantView>,
     /// A message: the customer's (engineer notification), the engineer's (relay, note,
-    /// rejection) or the reopening reply.
+    /// rejection, the text that came with `#solved` in close pending and closed) or the
+    /// reopening reply.
     pub message: Option<MessageView>,
     /// Why engineers are notified.
     pub notification: Option<NotificationView>,
@@ -145,6 +161,8 @@ pub struct TemplateContext {
     pub breach: Option<BreachView>,
     /// Rejected engineer commands.
     pub rejection: Option<RejectionView>,
+    /// A mail that could not be delivered, or the requester's address bouncing.
+    pub failure: Option<FailureView>,
 }
 
 /// The ticket as templates see it.
@@ -166,6 +184,8 @@ pub struct TicketView {
     pub created_local: String,
     /// The tag of the closed ticket this one continues (`[#41]`), when it does.
     pub linked_tag: Option<String>,
+    /// The engineer the ticket is assigned to (none: unassigned).
+    pub assignee: Option<PersonView>,
 }
 
 /// A person as templates see it.
@@ -324,21 +344,96 @@ impl DeadlinesView {
 /// A message on the ticket.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageView {
-    /// Who wrote it.
+    /// Who wrote it. Templates to customers show `author.name` only: an engineer's address
+    /// never goes to the customer.
     pub author: PersonView,
     /// Its new text (quotes and signature stripped).
     pub text: String,
+    /// The engineer's formatting as an HTML fragment, already sanitised (no scripts, styles
+    /// that reach outside, remote content or event handlers; inline images as `cid:`
+    /// references to attached parts), so HTML templates print it with `| safe`. None: the
+    /// mail had no HTML part, and templates show `text` escaped.
+    pub html: Option<String>,
     /// When it arrived, in the customer's time zone.
     pub received_local: String,
     /// True for internal notes (never sent to the customer).
     pub internal: bool,
+    /// Its attachments, in the order of the mail.
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// An attachment of a message.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentView {
+    /// File name as the sender gave it (a customer value: escaped in HTML like any other).
+    pub filename: String,
+    /// MIME type (`application/pdf`).
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The size for people (`1.2 MB`).
+    pub size_label: String,
+    /// True when it is attached to this mail; false when it is over the limit
+    /// (`staff.max_attachment_size`) and stored on the ticket only.
+    pub attached: bool,
+}
+
+impl AttachmentView {
+    /// An attachment of `size` bytes, attached when it is within `limit` bytes.
+    pub fn new(filename: &str, content_type: &str, size: u64, limit: u64) -> AttachmentView {
+        AttachmentView {
+            filename: filename.to_string(),
+            content_type: content_type.to_string(),
+            size,
+            size_label: size_label(size),
+            attached: size <= limit,
+        }
+    }
+}
+
+/// A size for people, in binary units as mail clients show them: `512 bytes`, `1.2 KB`,
+/// `3.4 MB`, `10 MB` (one decimal below 10, none from 10 on).
+pub fn size_label(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KB", "MB", "GB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    // Rounding may reach the next unit's threshold (1023.96 KB is shown as 1024 KB): fine.
+    if value < 9.95 {
+        let s = format!("{value:.1}");
+        let s = s.strip_suffix(".0").unwrap_or(&s);
+        format!("{s} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// Why engineers (or an account manager) get a notification: [`NotificationView::kind`].
+pub mod notification_kind {
+    /// A new ticket (to engineers and triage, and the account manager of the customer).
+    pub const NEW_TICKET: &str = "new_ticket";
+    /// The customer wrote on the ticket (to engineers and triage).
+    pub const CUSTOMER_REPLY: &str = "customer_reply";
+    /// To the account manager: the ticket reached close pending or closed.
+    pub const RESOLVED: &str = "resolved";
 }
 
 /// Why engineers get a notification.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationView {
-    /// `new_ticket` or `customer_reply`.
+    /// `new_ticket`, `customer_reply` or `resolved` (see [`notification_kind`]).
     pub kind: String,
+    /// For `resolved`: the change to close pending or closed, and why. None otherwise.
+    pub status_change: Option<StatusChangeView>,
+    /// The largest attachment sent along (`staff.max_attachment_size`, `10 MB`); larger ones
+    /// are listed as stored on the ticket.
+    pub attachment_limit_label: String,
 }
 
 /// A status change.
@@ -444,6 +539,31 @@ pub struct RejectedCommand {
     pub problem: String,
 }
 
+/// What [`FailureView::kind`] says.
+pub mod failure_kind {
+    /// A mail postdesk sent was refused for good (or retried too often).
+    pub const UNDELIVERABLE: &str = "undeliverable";
+    /// A bounce says the requester's address fails; the ticket is flagged.
+    pub const REQUESTER_BOUNCED: &str = "requester_bounced";
+}
+
+/// A delivery failure, for the notice to triage owners (and the assignee). It may concern no
+/// ticket: then `ticket.number` is 0 (see [`TicketView::none`]) and templates leave the ticket
+/// out (`{% if ticket.number %}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureView {
+    /// `undeliverable` or `requester_bounced` (see [`failure_kind`]).
+    pub kind: String,
+    /// The address that failed.
+    pub recipient: String,
+    /// The template of the mail that failed (`relay`); empty for a bounce.
+    pub template: String,
+    /// The error: the server's answer, or the bounce's status and diagnostic.
+    pub error: String,
+    /// The Message-ID of the mail that failed (without `<>`).
+    pub message_id: String,
+}
+
 /// The accepted engineer commands (SPEC: Engineers by mail), for rejection mails.
 pub const COMMAND_HELP: &str = "#status <in_triage|engineer_pending|customer_pending|close_pending|closed>\n#severity <1-4>\n#assign <me|address>\n#note\n#solved";
 
@@ -481,6 +601,7 @@ impl TemplateContext {
             escalation: None,
             breach: None,
             rejection: None,
+            failure: None,
         }
     }
 }
@@ -504,7 +625,14 @@ impl TicketView {
             created_at: created_at.to_rfc3339(),
             created_local: format_local(created_at, zone),
             linked_tag: None,
+            assignee: None,
         }
+    }
+
+    /// Number 0: a mail that concerns no ticket (a delivery failure of a mail without one).
+    /// Tag and subject are empty; templates test `{% if ticket.number %}`.
+    pub fn none(at: DateTime<Utc>, zone: Tz) -> TicketView {
+        TicketView::new(0, String::new(), "", Status::InTriage, at, zone)
     }
 }
 
@@ -543,6 +671,32 @@ mod tests {
             for s in sections(t) {
                 assert!(SECTIONS.contains(s), "{t}: {s}");
             }
+            for s in optional_sections(t) {
+                assert!(SECTIONS.contains(s), "{t}: {s}");
+                assert!(!sections(t).contains(s), "{t}: {s} is both");
+            }
         }
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        for (bytes, label) in [
+            (0, "0 bytes"),
+            (1023, "1023 bytes"),
+            (1024, "1 KB"),
+            (1536, "1.5 KB"),
+            (1_258_291, "1.2 MB"),
+            (10 * 1024 * 1024, "10 MB"),
+            (25 * 1024 * 1024 + 1, "25 MB"),
+            (3 * 1024 * 1024 * 1024, "3 GB"),
+        ] {
+            assert_eq!(size_label(bytes), label, "{bytes}");
+        }
+        let a = AttachmentView::new("log.txt", "text/plain", 11 * 1024 * 1024, 10 * 1024 * 1024);
+        assert!(!a.attached);
+        assert_eq!(a.size_label, "11 MB");
+        assert!(
+            AttachmentView::new("x", "text/plain", 10 * 1024 * 1024, 10 * 1024 * 1024).attached
+        );
     }
 }

@@ -3,15 +3,17 @@
 //! fixed (2026-11-23 16:00 UTC) so previews are the same every time.
 //!
 //! Each template has one or more sample variants; together they reach every branch of the
-//! shipped templates (the acknowledgement's severity given / not given / downgraded).
+//! shipped templates (the acknowledgement's severity given / not given / downgraded, an
+//! optional section present and absent, a relay with and without the engineer's HTML).
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::context::{
-    Audience, BreachView, COMMAND_HELP, ClosingView, CompanyView, DEFAULT_ZONE, DeadlinesView,
-    EscalationView, MessageView, NotificationView, ParticipantView, PersonView, RejectedCommand,
-    RejectionView, ReminderView, SeverityView, StatusChangeView, SupportView, TemplateContext,
-    TicketView, UpdateView, audience, format_local,
+    AttachmentView, Audience, BreachView, COMMAND_HELP, ClosingView, CompanyView, DEFAULT_ZONE,
+    DeadlinesView, EscalationView, FailureView, MessageView, NotificationView, ParticipantView,
+    PersonView, RejectedCommand, RejectionView, ReminderView, SeverityView, StatusChangeView,
+    SupportView, TemplateContext, TicketView, UpdateView, audience, failure_kind, format_local,
+    notification_kind, size_label,
 };
 use crate::desk::Status;
 use crate::desk::decide::Template;
@@ -27,11 +29,17 @@ pub const SAMPLE_MESSAGE_ID: &str = "CAH7xsample42@mail.gmail.com";
 /// The sample ticket number.
 pub const SAMPLE_TICKET: i64 = 42;
 
+/// The attachment limit of the samples (`staff.max_attachment_size`'s default, 10 MB).
+pub const SAMPLE_ATTACHMENT_LIMIT: u64 = 10 * 1024 * 1024;
+
 /// The sample variants of a template; the first is the default of `preview --sample`.
 pub fn variants(template: Template) -> &'static [&'static str] {
     match template {
         Template::Acknowledgement => &["given", "not_given", "downgraded", "linked"],
-        Template::EngineerNotification => &["new_ticket", "customer_reply"],
+        Template::EngineerNotification => &["new_ticket", "customer_reply", "resolved"],
+        Template::Relay => &["html", "text_only"],
+        Template::ClosePending | Template::Closed => &["plain", "with_message"],
+        Template::DeliveryFailure => &["undeliverable", "requester_bounced"],
         _ => &["default"],
     }
 }
@@ -101,15 +109,20 @@ pub fn sample(
             },
         ),
     };
-    let status = match template {
-        Template::Acknowledgement | Template::EngineerNotification => Status::InTriage,
-        Template::Relay | Template::CustomerPendingReminder => Status::CustomerPending,
-        Template::ClosePending => Status::ClosePending,
-        Template::Closed => Status::Closed,
-        _ => Status::EngineerPending,
+    let status = match (template, variant) {
+        (Template::EngineerNotification, "customer_reply") => Status::EngineerPending,
+        (Template::EngineerNotification, "resolved") => Status::ClosePending,
+        _ => match template {
+            Template::Acknowledgement | Template::EngineerNotification => Status::InTriage,
+            Template::Relay | Template::CustomerPendingReminder => Status::CustomerPending,
+            Template::ClosePending => Status::ClosePending,
+            Template::Closed => Status::Closed,
+            _ => Status::EngineerPending,
+        },
     };
     let requester = person("Raj Patel", "raj.patel@globex.test");
     let engineer = person("Sam Engineer", "sam@example.com");
+    let account_manager = person("Alex Account", "am@example.com");
     let mut ticket = TicketView::new(
         SAMPLE_TICKET,
         format!("[#{SAMPLE_TICKET}]"),
@@ -120,6 +133,13 @@ pub fn sample(
     );
     if (template, variant) == (Template::Acknowledgement, "linked") {
         ticket.linked_tag = Some("[#17]".into());
+    }
+    // Assigned once an engineer took it; a new ticket is not yet.
+    if !matches!(
+        (template, variant),
+        (Template::Acknowledgement, _) | (Template::EngineerNotification, "new_ticket")
+    ) {
+        ticket.assignee = Some(engineer.clone());
     }
     let mut ctx = TemplateContext::new(ticket, severity, requester.clone(), support.clone(), zone);
     ctx.company = Some(sample_company());
@@ -141,45 +161,95 @@ pub fn sample(
         };
     }
     ctx.audience = audience(template);
-    ctx.recipient = match template {
-        Template::CommandRejected => engineer.clone(),
-        Template::Escalation => person("Director of Customer Support", "director@example.com"),
-        _ if ctx.audience == Audience::Staff => person("Triage", "triage@example.com"),
-        _ => requester.clone(),
+    ctx.recipient = match (template, variant) {
+        (Template::EngineerNotification, "resolved") => account_manager.clone(),
+        _ => match template {
+            Template::CommandRejected => engineer.clone(),
+            Template::Escalation => person("Director of Customer Support", "director@example.com"),
+            _ if ctx.audience == Audience::Staff => person("Triage", "triage@example.com"),
+            _ => requester.clone(),
+        },
     };
     let customer_text = "Hello,\n\nsince Monday the invoice export is missing every row after 1,000.\nWe need the full export for month-end closing on Friday.\n\nThanks,\nRaj";
     match template {
         Template::Acknowledgement => {}
         Template::EngineerNotification => {
-            ctx.message = Some(MessageView {
-                author: requester.clone(),
-                text: if variant == "customer_reply" {
-                    "The export from this morning is still cut at 1,000 rows. Attached is the log."
-                        .into()
-                } else {
-                    customer_text.into()
-                },
-                received_local: local(-5),
-                internal: false,
-            });
+            let limit = SAMPLE_ATTACHMENT_LIMIT;
+            ctx.message = match variant {
+                "new_ticket" => Some(MessageView {
+                    author: requester.clone(),
+                    text: customer_text.into(),
+                    html: None,
+                    received_local: local(-5),
+                    internal: false,
+                    attachments: Vec::new(),
+                }),
+                "customer_reply" => Some(MessageView {
+                    author: requester.clone(),
+                    text: "The export from this morning is still cut at 1,000 rows. Attached is the log, and the full export for comparison.".into(),
+                    html: None,
+                    received_local: local(-5),
+                    internal: false,
+                    attachments: vec![
+                        AttachmentView::new("export-job.log", "text/plain", 48_213, limit),
+                        AttachmentView::new(
+                            "invoices-full-export.csv",
+                            "text/csv",
+                            24_536_678,
+                            limit,
+                        ),
+                    ],
+                }),
+                // The account manager hears that the ticket is solved: no customer text.
+                _ => None,
+            };
             ctx.notification = Some(NotificationView {
-                kind: variant.into(),
+                kind: match variant {
+                    "customer_reply" => notification_kind::CUSTOMER_REPLY,
+                    "resolved" => notification_kind::RESOLVED,
+                    _ => notification_kind::NEW_TICKET,
+                }
+                .into(),
+                status_change: (variant == "resolved").then(|| {
+                    StatusChangeView::new(
+                        Status::EngineerPending,
+                        Status::ClosePending,
+                        "solved by Sam Engineer",
+                    )
+                }),
+                attachment_limit_label: size_label(limit),
             });
         }
         Template::Relay => {
+            // What the sanitiser leaves of the engineer's HTML: structure and emphasis, and the
+            // inline image as a reference to its attached part.
+            let html = "<p>Hi Raj,</p>\n<p>we found the limit in the export job and <strong>raised it</strong>. Could you</p>\n<ol>\n<li>run the export again, and</li>\n<li>tell us if all <em>4,312</em> rows are there?</li>\n</ol>\n<p>This is what the export should look like:<br><img src=\"cid:rows-chart.1@example.com\" alt=\"rows per export\" width=\"480\"></p>";
             ctx.message = Some(MessageView {
                 author: engineer.clone(),
-                text: "Hi Raj,\n\nwe found the limit in the export job and raised it. Could you run the export again and tell us if all rows are there?".into(),
+                text: "Hi Raj,\n\nwe found the limit in the export job and raised it. Could you\n\n1. run the export again, and\n2. tell us if all 4,312 rows are there?\n\nThis is what the export should look like:\n[rows per export]".into(),
+                html: (variant == "html").then(|| html.into()),
                 received_local: local(-3),
                 internal: false,
+                attachments: if variant == "html" {
+                    vec![AttachmentView::new(
+                        "rows-chart.png",
+                        "image/png",
+                        83_114,
+                        SAMPLE_ATTACHMENT_LIMIT,
+                    )]
+                } else {
+                    Vec::new()
+                },
             });
         }
         Template::InternalNote => {
             ctx.message = Some(MessageView {
                 author: engineer.clone(),
                 text: "Export job has a hard-coded 1,000 row page size since release 4.2. Fix is in review.".into(),
+                html: None,
                 received_local: local(-3),
                 internal: true,
+                attachments: Vec::new(),
             });
         }
         Template::StatusUpdate => {
@@ -206,6 +276,13 @@ pub fn sample(
                 confirm_word: "#close".into(),
                 reopen_days: 14,
             });
+            if variant == "with_message" {
+                ctx.message = Some(engineer_message(
+                    &engineer,
+                    "Hi Raj,\n\nrelease 4.2.3 with the fix is live: the export has every row again.",
+                    local(-2),
+                ));
+            }
         }
         Template::Closed => {
             ctx.status_change = Some(StatusChangeView::new(
@@ -219,6 +296,13 @@ pub fn sample(
                 confirm_word: "#close".into(),
                 reopen_days: 14,
             });
+            if variant == "with_message" {
+                ctx.message = Some(engineer_message(
+                    &engineer,
+                    "Thanks for confirming, Raj. We added a test so the limit cannot come back.",
+                    local(-2),
+                ));
+            }
         }
         Template::Reopened => {
             ctx.status_change = Some(StatusChangeView::new(
@@ -229,8 +313,10 @@ pub fn sample(
             ctx.message = Some(MessageView {
                 author: requester.clone(),
                 text: "Sorry, the export is cut again since this morning.".into(),
+                html: None,
                 received_local: local(-1),
                 internal: false,
+                attachments: Vec::new(),
             });
         }
         Template::Escalation => {
@@ -252,8 +338,10 @@ pub fn sample(
             ctx.message = Some(MessageView {
                 author: engineer.clone(),
                 text: "#staus solved\n#severity 7\nRaj, the fix is deployed.".into(),
+                html: None,
                 received_local: local(-1),
                 internal: false,
+                attachments: Vec::new(),
             });
             ctx.rejection = Some(RejectionView {
                 problems: vec![
@@ -271,51 +359,79 @@ pub fn sample(
                 help: COMMAND_HELP.into(),
             });
         }
+        Template::DeliveryFailure => {
+            ctx.failure = Some(if variant == "requester_bounced" {
+                FailureView {
+                    kind: failure_kind::REQUESTER_BOUNCED.into(),
+                    recipient: requester.address.clone(),
+                    template: String::new(),
+                    error: "5.1.1 (mailbox unavailable): 550 5.1.1 <raj.patel@globex.test>: user unknown".into(),
+                    message_id: "postdesk.42.acknowledgement.6d0f3e2a91c4b7e5@example.com".into(),
+                }
+            } else {
+                FailureView {
+                    kind: failure_kind::UNDELIVERABLE.into(),
+                    recipient: requester.address.clone(),
+                    template: "relay".into(),
+                    error: "550 5.7.1 <raj.patel@globex.test>: message refused: mailbox over quota for 30 days".into(),
+                    message_id: "postdesk.42.relay.1b9e44c07a2d5f38@example.com".into(),
+                }
+            });
+        }
     }
     Ok(ctx)
 }
 
-/// A context with every section filled: the shape `templates check` compares variable names
-/// against.
-pub fn full_context(support: &SupportView) -> TemplateContext {
-    let mut all = Template::ALL
-        .into_iter()
-        .filter_map(|t| sample(t, None, support).ok());
-    let Some(mut ctx) = all.next() else {
-        // Unreachable in practice (sample() only fails for unknown variants), but never a panic.
-        return TemplateContext::new(
-            TicketView::new(
-                0,
-                String::new(),
-                "",
-                Status::InTriage,
-                sample_now(),
-                DEFAULT_ZONE,
-            ),
-            SeverityView {
-                requested: None,
-                assigned: 4,
-                given: false,
-                downgraded: false,
-            },
-            PersonView::new(None, "x@example.com"),
-            support.clone(),
-            DEFAULT_ZONE,
-        );
-    };
-    for other in all {
-        ctx.message = ctx.message.or(other.message);
-        ctx.notification = ctx.notification.or(other.notification);
-        ctx.status_change = ctx.status_change.or(other.status_change);
-        ctx.update = ctx.update.or(other.update);
-        ctx.reminder = ctx.reminder.or(other.reminder);
-        ctx.closing = ctx.closing.or(other.closing);
-        ctx.escalation = ctx.escalation.or(other.escalation);
-        ctx.breach = ctx.breach.or(other.breach);
-        ctx.rejection = ctx.rejection.or(other.rejection);
+/// The engineer's text that came with a command (`#solved`): plain text, no attachments.
+fn engineer_message(engineer: &PersonView, text: &str, received_local: String) -> MessageView {
+    MessageView {
+        author: engineer.clone(),
+        text: text.into(),
+        html: None,
+        received_local,
+        internal: false,
+        attachments: Vec::new(),
     }
-    ctx.company = Some(sample_company());
-    ctx
+}
+
+/// Every sample of every template and variant merged into one JSON value: the shape
+/// `templates check` compares variable names against. An attribute is known when any sample
+/// has it, and its fields are known when any sample fills it: a none in one sample (a ticket
+/// without assignee, a notification without status change) does not hide them from the check.
+pub fn schema(support: &SupportView) -> serde_json::Value {
+    let mut out = serde_json::Value::Null;
+    for t in Template::ALL {
+        for v in variants(t) {
+            if let Ok(json) = sample(t, Some(v), support)
+                .and_then(|ctx| serde_json::to_value(&ctx).map_err(|e| e.to_string()))
+            {
+                merge(&mut out, json);
+            }
+        }
+    }
+    out
+}
+
+/// Fills `into`'s nulls (and empty lists) from `from`, object by object.
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    use serde_json::Value;
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.is_empty() {
+                *a = b;
+            }
+        }
+        (slot, v) => {
+            if slot.is_null() {
+                *slot = v;
+            }
+        }
+    }
 }
 
 /// The support values samples use when no config is at hand.
@@ -342,6 +458,22 @@ mod tests {
                     assert!(!json[s].is_null(), "{t}/{v}: section {s} is empty");
                 }
             }
+            // An optional section is there in one sample and none in another, so that
+            // `templates check` renders both branches of its `{% if %}`.
+            for s in super::super::context::optional_sections(t) {
+                let filled: Vec<bool> = variants(t)
+                    .iter()
+                    .map(|v| {
+                        let ctx = sample(t, Some(v), &support).unwrap_or_else(|e| panic!("{e}"));
+                        let json = serde_json::to_value(&ctx).unwrap_or_else(|e| panic!("{e}"));
+                        !json[s].is_null()
+                    })
+                    .collect();
+                assert!(
+                    filled.contains(&true) && filled.contains(&false),
+                    "{t}: optional {s} in {filled:?}"
+                );
+            }
         }
         assert!(sample(Template::Acknowledgement, Some("nope"), &support).is_err());
         assert_eq!(
@@ -352,11 +484,19 @@ mod tests {
     }
 
     #[test]
-    fn full_context_has_every_section() {
-        let json = serde_json::to_value(full_context(&default_support()))
-            .unwrap_or_else(|e| panic!("{e}"));
+    fn schema_has_every_section_and_nested_option() {
+        let json = schema(&default_support());
         for s in super::super::context::SECTIONS {
-            assert!(!json[s].is_null(), "{s}");
+            assert!(json[s].is_object(), "{s}");
         }
+        for (a, b) in [
+            ("ticket", "assignee"),
+            ("message", "html"),
+            ("notification", "status_change"),
+            ("company", "slug"),
+        ] {
+            assert!(json[a][b].is_object() || json[a][b].is_string(), "{a}.{b}");
+        }
+        assert!(json["message"]["attachments"][0]["size_label"].is_string());
     }
 }

@@ -12,7 +12,9 @@
 //!
 //! Temporary failures (4xx, connection, TLS, timeouts) are retried with exponential backoff;
 //! a permanent 5xx (or too many attempts) marks the row failed, records an event on its ticket
-//! and queues a notice to the triage owners, in one transaction.
+//! and queues a notice to the triage owners, in one transaction. The notice is the
+//! `delivery_failure` template, rendered with the templates serving now; should that fail, it
+//! goes out as fixed text, so a broken template never costs the notice.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,12 +33,19 @@ use tokio::sync::Mutex;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::{Config, Endpoint, TlsMode};
+use crate::desk::Status;
+use crate::desk::decide::Template;
 use crate::mail::Mailbox;
 use crate::metrics::{METRICS, Metrics};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
+use crate::outbound::context::{
+    Audience, DEFAULT_ZONE, FailureView, ParticipantView, PersonView, SeverityView, SupportView,
+    TemplateContext, TicketView, failure_kind,
+};
 use crate::outbound::handover::{Handover, HandoverTcp};
 use crate::outbound::outbox::{Round, backoff};
-use crate::store::{OutboxItem, QueuedMail, Store, StoreError, StoreTx};
+use crate::outbound::templates::{LiveTemplates, Rendered, TemplateError, Variant};
+use crate::store::{OutboxItem, QueuedMail, Store, StoreError, StoreTx, TicketDetail};
 
 /// Rows fetched per round.
 const ROUND: i64 = 256;
@@ -258,7 +267,11 @@ struct NoticeSettings {
     triage_owners: Vec<String>,
     from_address: String,
     from_name: String,
+    phone: String,
     tag_prefix: String,
+    /// The templates serving now (the worker's, shared with the pipeline so an admin's edit
+    /// reaches the notice too). None: fixed text.
+    templates: Option<LiveTemplates>,
 }
 
 impl std::fmt::Debug for SmtpOutbox {
@@ -340,9 +353,18 @@ impl SmtpOutbox {
                 triage_owners: config.triage_owners.clone(),
                 from_address: config.sending_address().to_string(),
                 from_name: config.support_name.clone(),
+                phone: config.support_phone.clone(),
                 tag_prefix: config.tag_prefix.clone(),
+                templates: None,
             },
         })
+    }
+
+    /// Renders delivery-failure notices with `templates` (the set the pipeline serves) instead
+    /// of fixed text.
+    pub fn with_templates(mut self, templates: LiveTemplates) -> Self {
+        self.notice.templates = Some(templates);
+        self
     }
 
     /// Delay before attempt `attempts + 1`: retry_min doubling, capped at retry_max.
@@ -682,12 +704,27 @@ impl SmtpOutbox {
             "mail could not be delivered; triage owners notified"
         );
         let now = Utc::now();
+        // A notice about a failed notice would loop: those are only logged.
+        let notify = item.template != DELIVERY_FAILURE && !self.notice.triage_owners.is_empty();
+        // Read before the write transaction: the ticket's subject, severity and people for the
+        // notice. Unreadable, the notice goes out as fixed text.
+        let detail = match item.ticket {
+            Some(n) if notify && self.notice.templates.is_some() => {
+                match store.ticket_detail(n).await {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(ticket = n, error = %e, "cannot read the ticket for the delivery-failure notice; it goes out as fixed text");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut tx = store.begin().await?;
         tx.fail_outbox(item.id, why, now).await?;
-        // A notice about a failed notice would loop: those are only logged.
-        if item.template != DELIVERY_FAILURE {
+        if notify {
             for owner in &self.notice.triage_owners {
-                match self.failure_notice(item, owner, why, now) {
+                match self.failure_notice(item, owner, why, now, detail.as_ref()) {
                     Ok(q) => tx.queue(&q, now).await?,
                     Err(e) => {
                         tracing::error!(to = %owner, error = %e, "could not compose the delivery-failure notice")
@@ -704,24 +741,17 @@ impl SmtpOutbox {
         owner: &str,
         why: &str,
         now: DateTime<Utc>,
+        detail: Option<&TicketDetail>,
     ) -> Result<QueuedMail, String> {
         let n = &self.notice;
-        let tag = item
-            .ticket
-            .map(|t| format!("[{}{t}] ", n.tag_prefix))
-            .unwrap_or_default();
-        let subject = format!("{tag}Delivery failed: {} to {}", item.template, item.to);
-        let ticket_line = item
-            .ticket
-            .map(|t| format!("Ticket:     {}{t}\n", n.tag_prefix))
-            .unwrap_or_default();
-        let text = format!(
-            "A mail from the support desk could not be delivered and will not be retried.\n\n\
-             {ticket_line}Mail:       {}\nRecipient:  {}\nMessage-ID: {}\nError:      {why}\n\n\
-             The customer has not received it. Please reach them another way.\n",
-            item.template, item.to, item.message_id
-        );
-        let html = format!("<pre>{}</pre>", html_escape(&text));
+        let (subject, text, html) = match self.render_notice(item, owner, why, now, detail) {
+            Ok(Some(r)) => (r.subject, r.text, r.html),
+            Ok(None) => fixed_notice(item, why, &n.tag_prefix),
+            Err(e) => {
+                tracing::error!(outbox_id = item.id, error = %e, "the delivery_failure template failed; the notice goes out as fixed text");
+                fixed_notice(item, why, &n.tag_prefix)
+            }
+        };
         let message_id = outbound_message_id(
             item.ticket.unwrap_or(0),
             DELIVERY_FAILURE,
@@ -760,6 +790,40 @@ impl SmtpOutbox {
         })
     }
 
+    /// The notice rendered from the `delivery_failure` template, or None when there are no
+    /// templates or the ticket could not be read (the caller sends the fixed text).
+    fn render_notice(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        why: &str,
+        now: DateTime<Utc>,
+        detail: Option<&TicketDetail>,
+    ) -> Result<Option<Rendered>, TemplateError> {
+        let n = &self.notice;
+        let Some(templates) = &n.templates else {
+            return Ok(None);
+        };
+        if item.ticket.is_some() && detail.is_none() {
+            return Ok(None);
+        }
+        let support = SupportView {
+            address: n.from_address.clone(),
+            name: n.from_name.clone(),
+            phone: n.phone.clone(),
+        };
+        let ctx = failure_context(item, owner, why, now, detail, support, &n.tag_prefix);
+        templates
+            .current()
+            .render(
+                Template::DeliveryFailure,
+                &Variant::default(),
+                &ctx,
+                &ctx.ticket.tag,
+            )
+            .map(Some)
+    }
+
     /// Closes pooled connections politely.
     pub async fn close(&self) {
         let conns: Vec<Pooled> = std::mem::take(&mut *self.pool.lock().await);
@@ -767,6 +831,96 @@ impl SmtpOutbox {
             let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.smtp.quit()).await;
         }
     }
+}
+
+/// The `delivery_failure` context (kind `undeliverable`) for the notice to `owner` about
+/// `item`: the ticket from `detail`, or ticket 0 when the mail belonged to none.
+fn failure_context(
+    item: &OutboxItem,
+    owner: &str,
+    why: &str,
+    now: DateTime<Utc>,
+    detail: Option<&TicketDetail>,
+    support: SupportView,
+    tag_prefix: &str,
+) -> TemplateContext {
+    let zone = DEFAULT_ZONE;
+    let mut ctx = match detail {
+        Some(d) => {
+            let t = &d.ticket;
+            let mut ctx = TemplateContext::new(
+                TicketView::new(
+                    t.number,
+                    crate::mail::subject::tag(tag_prefix, t.number),
+                    &t.subject,
+                    t.status.parse::<Status>().unwrap_or(Status::InTriage),
+                    t.created_at,
+                    zone,
+                ),
+                SeverityView {
+                    requested: t.requested_severity.and_then(|s| u8::try_from(s).ok()),
+                    assigned: u8::try_from(t.assigned_severity).unwrap_or(4),
+                    given: t.severity_given,
+                    downgraded: t.downgraded,
+                },
+                PersonView::new(t.requester_name.as_deref(), &t.requester),
+                support,
+                zone,
+            );
+            ctx.participants = d
+                .participants
+                .iter()
+                .map(|p| ParticipantView::new(p.name.as_deref(), &p.address, &p.role))
+                .collect();
+            ctx
+        }
+        // No ticket: the templates leave it out (`{% if ticket.number %}`); the requester is a
+        // placeholder they do not show.
+        None => TemplateContext::new(
+            TicketView::none(now, zone),
+            SeverityView {
+                requested: None,
+                assigned: 4,
+                given: false,
+                downgraded: false,
+            },
+            PersonView::new(None, &item.to),
+            support,
+            zone,
+        ),
+    };
+    ctx.audience = Audience::Staff;
+    ctx.recipient = PersonView::new(None, owner);
+    ctx.failure = Some(FailureView {
+        kind: failure_kind::UNDELIVERABLE.into(),
+        recipient: item.to.clone(),
+        template: item.template.clone(),
+        error: why.to_string(),
+        message_id: item.message_id.clone(),
+    });
+    ctx
+}
+
+/// The notice as fixed text: what goes out when the template cannot render, so that a broken
+/// template never costs it. Returns subject, text and HTML.
+fn fixed_notice(item: &OutboxItem, why: &str, tag_prefix: &str) -> (String, String, String) {
+    let tag = item
+        .ticket
+        .map(|t| format!("[{tag_prefix}{t}] "))
+        .unwrap_or_default();
+    let subject = format!("{tag}Delivery failed: {} to {}", item.template, item.to);
+    let ticket_line = item
+        .ticket
+        .map(|t| format!("Ticket:     {tag_prefix}{t}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "A mail from the support desk could not be delivered and will not be retried.\n\n\
+         {ticket_line}Mail:       {}\nRecipient:  {}\nMessage-ID: {}\nError:      {why}\n\n\
+         The customer has not received it. Please reach them another way.\n",
+        item.template, item.to, item.message_id
+    );
+    let html = format!("<pre>{}</pre>", html_escape(&text));
+    (subject, text, html)
 }
 
 /// Where the hand-over journal lives: `outbox.journal`, else next to the SQLite file, else
@@ -828,6 +982,128 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::templates::Renderer;
+    use crate::store::{Participant, TicketSummary};
+
+    fn failed_item(ticket: Option<i64>) -> OutboxItem {
+        OutboxItem {
+            id: 7,
+            ticket,
+            message_id: "postdesk.5.relay.0011223344556677@example.com".into(),
+            to: "jane@acme.test".into(),
+            rendered: Vec::new(),
+            attempts: 3,
+            template: "relay".into(),
+        }
+    }
+
+    fn detail() -> TicketDetail {
+        let at = DateTime::from_timestamp(1_795_449_600, 0).unwrap_or_default();
+        TicketDetail {
+            ticket: TicketSummary {
+                number: 5,
+                subject: "Checkout <fails>".into(),
+                requester: "jane@acme.test".into(),
+                requester_name: Some("Jane Roe".into()),
+                status: "customer_pending".into(),
+                requested_severity: Some(1),
+                assigned_severity: 3,
+                linked_ticket: None,
+                requester_bounced: false,
+                closed_at: None,
+                severity_given: true,
+                downgraded: true,
+                created_at: at,
+                updated_at: at,
+            },
+            participants: vec![Participant {
+                address: "jane@acme.test".into(),
+                name: Some("Jane Roe".into()),
+                role: "requester".into(),
+            }],
+            messages: Vec::new(),
+            history: Vec::new(),
+            outbox: Vec::new(),
+        }
+    }
+
+    fn support() -> SupportView {
+        crate::outbound::sample::default_support()
+    }
+
+    #[test]
+    fn failure_notice_renders_from_the_template_with_the_ticket_or_without_one() {
+        let templates =
+            Renderer::load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let now = Utc::now();
+        let why = "550 5.1.1 <jane@acme.test>: user unknown";
+        let d = detail();
+        let ctx = failure_context(
+            &failed_item(Some(5)),
+            "triage@example.com",
+            why,
+            now,
+            Some(&d),
+            support(),
+            "#",
+        );
+        assert_eq!(ctx.recipient.address, "triage@example.com");
+        let out = templates
+            .render(
+                Template::DeliveryFailure,
+                &Variant::default(),
+                &ctx,
+                &ctx.ticket.tag,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.subject, "[#5] Delivery failed: relay to jane@acme.test");
+        for want in [
+            "Mail:       relay",
+            "Recipient:  jane@acme.test",
+            "Message-ID: <postdesk.5.relay.0011223344556677@example.com>",
+            why,
+            "The customer has not received it; please reach them another way.",
+            "Sev 3 assigned; Sev 1 requested",
+            "Status:     Customer Pending",
+        ] {
+            assert!(out.text.contains(want), "{want:?} in {}", out.text);
+        }
+        assert!(out.html.contains("Checkout &lt;fails&gt;"), "{}", out.html);
+
+        let ctx = failure_context(
+            &failed_item(None),
+            "triage@example.com",
+            why,
+            now,
+            None,
+            support(),
+            "#",
+        );
+        let out = templates
+            .render(
+                Template::DeliveryFailure,
+                &Variant::default(),
+                &ctx,
+                &ctx.ticket.tag,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.subject, "Delivery failed: relay to jane@acme.test");
+        assert!(!out.text.contains("[#"), "{}", out.text);
+        assert!(!out.text.contains("The customer"), "{}", out.text);
+    }
+
+    #[test]
+    fn fixed_notice_is_the_fallback_text() {
+        let (subject, text, html) = fixed_notice(&failed_item(Some(5)), "550 <x>", "#");
+        assert_eq!(subject, "[#5] Delivery failed: relay to jane@acme.test");
+        assert!(text.contains("Ticket:     #5\n"), "{text}");
+        assert!(html.contains("550 &lt;x&gt;"), "{html}");
+        let (subject, text, _) = fixed_notice(&failed_item(None), "550", "#");
+        assert_eq!(subject, "Delivery failed: relay to jane@acme.test");
+        assert!(!text.contains("Ticket:"), "{text}");
+        assert_eq!(Template::DeliveryFailure.name(), DELIVERY_FAILURE);
+    }
 
     #[test]
     fn journal_keeps_hand_overs_drops_cancelled_and_torn_lines() {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
-use super::context::{COMMON, SECTIONS, sections};
+use super::context::{COMMON, SECTIONS, optional_sections, sections};
 use super::html_text::html_to_text;
 use super::sample;
 use crate::desk::decide::Template;
@@ -752,8 +752,7 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
     }
 
     // Syntax and unknown variables, file by file.
-    let schema =
-        serde_json::to_value(sample::full_context(&sample::default_support())).unwrap_or_default();
+    let schema = sample::schema(&sample::default_support());
     let mut scratch = environment(None, None);
     let mut builtins: HashSet<String> = scratch.globals().map(|(k, _)| k.to_string()).collect();
     builtins.extend(BUILTIN_NAMES.iter().map(|s| s.to_string()));
@@ -770,7 +769,12 @@ fn build(dir: &Path, snap: &Snapshot, trace: bool) -> (Option<Renderer>, LoadRep
         };
         let (allowed, who): (Vec<&str>, String) = match kind {
             Kind::Part(t) => (
-                COMMON.iter().chain(sections(*t)).copied().collect(),
+                COMMON
+                    .iter()
+                    .chain(sections(*t))
+                    .chain(optional_sections(*t))
+                    .copied()
+                    .collect(),
                 t.name().to_string(),
             ),
             Kind::Shared => (
@@ -938,7 +942,7 @@ fn unknown_variable(
         if SECTIONS.contains(&top) {
             let users: Vec<&str> = Template::ALL
                 .iter()
-                .filter(|t| sections(**t).contains(&top))
+                .filter(|t| sections(**t).contains(&top) || optional_sections(**t).contains(&top))
                 .map(|t| t.name())
                 .collect();
             return Some(format!(
@@ -1256,6 +1260,200 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert!(errs[0].file.ends_with("de/closed/text.txt"));
         assert!(errs[0].message.contains("missing part"));
+    }
+
+    fn render_sample(r: &Renderer, t: Template, v: &str) -> Rendered {
+        let ctx = sample(t, Some(v), &default_support()).unwrap_or_else(|e| panic!("{e}"));
+        r.render(t, &Variant::default(), &ctx, "[#42]")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn relay_keeps_the_engineers_formatting_and_never_their_address() {
+        let r = Renderer::load(&repo_templates()).unwrap_or_else(|e| panic!("{e}"));
+        let html = render_sample(&r, Template::Relay, "html");
+        assert!(
+            html.html.contains("<strong>raised it</strong>"),
+            "{}",
+            html.html
+        );
+        assert!(
+            html.html.contains("src=\"cid:rows-chart.1@example.com\""),
+            "{}",
+            html.html
+        );
+        let plain = render_sample(&r, Template::Relay, "text_only");
+        assert!(
+            plain.html.contains("white-space: pre-wrap"),
+            "{}",
+            plain.html
+        );
+        for out in [&html, &plain] {
+            for part in [&out.subject, &out.text, &out.html] {
+                assert!(!part.contains("sam@example.com"), "{part}");
+            }
+            assert!(out.text.contains("Sam Engineer"), "{}", out.text);
+        }
+        // Without HTML the engineer's text is escaped like any value.
+        let mut ctx = sample(Template::Relay, Some("text_only"), &default_support())
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(m) = ctx.message.as_mut() {
+            m.text = "<b>bold</b> & <script>x</script>".into();
+            m.author.name = Some("<i>Sam</i>".into());
+        }
+        let out = r
+            .render(Template::Relay, &Variant::default(), &ctx, "[#42]")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.html.contains("&lt;b&gt;bold&lt;&#x2f;b&gt; &amp;"),
+            "{}",
+            out.html
+        );
+        assert!(out.html.contains("&lt;i&gt;Sam"), "{}", out.html);
+        assert!(!out.html.contains("<script>"), "{}", out.html);
+    }
+
+    #[test]
+    fn engineer_notification_lists_attached_and_stored_attachments() {
+        let r = Renderer::load(&repo_templates()).unwrap_or_else(|e| panic!("{e}"));
+        let out = render_sample(&r, Template::EngineerNotification, "customer_reply");
+        assert!(
+            out.text.contains("export-job.log (47 KB), attached"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains(
+                "invoices-full-export.csv (23 MB), stored on the ticket, over the 10 MB limit"
+            ),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains("Assignee:   Sam Engineer"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains("Sev 3 assigned; Sev 3 requested"),
+            "{}",
+            out.text
+        );
+        let new = render_sample(&r, Template::EngineerNotification, "new_ticket");
+        assert!(new.text.contains("Assignee:   unassigned"), "{}", new.text);
+        assert!(!new.text.contains("Attachments:"), "{}", new.text);
+        let resolved = render_sample(&r, Template::EngineerNotification, "resolved");
+        assert!(
+            resolved.text.contains("solved by Sam Engineer"),
+            "{}",
+            resolved.text
+        );
+        assert!(!resolved.text.contains("Message of"), "{}", resolved.text);
+        // A customer's file name is escaped in HTML.
+        let mut ctx = sample(
+            Template::EngineerNotification,
+            Some("customer_reply"),
+            &default_support(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(a) = ctx.message.as_mut().and_then(|m| m.attachments.first_mut()) {
+            a.filename = "<img src=x onerror=alert(1)>.log".into();
+        }
+        let out = r
+            .render(
+                Template::EngineerNotification,
+                &Variant::default(),
+                &ctx,
+                "[#42]",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.html.contains("<img src=x"), "{}", out.html);
+        assert!(out.html.contains("&lt;img src=x"), "{}", out.html);
+    }
+
+    #[test]
+    fn delivery_failure_copes_without_a_ticket() {
+        let r = Renderer::load(&repo_templates()).unwrap_or_else(|e| panic!("{e}"));
+        let mut ctx = sample(
+            Template::DeliveryFailure,
+            Some("undeliverable"),
+            &default_support(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        ctx.ticket = super::super::context::TicketView::none(
+            sample::sample_now(),
+            super::super::context::DEFAULT_ZONE,
+        );
+        let out = r
+            .render(Template::DeliveryFailure, &Variant::default(), &ctx, "")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out.subject,
+            "Delivery failed: relay to raj.patel@globex.test"
+        );
+        for part in [&out.text, &out.html] {
+            assert!(!part.contains("[#"), "{part}");
+            assert!(!part.contains("Ticket"), "{part}");
+            assert!(part.contains("concerns no ticket"), "{part}");
+        }
+        let with = render_sample(&r, Template::DeliveryFailure, "undeliverable");
+        assert!(
+            with.text.contains("The customer has not received it"),
+            "{}",
+            with.text
+        );
+        let bounced = render_sample(&r, Template::DeliveryFailure, "requester_bounced");
+        assert!(
+            bounced
+                .subject
+                .starts_with("[#42] Requester's address bounces"),
+            "{}",
+            bounced.subject
+        );
+        assert!(
+            bounced.text.contains("ticket [#42]\nis flagged"),
+            "{}",
+            bounced.text
+        );
+    }
+
+    #[test]
+    fn optional_sections_must_be_tested_and_nested_names_are_checked() {
+        let d = copy();
+        // `message` is optional in close_pending: used without `{% if message %}`, the render of
+        // the sample without a message fails.
+        write(
+            d.path(),
+            "close_pending/text.txt",
+            "{{ status_change.reason }}\n{{ message.text }}\n",
+        );
+        // A typo below an option that most samples leave none is still an unknown variable.
+        write(
+            d.path(),
+            "engineer_notification/subject.txt",
+            "{{ ticket.assignee.nme }}\n",
+        );
+        write(d.path(), "relay/subject.txt", "{{ failure.kind }}\n");
+        let errs = errors(d.path());
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.file.ends_with("close_pending/text.txt")
+                    && e.line == Some(2)
+                    && e.message.contains("sample plain")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.file.ends_with("engineer_notification/subject.txt")
+                    && e.message.contains("`ticket.assignee` has no `nme`")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.file.ends_with("relay/subject.txt")
+                && e.message.contains("only delivery_failure does")),
+            "{errs:#?}"
+        );
     }
 
     #[test]
