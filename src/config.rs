@@ -928,11 +928,20 @@ impl Values {
         let poll_interval = self.duration_or("mailbox.poll_interval", "30s")?;
         let outbox_poll_interval = self.duration_or("outbox.poll_interval", "250ms")?;
         let max_message_size = self.size_or("limits.max_message_size", 25 * 1024 * 1024)?;
-        let staff_max_attachment_size = self.size_or("staff.max_attachment_size", 10 * 1024 * 1024)?;
-        let (after, after_origin) = self.str_or("statuses.after_engineer_reply", "customer_pending")?;
-        let after_engineer_reply: Status = after.parse().map_err(|e: crate::desk::status::UnknownStatus| {
-            err(&after_origin.unwrap_or(Origin::Default), "statuses.after_engineer_reply", e.to_string())
-        })?;
+        let staff_max_attachment_size =
+            self.size_or("staff.max_attachment_size", 10 * 1024 * 1024)?;
+        let (after, after_origin) =
+            self.str_or("statuses.after_engineer_reply", "customer_pending")?;
+        let after_engineer_reply: Status =
+            after
+                .parse()
+                .map_err(|e: crate::desk::status::UnknownStatus| {
+                    err(
+                        &after_origin.unwrap_or(Origin::Default),
+                        "statuses.after_engineer_reply",
+                        e.to_string(),
+                    )
+                })?;
         let (resolver, resolver_origin) = self.str_or("staff.dkim_resolver", "system")?;
         let dkim_resolver = match resolver.trim() {
             "system" => DkimResolver::System,
@@ -949,7 +958,9 @@ impl Values {
                             return Err(err(
                                 &resolver_origin.unwrap_or(Origin::Default),
                                 "staff.dkim_resolver",
-                                format!("expected \"system\", \"off\" or nameserver addresses like \"127.0.0.1:53\", found \"{a}\""),
+                                format!(
+                                    "expected \"system\", \"off\" or nameserver addresses like \"127.0.0.1:53\", found \"{a}\""
+                                ),
                             ));
                         }
                     }
@@ -1110,7 +1121,9 @@ impl Values {
             staff_domains: self.address_list("staff.domains", &["example.com"])?,
             staff_addresses,
             staff_require_authenticated: self.bool_or("staff.require_authenticated", false)?,
-            staff_authserv_id: self.opt_str("staff.authserv_id")?.map(|(s, _)| s.trim().to_ascii_lowercase()),
+            staff_authserv_id: self
+                .opt_str("staff.authserv_id")?
+                .map(|(s, _)| s.trim().to_ascii_lowercase()),
             staff_reveal_address: self.bool_or("staff.reveal_address", false)?,
             staff_show_name: self.str_or("staff.show_name", "NAME (Support)")?.0,
             staff_max_attachment_size,
@@ -1145,7 +1158,11 @@ impl Values {
             None => Ok(default),
             Some((toml::Value::Integer(n), _)) if *n > 0 => Ok(*n as usize),
             Some((toml::Value::String(s), o)) => parse_size(s).ok_or_else(|| {
-                err(o, key, format!("expected a size like \"25MB\", found \"{s}\""))
+                err(
+                    o,
+                    key,
+                    format!("expected a size like \"25MB\", found \"{s}\""),
+                )
             }),
             Some((v, o)) => Err(err(
                 o,

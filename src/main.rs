@@ -304,7 +304,9 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                 println!("reason:    {}", e.reason);
                 match &e.staff_auth {
                     postdesk::desk::StaffAuth::NotChecked => {}
-                    postdesk::desk::StaffAuth::Pass(how) => println!("staff:     authenticated ({how})"),
+                    postdesk::desk::StaffAuth::Pass(how) => {
+                        println!("staff:     authenticated ({how})")
+                    }
                     postdesk::desk::StaffAuth::Fail(why) => {
                         println!("staff:     NOT authenticated ({why})")
                     }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::config::{Config, Customer};
+use crate::desk::decide::Template;
 use crate::desk::{
     Action, Decision, MailContext, Member, Notice, PlannedEvent, PlannedMail, Policy, ReplyKind,
     Role, StaffAuth, Status, StatusChange, decide_parsed, thread,
@@ -17,15 +18,14 @@ use crate::mail::auth::{self as mail_auth, Verdict};
 use crate::mail::dkim::DkimVerifier;
 use crate::mail::parse::{AttachmentBody, attachment_bodies, html_body};
 use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse, quote};
-use crate::outbound::sanitize::clean_html;
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 pub use crate::outbound::context::SeverityView;
 use crate::outbound::context::{
-    Audience, AttachmentView, COMMAND_HELP, CompanyView, DEFAULT_ZONE, FailureView, MessageView,
+    AttachmentView, Audience, COMMAND_HELP, CompanyView, DEFAULT_ZONE, FailureView, MessageView,
     NotificationView, ParticipantView, PersonView, RejectedCommand, RejectionView,
-    StatusChangeView, SupportView, TemplateContext, TicketView, audience, failure_kind,
-    size_label,
+    StatusChangeView, SupportView, TemplateContext, TicketView, audience, failure_kind, size_label,
 };
+use crate::outbound::sanitize::clean_html;
 use crate::outbound::templates::{LiveTemplates, Renderer, TemplateErrors, Variant};
 use crate::store::{Event, InboundRecord, QueuedMail, RenderedMail, Store, StoreError, StoreTx};
 

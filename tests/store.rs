@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use postdesk::config::Config;
 use postdesk::desk::{
-    Action, Decision, MailContext, MatchedBy, Reply, Role, Status, StatusChange, StatusEvent,
-    decide, decide_parsed,
+    Action, Decision, MailContext, MatchedBy, Reply, ReplyKind, Role, Status, StatusChange,
+    StatusEvent, TicketUpdate, decide, decide_parsed,
 };
 use postdesk::mail::{QuarantineReason, parse};
 use postdesk::pipeline::{Desk, Incoming, Outcome, ingest_batch};
@@ -961,16 +961,19 @@ async fn set_status<S: Store>(store: &S, n: i64, from: Status, to: Status, at: D
             ticket: n,
             matched_by: MatchedBy::Tag { ticket: n },
             role: Role::Staff,
+            kind: ReplyKind::EngineerCommand,
         }),
         severity: None,
         message: None,
         status_change: Some(StatusChange {
             from,
             to,
-            event: StatusEvent::CustomerReply,
+            event: StatusEvent::EngineerSetsStatus,
         }),
         joiners: vec![],
         requester_bounced: false,
+        update: TicketUpdate::default(),
+        rejected: vec![],
         events: vec![],
         acknowledge: false,
         reason: "test".into(),

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::commands::Rejected;
 use super::loops;
 use super::notify;
-use super::staff;
 use super::severity::{DowngradeMap, Severity, SeverityReading};
+use super::staff;
 use super::status::{Status, StatusEvent, transition};
 use super::thread::{MatchedBy, Threading, thread};
 use super::ticket::{Role, TicketState};
@@ -601,10 +601,10 @@ pub fn decide(
         return Decision::quiet(Action::Duplicate { ticket }, Some(severity), reason, now);
     }
     if let Some(report) = &mail.report {
-        return decide_report(mail, report, ctx, severity, now);
+        return decide_report(mail, report, ctx, policy, severity, now);
     }
     if loops::is_bounce(mail) {
-        return decide_report(mail, &Report::unread(), ctx, severity, now);
+        return decide_report(mail, &Report::unread(), ctx, policy, severity, now);
     }
 
     let no_reply = loops::no_reply_reason(
@@ -751,7 +751,10 @@ fn new_ticket(
         ),
         None => (
             true,
-            vec![PlannedMail::new(Template::Acknowledgement, mail.from.clone())],
+            vec![PlannedMail::new(
+                Template::Acknowledgement,
+                mail.from.clone(),
+            )],
             format!(
                 "new ticket, {severity_words}; acknowledgement to {}",
                 mail.from.address
@@ -1112,6 +1115,7 @@ fn decide_report(
     mail: &InboundMail,
     report: &Report,
     ctx: &MailContext,
+    policy: &Policy,
     severity: SeverityReading,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -1198,7 +1202,14 @@ fn decide_report(
             related: None,
         });
     }
+    let mut outbound = Vec::new();
     if requester_bounced {
+        // Triage and the assignee hear of it once: the first bounce flags the ticket.
+        if let Some((t, _)) = &matched
+            && !t.requester_bounced
+        {
+            outbound = notify::requester_bounced(policy, t);
+        }
         events.push(PlannedEvent {
             on,
             actor: "postdesk".into(),
@@ -1242,7 +1253,7 @@ fn decide_report(
         acknowledge: false,
         reason,
         ignored: None,
-        outbound: Vec::new(),
+        outbound,
         at: now,
     }
 }
@@ -1436,7 +1447,9 @@ mod tests {
         // No answer to the machine; triage still hears of the new ticket.
         assert!(!d.acknowledge && customer_mails(&d).is_empty());
         assert!(
-            d.outbound.iter().all(|m| m.notice == Some(Notice::NewTicket)),
+            d.outbound
+                .iter()
+                .all(|m| m.notice == Some(Notice::NewTicket)),
             "{:?}",
             d.outbound
         );
@@ -1569,6 +1582,7 @@ mod tests {
             assignee: None,
             first_response_at: None,
             conversation: Vec::new(),
+            requester_bounced: false,
         }
     }
 
@@ -2167,7 +2181,23 @@ mod tests {
         m.report = Some(bounce_of(JANE));
         let ctx = ctx_of(Some(7), vec![state(7, Status::InTriage, None)]);
         let d = decide(&m, &ctx, &policy(), now());
-        assert!(d.requester_bounced && d.outbound.is_empty() && !d.acknowledge);
+        assert!(d.requester_bounced && !d.acknowledge);
+        // Triage hears of it, as a delivery-failure notice, the first time only.
+        assert_eq!(
+            d.outbound
+                .iter()
+                .map(|p| (p.template, p.to.address.as_str(), p.notice))
+                .collect::<Vec<_>>(),
+            vec![(
+                Template::DeliveryFailure,
+                "triage@example.com",
+                Some(Notice::RequesterBounced)
+            )]
+        );
+        let mut flagged = ctx.clone();
+        flagged.tickets[0].requester_bounced = true;
+        let again = decide(&m, &flagged, &policy(), now());
+        assert!(again.requester_bounced && again.outbound.is_empty());
         assert!(
             d.events
                 .iter()

@@ -69,7 +69,10 @@ fn account_managers<'a>(
 pub fn new_ticket(policy: &Policy, requester: &Mailbox) -> Vec<PlannedMail> {
     let am = policy.account_manager_of(&requester.domain());
     notices(
-        people(triage(policy).chain(am.map(|a| (a, None))), &requester.address),
+        people(
+            triage(policy).chain(am.map(|a| (a, None))),
+            &requester.address,
+        ),
         Template::EngineerNotification,
         Notice::NewTicket,
     )
@@ -125,6 +128,16 @@ pub fn resolved(policy: &Policy, ticket: &TicketState, sender: &Mailbox) -> Vec<
         people(account_managers(policy, ticket), &sender.address),
         Template::EngineerNotification,
         Notice::Resolved,
+    )
+}
+
+/// The requester's address bounces: the triage owners and the assignee.
+pub fn requester_bounced(policy: &Policy, ticket: &TicketState) -> Vec<PlannedMail> {
+    let assignee = ticket.assignee.as_deref().map(|a| (a, name_of(ticket, a)));
+    notices(
+        people(triage(policy).chain(assignee), ""),
+        Template::DeliveryFailure,
+        Notice::RequesterBounced,
     )
 }
 
@@ -193,6 +206,7 @@ mod tests {
             assignee: assignee.map(str::to_string),
             first_response_at: None,
             conversation: vec![],
+            requester_bounced: false,
         }
     }
 
@@ -235,7 +249,11 @@ mod tests {
             ),
             (
                 "customer_reply_unassigned_tells_triage",
-                customer_reply(&p, &ticket("jane@acme.test", &[am], None), &mb("jane@acme.test")),
+                customer_reply(
+                    &p,
+                    &ticket("jane@acme.test", &[am], None),
+                    &mb("jane@acme.test"),
+                ),
                 vec!["triage@example.com", "lead@example.com"],
             ),
             (
@@ -251,7 +269,11 @@ mod tests {
                 "note_goes_to_staff_assignee_and_account_manager_not_the_author",
                 internal_note(
                     &p,
-                    &ticket("jane@acme.test", &[am, sam, ("kim@example.com", Role::Staff)], None),
+                    &ticket(
+                        "jane@acme.test",
+                        &[am, sam, ("kim@example.com", Role::Staff)],
+                        None,
+                    ),
                     Some("sam@example.com"),
                     &mb("kim@example.com"),
                 ),
@@ -261,7 +283,11 @@ mod tests {
                 "note_never_goes_to_requester_or_watchers",
                 internal_note(
                     &p,
-                    &ticket("jane@acme.test", &[("bob@acme.test", Role::Watcher), sam], None),
+                    &ticket(
+                        "jane@acme.test",
+                        &[("bob@acme.test", Role::Watcher), sam],
+                        None,
+                    ),
                     None,
                     &mb("kim@example.com"),
                 ),
@@ -269,22 +295,48 @@ mod tests {
             ),
             (
                 "account_manager_note_on_an_untouched_ticket_reaches_triage",
-                internal_note(&p, &ticket("jane@acme.test", &[am], None), None, &mb("am@example.com")),
+                internal_note(
+                    &p,
+                    &ticket("jane@acme.test", &[am], None),
+                    None,
+                    &mb("am@example.com"),
+                ),
                 vec!["triage@example.com", "lead@example.com"],
             ),
             (
                 "engineer_note_with_nobody_else_reaches_triage",
-                internal_note(&no_am, &ticket("bob@globex.test", &[sam], None), None, &mb("sam@example.com")),
+                internal_note(
+                    &no_am,
+                    &ticket("bob@globex.test", &[sam], None),
+                    None,
+                    &mb("sam@example.com"),
+                ),
                 vec!["triage@example.com", "lead@example.com"],
             ),
             (
                 "resolution_tells_the_account_manager",
-                resolved(&p, &ticket("jane@acme.test", &[am, sam], None), &mb("sam@example.com")),
+                resolved(
+                    &p,
+                    &ticket("jane@acme.test", &[am, sam], None),
+                    &mb("sam@example.com"),
+                ),
                 vec!["am@example.com"],
             ),
             (
+                "requester_bounce_tells_triage_and_the_assignee",
+                requester_bounced(
+                    &p,
+                    &ticket("jane@acme.test", &[sam], Some("sam@example.com")),
+                ),
+                vec!["triage@example.com", "lead@example.com", "sam@example.com"],
+            ),
+            (
                 "resolution_without_account_manager_tells_nobody",
-                resolved(&no_am, &ticket("bob@globex.test", &[sam], None), &mb("sam@example.com")),
+                resolved(
+                    &no_am,
+                    &ticket("bob@globex.test", &[sam], None),
+                    &mb("sam@example.com"),
+                ),
                 vec![],
             ),
         ];
@@ -297,9 +349,17 @@ mod tests {
     fn notices_carry_why_and_the_template() {
         let p = policy();
         let m = new_ticket(&p, &mb("jane@acme.test"));
-        assert!(m.iter().all(|m| m.template == Template::EngineerNotification
-            && m.notice == Some(Notice::NewTicket)));
-        let n = internal_note(&p, &ticket("jane@acme.test", &[], None), None, &mb("sam@example.com"));
+        assert!(
+            m.iter()
+                .all(|m| m.template == Template::EngineerNotification
+                    && m.notice == Some(Notice::NewTicket))
+        );
+        let n = internal_note(
+            &p,
+            &ticket("jane@acme.test", &[], None),
+            None,
+            &mb("sam@example.com"),
+        );
         assert!(n.iter().all(|m| m.template == Template::InternalNote));
     }
 }

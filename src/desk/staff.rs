@@ -315,12 +315,8 @@ pub(super) fn account_manager_reply(input: &Incoming<'_>, policy: &Policy) -> De
         ),
         related: None,
     });
-    let outbound = notify::internal_note(
-        policy,
-        ticket,
-        ticket.assignee.as_deref(),
-        &input.mail.from,
-    );
+    let outbound =
+        notify::internal_note(policy, ticket, ticket.assignee.as_deref(), &input.mail.from);
     let body = parsed.body.trim().to_string();
     let reason = format!(
         "internal note on ticket #{} from the account manager ({}); to {}",
@@ -424,9 +420,7 @@ fn rejection(input: &Incoming<'_>, text: String, rejected: Vec<Rejected>) -> Dec
 mod tests {
     use chrono::{DateTime, Utc};
 
-    use super::super::decide::{
-        CustomerDomain, MailContext, Notice, StaffAuth, Target, decide,
-    };
+    use super::super::decide::{CustomerDomain, MailContext, Notice, StaffAuth, Target, decide};
     use super::super::severity::{DowngradeMap, Severity, SeverityReading};
     use super::super::ticket::{Member, TicketState};
     use super::*;
@@ -489,6 +483,7 @@ mod tests {
             assignee: None,
             first_response_at: None,
             conversation: vec!["first@acme.test".into()],
+            requester_bounced: false,
         }
     }
 
@@ -531,87 +526,256 @@ mod tests {
 
     #[test]
     fn engineer_mail_decision_table() {
-        use Status::{CustomerPending, EngineerPending, InTriage};
-        use Template::{CommandRejected, EngineerNotification, InternalNote, Relay};
         use Status as S;
+        use Status::{CustomerPending, EngineerPending, InTriage};
         use Template as T;
-        let quoted = "Hi Jane,\n\nfixed.\n\nOn Mon, Jane wrote:\n> #status closed\n> it is broken\n";
+        use Template::{CommandRejected, EngineerNotification, InternalNote, Relay};
+        let quoted =
+            "Hi Jane,\n\nfixed.\n\nOn Mon, Jane wrote:\n> #status closed\n> it is broken\n";
         // (case, from, text, status before, kind, status after, mails)
-        let cases: Vec<(&str, &str, &str, Status, ReplyKind, Option<Status>, Vec<(Template, &str)>)> = vec![
-            ("public_reply_is_relayed_to_requester_and_watcher_and_waits_on_customer",
-             SAM, "Hi Jane,\n\nplease restart.\n", EngineerPending, ReplyKind::EngineerReply,
-             Some(CustomerPending), vec![(Relay, JANE), (Relay, BOB)]),
-            ("first_public_reply_leaves_triage",
-             SAM, "Looking into it.", InTriage, ReplyKind::EngineerReply,
-             Some(CustomerPending), vec![(Relay, JANE), (Relay, BOB)]),
-            ("quoted_commands_in_the_history_do_not_count",
-             SAM, quoted, EngineerPending, ReplyKind::EngineerReply,
-             Some(CustomerPending), vec![(Relay, JANE), (Relay, BOB)]),
-            ("commands_below_text_do_not_count",
-             SAM, "Please try:\n#status closed\n", EngineerPending, ReplyKind::EngineerReply,
-             Some(CustomerPending), vec![(Relay, JANE), (Relay, BOB)]),
-            ("severity_command_with_text_relays_without_status_command",
-             SAM, "#severity 4\n\nHi Jane, lowering this.", EngineerPending, ReplyKind::EngineerReply,
-             Some(CustomerPending), vec![(Relay, JANE), (Relay, BOB)]),
-            ("status_command_wins_over_after_engineer_reply",
-             SAM, "#status engineer_pending\nStill digging.", CustomerPending, ReplyKind::EngineerReply,
-             Some(EngineerPending), vec![(Relay, JANE), (Relay, BOB)]),
-            ("solved_with_text_sends_close_pending_carrying_it_and_tells_the_account_manager",
-             SAM, "#solved\nFixed in 2.3.", EngineerPending, ReplyKind::EngineerReply,
-             Some(S::ClosePending), vec![(T::ClosePending, JANE), (T::ClosePending, BOB), (EngineerNotification, AM)]),
-            ("solved_alone_sends_the_close_pending_notice",
-             SAM, "#solved", CustomerPending, ReplyKind::EngineerCommand,
-             Some(S::ClosePending), vec![(T::ClosePending, JANE), (T::ClosePending, BOB), (EngineerNotification, AM)]),
-            ("status_closed_sends_the_closed_notice",
-             SAM, "#status closed", CustomerPending, ReplyKind::EngineerCommand,
-             Some(S::Closed), vec![(T::Closed, JANE), (T::Closed, BOB), (EngineerNotification, AM)]),
-            ("commands_only_leave_triage_and_mail_no_customer",
-             SAM, "#assign me\n#severity 2", InTriage, ReplyKind::EngineerCommand,
-             Some(EngineerPending), vec![]),
-            ("commands_only_later_change_no_status",
-             SAM, "#severity 2", CustomerPending, ReplyKind::EngineerCommand,
-             None, vec![]),
-            ("note_goes_to_staff_and_account_manager_never_the_customer",
-             SAM, "#note\nCustomer is on the old build.", EngineerPending, ReplyKind::InternalNote,
-             None, vec![(InternalNote, "kim@example.com"), (InternalNote, AM)]),
-            ("note_is_a_first_action",
-             SAM, "#note\nlooking", InTriage, ReplyKind::InternalNote,
-             Some(EngineerPending), vec![(InternalNote, "kim@example.com"), (InternalNote, AM)]),
-            ("note_with_status_closed_tells_no_customer",
-             SAM, "#note\n#status closed\nduplicate of #5", EngineerPending, ReplyKind::InternalNote,
-             Some(S::Closed), vec![(InternalNote, "kim@example.com"), (InternalNote, AM), (EngineerNotification, AM)]),
-            ("reply_on_a_closed_ticket_is_relayed_and_stays_closed",
-             SAM, "One more thing.", S::Closed, ReplyKind::EngineerReply,
-             None, vec![(Relay, JANE), (Relay, BOB)]),
-            ("unknown_command_is_rejected_to_the_engineer_and_nothing_changes",
-             SAM, "#sevrity 9\nHi Jane", EngineerPending, ReplyKind::CommandRejected,
-             None, vec![(CommandRejected, SAM)]),
-            ("malformed_severity_rejects_all_commands_of_the_mail",
-             SAM, "#assign me\n#severity 9\nHi Jane", InTriage, ReplyKind::CommandRejected,
-             None, vec![(CommandRejected, SAM)]),
-            ("assign_to_a_customer_is_rejected",
-             SAM, "#assign jane@acme.test", EngineerPending, ReplyKind::CommandRejected,
-             None, vec![(CommandRejected, SAM)]),
-            ("note_with_solved_is_rejected",
-             SAM, "#note\n#solved", EngineerPending, ReplyKind::CommandRejected,
-             None, vec![(CommandRejected, SAM)]),
-            ("account_manager_text_is_an_internal_note",
-             AM, "They renewed yesterday, be nice.", EngineerPending, ReplyKind::InternalNote,
-             None, vec![(InternalNote, "kim@example.com")]),
-            ("account_manager_note_command_is_an_internal_note",
-             AM, "#note\nVIP customer.", EngineerPending, ReplyKind::InternalNote,
-             None, vec![(InternalNote, "kim@example.com")]),
-            ("account_manager_may_not_set_severity",
-             AM, "#note\n#severity 1\nurgent", EngineerPending, ReplyKind::CommandRejected,
-             None, vec![(CommandRejected, AM)]),
-            ("account_manager_may_not_solve",
-             AM, "#solved", EngineerPending, ReplyKind::CommandRejected,
-             None, vec![(CommandRejected, AM)]),
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            Status,
+            ReplyKind,
+            Option<Status>,
+            Vec<(Template, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "public_reply_is_relayed_to_requester_and_watcher_and_waits_on_customer",
+                SAM,
+                "Hi Jane,\n\nplease restart.\n",
+                EngineerPending,
+                ReplyKind::EngineerReply,
+                Some(CustomerPending),
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "first_public_reply_leaves_triage",
+                SAM,
+                "Looking into it.",
+                InTriage,
+                ReplyKind::EngineerReply,
+                Some(CustomerPending),
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "quoted_commands_in_the_history_do_not_count",
+                SAM,
+                quoted,
+                EngineerPending,
+                ReplyKind::EngineerReply,
+                Some(CustomerPending),
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "commands_below_text_do_not_count",
+                SAM,
+                "Please try:\n#status closed\n",
+                EngineerPending,
+                ReplyKind::EngineerReply,
+                Some(CustomerPending),
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "severity_command_with_text_relays_without_status_command",
+                SAM,
+                "#severity 4\n\nHi Jane, lowering this.",
+                EngineerPending,
+                ReplyKind::EngineerReply,
+                Some(CustomerPending),
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "status_command_wins_over_after_engineer_reply",
+                SAM,
+                "#status engineer_pending\nStill digging.",
+                CustomerPending,
+                ReplyKind::EngineerReply,
+                Some(EngineerPending),
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "solved_with_text_sends_close_pending_carrying_it_and_tells_the_account_manager",
+                SAM,
+                "#solved\nFixed in 2.3.",
+                EngineerPending,
+                ReplyKind::EngineerReply,
+                Some(S::ClosePending),
+                vec![
+                    (T::ClosePending, JANE),
+                    (T::ClosePending, BOB),
+                    (EngineerNotification, AM),
+                ],
+            ),
+            (
+                "solved_alone_sends_the_close_pending_notice",
+                SAM,
+                "#solved",
+                CustomerPending,
+                ReplyKind::EngineerCommand,
+                Some(S::ClosePending),
+                vec![
+                    (T::ClosePending, JANE),
+                    (T::ClosePending, BOB),
+                    (EngineerNotification, AM),
+                ],
+            ),
+            (
+                "status_closed_sends_the_closed_notice",
+                SAM,
+                "#status closed",
+                CustomerPending,
+                ReplyKind::EngineerCommand,
+                Some(S::Closed),
+                vec![
+                    (T::Closed, JANE),
+                    (T::Closed, BOB),
+                    (EngineerNotification, AM),
+                ],
+            ),
+            (
+                "commands_only_leave_triage_and_mail_no_customer",
+                SAM,
+                "#assign me\n#severity 2",
+                InTriage,
+                ReplyKind::EngineerCommand,
+                Some(EngineerPending),
+                vec![],
+            ),
+            (
+                "commands_only_later_change_no_status",
+                SAM,
+                "#severity 2",
+                CustomerPending,
+                ReplyKind::EngineerCommand,
+                None,
+                vec![],
+            ),
+            (
+                "note_goes_to_staff_and_account_manager_never_the_customer",
+                SAM,
+                "#note\nCustomer is on the old build.",
+                EngineerPending,
+                ReplyKind::InternalNote,
+                None,
+                vec![(InternalNote, "kim@example.com"), (InternalNote, AM)],
+            ),
+            (
+                "note_is_a_first_action",
+                SAM,
+                "#note\nlooking",
+                InTriage,
+                ReplyKind::InternalNote,
+                Some(EngineerPending),
+                vec![(InternalNote, "kim@example.com"), (InternalNote, AM)],
+            ),
+            (
+                "note_with_status_closed_tells_no_customer",
+                SAM,
+                "#note\n#status closed\nduplicate of #5",
+                EngineerPending,
+                ReplyKind::InternalNote,
+                Some(S::Closed),
+                vec![
+                    (InternalNote, "kim@example.com"),
+                    (InternalNote, AM),
+                    (EngineerNotification, AM),
+                ],
+            ),
+            (
+                "reply_on_a_closed_ticket_is_relayed_and_stays_closed",
+                SAM,
+                "One more thing.",
+                S::Closed,
+                ReplyKind::EngineerReply,
+                None,
+                vec![(Relay, JANE), (Relay, BOB)],
+            ),
+            (
+                "unknown_command_is_rejected_to_the_engineer_and_nothing_changes",
+                SAM,
+                "#sevrity 9\nHi Jane",
+                EngineerPending,
+                ReplyKind::CommandRejected,
+                None,
+                vec![(CommandRejected, SAM)],
+            ),
+            (
+                "malformed_severity_rejects_all_commands_of_the_mail",
+                SAM,
+                "#assign me\n#severity 9\nHi Jane",
+                InTriage,
+                ReplyKind::CommandRejected,
+                None,
+                vec![(CommandRejected, SAM)],
+            ),
+            (
+                "assign_to_a_customer_is_rejected",
+                SAM,
+                "#assign jane@acme.test",
+                EngineerPending,
+                ReplyKind::CommandRejected,
+                None,
+                vec![(CommandRejected, SAM)],
+            ),
+            (
+                "note_with_solved_is_rejected",
+                SAM,
+                "#note\n#solved",
+                EngineerPending,
+                ReplyKind::CommandRejected,
+                None,
+                vec![(CommandRejected, SAM)],
+            ),
+            (
+                "account_manager_text_is_an_internal_note",
+                AM,
+                "They renewed yesterday, be nice.",
+                EngineerPending,
+                ReplyKind::InternalNote,
+                None,
+                vec![(InternalNote, "kim@example.com")],
+            ),
+            (
+                "account_manager_note_command_is_an_internal_note",
+                AM,
+                "#note\nVIP customer.",
+                EngineerPending,
+                ReplyKind::InternalNote,
+                None,
+                vec![(InternalNote, "kim@example.com")],
+            ),
+            (
+                "account_manager_may_not_set_severity",
+                AM,
+                "#note\n#severity 1\nurgent",
+                EngineerPending,
+                ReplyKind::CommandRejected,
+                None,
+                vec![(CommandRejected, AM)],
+            ),
+            (
+                "account_manager_may_not_solve",
+                AM,
+                "#solved",
+                EngineerPending,
+                ReplyKind::CommandRejected,
+                None,
+                vec![(CommandRejected, AM)],
+            ),
         ];
         for (name, from, text, before, want_kind, after, want_mails) in cases {
             let d = decide(&mail_from(from, text), &ctx(before), &policy(), now());
             assert_eq!(kind(&d), Some(want_kind), "{name}: {}", d.reason);
-            assert_eq!(d.status_change.as_ref().map(|c| c.to), after, "{name}: {}", d.reason);
+            assert_eq!(
+                d.status_change.as_ref().map(|c| c.to),
+                after,
+                "{name}: {}",
+                d.reason
+            );
             assert_eq!(mails(&d), want_mails, "{name}: {}", d.reason);
             let public = d
                 .message
@@ -624,7 +788,10 @@ mod tests {
             );
             if want_kind == ReplyKind::CommandRejected {
                 assert!(!d.rejected.is_empty(), "{name}");
-                assert!(d.update.is_empty() && d.joiners.is_empty(), "{name}: nothing changes");
+                assert!(
+                    d.update.is_empty() && d.joiners.is_empty(),
+                    "{name}: nothing changes"
+                );
             }
         }
     }
@@ -632,7 +799,10 @@ mod tests {
     #[test]
     fn relayed_text_has_no_command_lines_and_records_the_first_response() {
         let d = decide(
-            &mail_from(SAM, "#severity 4\n#assign me\n\nHi Jane,\nplease restart.\n"),
+            &mail_from(
+                SAM,
+                "#severity 4\n#assign me\n\nHi Jane,\nplease restart.\n",
+            ),
             &ctx(Status::EngineerPending),
             &policy(),
             now(),
@@ -655,7 +825,11 @@ mod tests {
             "{:?}",
             d.events
         );
-        assert!(d.joiners.iter().any(|j| j.mailbox.address == SAM && j.role == Role::Staff));
+        assert!(
+            d.joiners
+                .iter()
+                .any(|j| j.mailbox.address == SAM && j.role == Role::Staff)
+        );
         // A second public reply does not move the response clock again.
         let mut c = ctx(Status::CustomerPending);
         c.tickets[0].first_response_at = Some(now());
@@ -672,7 +846,11 @@ mod tests {
             now(),
         );
         assert_eq!(d.update.assignee.as_deref(), Some("kim.other@example.com"));
-        assert!(d.joiners.iter().any(|j| j.mailbox.address == "kim.other@example.com"));
+        assert!(
+            d.joiners
+                .iter()
+                .any(|j| j.mailbox.address == "kim.other@example.com")
+        );
         assert!(d.events.iter().any(|e| e.kind == "assigned"));
     }
 
@@ -694,8 +872,16 @@ mod tests {
         };
         // (case, auth, staff rights)
         let cases = [
-            ("pass_is_obeyed", StaffAuth::Pass("dkim=pass header.d=example.com".into()), true),
-            ("fail_is_a_stranger", StaffAuth::Fail("no Authentication-Results from mx.example.com".into()), false),
+            (
+                "pass_is_obeyed",
+                StaffAuth::Pass("dkim=pass header.d=example.com".into()),
+                true,
+            ),
+            (
+                "fail_is_a_stranger",
+                StaffAuth::Fail("no Authentication-Results from mx.example.com".into()),
+                false,
+            ),
             ("unchecked_is_a_stranger", StaffAuth::NotChecked, false),
         ];
         for (name, auth, obeyed) in cases {
@@ -705,7 +891,11 @@ mod tests {
             if obeyed {
                 assert_eq!(kind(&d), Some(ReplyKind::EngineerReply), "{name}");
             } else {
-                assert!(matches!(d.action, Action::NewTicket(_)), "{name}: {:?}", d.action);
+                assert!(
+                    matches!(d.action, Action::NewTicket(_)),
+                    "{name}: {:?}",
+                    d.action
+                );
                 assert!(d.status_change.is_none(), "{name}");
                 assert!(
                     d.events.iter().any(|e| e.kind == "unauthenticated"
@@ -721,7 +911,12 @@ mod tests {
             }
         }
         // Not required: the same mail without any check is obeyed.
-        let d = decide(&mail_from(SAM, "Done."), &ctx(Status::EngineerPending), &policy(), now());
+        let d = decide(
+            &mail_from(SAM, "Done."),
+            &ctx(Status::EngineerPending),
+            &policy(),
+            now(),
+        );
         assert_eq!(kind(&d), Some(ReplyKind::EngineerReply));
     }
 

@@ -111,6 +111,8 @@ pub struct TicketState {
     /// Message-IDs of the customer conversation (public inbound mail), oldest first: the first
     /// message and the latest ones. A relayed engineer reply threads into them.
     pub conversation: Vec<String>,
+    /// A bounce already showed the requester's address fails.
+    pub requester_bounced: bool,
 }
 
 impl TicketState {

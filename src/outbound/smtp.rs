@@ -709,21 +709,26 @@ impl SmtpOutbox {
         // Read before the write transaction: the ticket's subject, severity and people for the
         // notice. Unreadable, the notice goes out as fixed text.
         let detail = match item.ticket {
-            Some(n) if notify && self.notice.templates.is_some() => {
-                match store.ticket_detail(n).await {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        tracing::warn!(ticket = n, error = %e, "cannot read the ticket for the delivery-failure notice; it goes out as fixed text");
-                        None
-                    }
+            Some(n) if notify => match store.ticket_detail(n).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(ticket = n, error = %e, "cannot read the ticket for the delivery-failure notice; it goes out as fixed text");
+                    None
                 }
-            }
+            },
             _ => None,
         };
         let mut tx = store.begin().await?;
         tx.fail_outbox(item.id, why, now).await?;
         if notify {
-            for owner in &self.notice.triage_owners {
+            // The triage owners, and the engineer the ticket is assigned to.
+            let mut to: Vec<String> = self.notice.triage_owners.clone();
+            if let Some(a) = detail.as_ref().and_then(|d| d.ticket.assignee.clone())
+                && !to.iter().any(|t| t.eq_ignore_ascii_case(&a))
+            {
+                to.push(a);
+            }
+            for owner in &to {
                 match self.failure_notice(item, owner, why, now, detail.as_ref()) {
                     Ok(q) => tx.queue(&q, now).await?,
                     Err(e) => {
@@ -1010,6 +1015,8 @@ mod tests {
                 assigned_severity: 3,
                 linked_ticket: None,
                 requester_bounced: false,
+                assignee: None,
+                first_response_at: None,
                 closed_at: None,
                 severity_given: true,
                 downgraded: true,

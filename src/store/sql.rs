@@ -115,7 +115,7 @@ macro_rules! sql_store {
             let list = placeholders(1, numbers.len());
             let lock_clause = if lock { $lock } else { "" };
             let sql = format!(
-                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at, assignee, first_response_at FROM tickets
+                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at, assignee, first_response_at, requester_bounced FROM tickets
                  WHERE id IN ({list}) ORDER BY id{lock_clause}"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -147,6 +147,7 @@ macro_rules! sql_store {
                     assignee: r.try_get("assignee")?,
                     first_response_at: r.try_get("first_response_at")?,
                     conversation: Vec::new(),
+                    requester_bounced: r.try_get("requester_bounced")?,
                 });
             }
             if ctx.tickets.is_empty() {

@@ -72,6 +72,8 @@ pub const TRIAGE: &str = "triage@example.test";
 pub const ALICE: &str = "alice@customer.test";
 pub const BOB: &str = "bob@customer.test";
 pub const CAROL: &str = "carol@other.test";
+/// The account manager of customer.test.
+pub const MANAGER: &str = "manager@example.test";
 /// An address Postfix accepts (it is in `vmailbox`) but Dovecot does not know: LMTP refuses it
 /// with 550 5.1.1 after Postfix queued the mail, so Postfix returns a real bounce (RFC 3464) to
 /// the envelope sender.
@@ -81,7 +83,7 @@ pub const GONE: &str = "gone@other.test";
 /// run when the whole message is in), the way content filters refuse mail.
 pub const REJECT_AFTER_DOT: &str = "postdesk-test-reject-after-dot";
 
-pub const USERS: [&str; 6] = [SUPPORT, ENGINEER, TRIAGE, ALICE, BOB, CAROL];
+pub const USERS: [&str; 7] = [SUPPORT, ENGINEER, TRIAGE, ALICE, BOB, CAROL, MANAGER];
 /// The domains Postfix accepts mail for.
 pub const DOMAINS: [&str; 3] = ["example.test", "customer.test", "other.test"];
 /// The domain in which every local part is a mailbox.
