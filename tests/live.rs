@@ -7,13 +7,15 @@
 mod mailstack;
 
 use std::collections::{BTreeMap, HashSet};
+
+use mail_parser::MimeHeaders;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mailstack::{
-    ALICE, BOB, CAROL, GONE, MailStack, OAUTH_TOKEN, PASSWORD, REJECT_AFTER_DOT, SUPPORT,
-    StackOptions, TRIAGE, customer,
+    ALICE, BOB, CAROL, ENGINEER, GONE, MANAGER, MailStack, OAUTH_TOKEN, PASSWORD, REJECT_AFTER_DOT,
+    SUPPORT, StackOptions, TRIAGE, customer,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
@@ -1354,4 +1356,288 @@ async fn a_conversation_threads_replies_and_keeps_auto_replies_bounces_and_stran
         })
         .sum();
     assert_eq!(sent, 3, "three acknowledgements, nothing else");
+}
+
+/// The whole message as text, with quoted-printable soft breaks and base64 text parts decoded
+/// well enough to search it: mail-parser reads it.
+fn readable(raw: &[u8]) -> String {
+    let Some(m) = mail_parser::MessageParser::default().parse(raw) else {
+        return String::new();
+    };
+    let mut s = String::new();
+    for i in 0..m.text_body_count() {
+        s.push_str(&m.body_text(i).unwrap_or_default());
+    }
+    for i in 0..m.html_body_count() {
+        s.push_str(&m.body_html(i).unwrap_or_default());
+    }
+    s
+}
+
+fn attachment_names(raw: &[u8]) -> Vec<String> {
+    mail_parser::MessageParser::default()
+        .parse(raw)
+        .map(|m| {
+            m.attachments()
+                .filter_map(|a| a.attachment_name().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Engineers answer from their own mail client, on the real mail stack through `postdesk run`
+/// with an account manager configured. Alice writes with Bob on Cc; triage and the account
+/// manager are told; the engineer answers the notification over SMTP (`Re:`, In-Reply-To,
+/// quoted text below) with `#severity 4` on top and a PDF attached: Alice and Bob get the relay
+/// from the support address without the engineer's address, the quote or the command line, with
+/// the PDF. A `#note` reaches the account manager and never the customers; `#sevrity 9` is
+/// rejected back to the engineer and nothing reaches the customers; a staff From forged from
+/// outside (no Authentication-Results of our receiving host) is not obeyed. Every inbox is
+/// counted at the end.
+///
+/// The harness's Postfix runs no DKIM milter, so the engineer's genuine mail carries the
+/// `Authentication-Results` header a receiving host (`staff.authserv_id = mx.example.test`) would
+/// add; the forged one carries none of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engineers_answer_by_mail_with_relays_notes_rejections_and_forgeries_refused() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack);
+    desk.set("STAFF_DOMAINS", "example.test")
+        .set("STAFF_REQUIRE_AUTHENTICATED", "true")
+        .set("STAFF_AUTHSERV_ID", "mx.example.test")
+        .set("STAFF_DKIM_RESOLVER", "off");
+    let config = desk.dir.path().join("postdesk.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[customers]]\ndomain = \"customer.test\"\ncompany = \"Customer Inc\"\naccount_manager = \"{MANAGER}\"\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = config.display().to_string();
+    let worker = desk.spawn(&["--config", &config]);
+    wait_until(&desk, "IMAP connected", || {
+        desk.log().contains("IMAP connected")
+    })
+    .await;
+
+    // Alice writes, Bob on Cc: the acknowledgement to Alice; triage and the account manager told.
+    let first = format!(
+        "From: Alice <{ALICE}>\r\nTo: {SUPPORT}\r\nCc: Bob <{BOB}>\r\nSubject: SEV 3 printer on fire\r\n\
+         Message-ID: <eng-story-1@customer.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n\
+         The printer in room 4 is on fire.\r\n"
+    );
+    stack.send(ALICE, SUPPORT, first.as_bytes()).await;
+    for (who, n) in [(ALICE, 1), (TRIAGE, 1), (MANAGER, 1)] {
+        assert_eq!(
+            stack.wait_for_count(who, "INBOX", n, WAIT).await,
+            n,
+            "{who}: {}",
+            desk.log()
+        );
+    }
+    let notification = stack.fetch_all(TRIAGE, "INBOX").await.remove(0);
+    let notification_id = header(&notification, "Message-ID").unwrap_or_default();
+    let notification_subject = header(&notification, "Subject").unwrap_or_default();
+    assert!(
+        notification_subject.contains("[#1]"),
+        "{notification_subject}"
+    );
+    assert_eq!(header(&notification, "Reply-To").as_deref(), Some(SUPPORT));
+    assert!(readable(&notification).contains("The printer in room 4 is on fire."));
+    let manager = stack.fetch_all(MANAGER, "INBOX").await.remove(0);
+    assert!(
+        header(&manager, "Subject")
+            .unwrap_or_default()
+            .contains("[#1]")
+    );
+
+    // The engineer answers the notification from a mail client: command on top, text, a
+    // signature, the quote below, a PDF attached.
+    let pdf = "%PDF-1.4 steps to replace the toner";
+    let reply = format!(
+        "From: Sam Engineer <{ENGINEER}>\r\nTo: Support <{SUPPORT}>\r\nSubject: Re: {notification_subject}\r\n\
+         Message-ID: <eng-story-2@example.test>\r\nIn-Reply-To: {notification_id}\r\nReferences: {notification_id}\r\n\
+         Authentication-Results: mx.example.test; dkim=pass header.d=example.test header.s=s1\r\n\
+         Date: Mon, 23 Nov 2026 10:20:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         #severity 4\r\n\r\nHi Alice,\r\n\r\nplease replace the toner; the steps are attached.\r\n\r\n\
+         -- \r\nSam Engineer, {ENGINEER}\r\n\r\n\
+         On Mon, 23 Nov 2026 at 10:01, Support <{SUPPORT}> wrote:\r\n\
+         > The printer in room 4 is on fire.\r\n\
+         --b1\r\nContent-Type: application/pdf; name=\"toner.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"toner.pdf\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n\
+         {pdf}\r\n--b1--\r\n"
+    );
+    stack.send(ENGINEER, SUPPORT, reply.as_bytes()).await;
+    for (who, n) in [(ALICE, 2), (BOB, 1)] {
+        assert_eq!(
+            stack.wait_for_count(who, "INBOX", n, WAIT).await,
+            n,
+            "{who}: {}",
+            desk.log()
+        );
+    }
+    let relays = [
+        stack.fetch_all(ALICE, "INBOX").await.remove(1),
+        stack.fetch_all(BOB, "INBOX").await.remove(0),
+    ];
+    for relay in &relays {
+        let raw = String::from_utf8_lossy(relay);
+        let text = readable(relay);
+        assert!(
+            header(relay, "From").unwrap_or_default().contains(SUPPORT),
+            "from the support address: {raw}"
+        );
+        assert!(
+            !raw.contains(ENGINEER),
+            "the engineer's address leaked:\n{raw}"
+        );
+        assert!(text.contains("please replace the toner"), "{text}");
+        assert!(
+            !text.contains("#severity"),
+            "the command line was relayed:\n{text}"
+        );
+        assert!(
+            !text.contains("room 4 is on fire"),
+            "the quote was relayed:\n{text}"
+        );
+        assert!(
+            text.contains("Sam Engineer"),
+            "the engineer's name is shown: {text}"
+        );
+        assert_eq!(attachment_names(relay), vec!["toner.pdf".to_string()]);
+        assert_eq!(
+            header(relay, "In-Reply-To").as_deref(),
+            Some("<eng-story-1@customer.test>"),
+            "threaded into the customer's conversation"
+        );
+        assert!(
+            header(relay, "Subject")
+                .unwrap_or_default()
+                .contains("[#1]")
+        );
+    }
+    let one = desk.ticket(1);
+    assert_eq!(one["ticket"]["assigned_severity"], 4, "{one}");
+    assert_eq!(one["ticket"]["requested_severity"], 3, "{one}");
+    assert_eq!(one["ticket"]["status"], "customer_pending", "{one}");
+    assert!(one["ticket"]["first_response_at"].is_string(), "{one}");
+
+    // An internal note: the account manager gets it, the customers never do.
+    let note = format!(
+        "From: Sam Engineer <{ENGINEER}>\r\nTo: {SUPPORT}\r\nSubject: Re: {notification_subject}\r\n\
+         Message-ID: <eng-story-3@example.test>\r\nIn-Reply-To: {notification_id}\r\n\
+         Authentication-Results: mx.example.test; dkim=pass header.d=example.test header.s=s1\r\n\
+         Date: Mon, 23 Nov 2026 10:25:00 +0000\r\n\r\n\
+         #note\r\nThey still run the 2019 firmware.\r\n"
+    );
+    stack.send(ENGINEER, SUPPORT, note.as_bytes()).await;
+    assert_eq!(
+        stack.wait_for_count(MANAGER, "INBOX", 2, WAIT).await,
+        2,
+        "{}",
+        desk.log()
+    );
+    let noted = stack.fetch_all(MANAGER, "INBOX").await.remove(1);
+    assert!(readable(&noted).contains("2019 firmware"));
+
+    // A malformed command: rejected back to the engineer, nothing relayed or changed.
+    let typo = format!(
+        "From: Sam Engineer <{ENGINEER}>\r\nTo: {SUPPORT}\r\nSubject: Re: {notification_subject}\r\n\
+         Message-ID: <eng-story-4@example.test>\r\nIn-Reply-To: {notification_id}\r\n\
+         Authentication-Results: mx.example.test; dkim=pass header.d=example.test header.s=s1\r\n\
+         Date: Mon, 23 Nov 2026 10:30:00 +0000\r\n\r\n\
+         #sevrity 9\r\nHi Alice, one more thing.\r\n"
+    );
+    stack.send(ENGINEER, SUPPORT, typo.as_bytes()).await;
+    assert_eq!(
+        stack.wait_for_count(ENGINEER, "INBOX", 1, WAIT).await,
+        1,
+        "{}",
+        desk.log()
+    );
+    let rejection = stack.fetch_all(ENGINEER, "INBOX").await.remove(0);
+    let why = readable(&rejection);
+    assert!(
+        why.contains("#sevrity 9") && why.contains("#severity"),
+        "{why}"
+    );
+
+    // A staff From forged from outside: no Authentication-Results of our host. Not obeyed: the
+    // ticket stays as it is, and the mail opens a ticket of its own, which says why.
+    let forged = format!(
+        "From: Sam Engineer <{ENGINEER}>\r\nTo: {SUPPORT}\r\nSubject: Re: {notification_subject}\r\n\
+         Message-ID: <eng-story-5@other.test>\r\nIn-Reply-To: {notification_id}\r\n\
+         Authentication-Results: mx.other.test; dkim=pass header.d=example.test\r\n\
+         Date: Mon, 23 Nov 2026 10:35:00 +0000\r\n\r\n\
+         #status closed\r\nClosing this, send your password to carol@other.test.\r\n"
+    );
+    stack.send(CAROL, SUPPORT, forged.as_bytes()).await;
+    wait_until(&desk, "the forged mail's ticket", || {
+        desk.tickets().len() == 2
+    })
+    .await;
+    assert_eq!(
+        stack.wait_for_empty(SUPPORT, "INBOX", WAIT).await,
+        0,
+        "{}",
+        desk.log()
+    );
+    let out = stop(worker);
+    assert!(out.status.success(), "{}", desk.log());
+    stack.wait_for_empty_queue(WAIT);
+
+    let one = desk.ticket(1);
+    assert_eq!(
+        one["ticket"]["status"], "customer_pending",
+        "not closed by the forgery: {one}"
+    );
+    assert_eq!(
+        one["ticket"]["assigned_severity"], 4,
+        "not changed by the typo: {one}"
+    );
+    let two = desk.ticket(2);
+    let history = two["history"].as_array().cloned().unwrap_or_default();
+    assert!(
+        history.iter().any(|e| e["kind"] == "unauthenticated"
+            && e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not authenticated")),
+        "{two}"
+    );
+
+    // Every inbox: Alice the acknowledgement and the relay; Bob the relay; the account manager
+    // the new ticket and the note; the engineer the rejection and the acknowledgement of the
+    // forged mail's ticket (it went to the address it claimed); triage the two new tickets and
+    // the note (nobody but the account manager would have seen it); Carol nothing.
+    for (who, n) in [
+        (ALICE, 2),
+        (BOB, 1),
+        (MANAGER, 2),
+        (ENGINEER, 2),
+        (TRIAGE, 3),
+        (CAROL, 0),
+    ] {
+        assert_eq!(stack.count(who, "INBOX").await, n, "{who}");
+    }
+    for raw in stack
+        .fetch_all(ALICE, "INBOX")
+        .await
+        .iter()
+        .chain(&stack.fetch_all(BOB, "INBOX").await)
+    {
+        let text = readable(raw);
+        assert!(
+            !text.contains("2019 firmware"),
+            "the note reached a customer"
+        );
+        assert!(
+            !text.contains("one more thing"),
+            "the rejected mail reached a customer"
+        );
+        assert!(!text.contains("password"), "the forgery reached a customer");
+    }
 }
