@@ -441,7 +441,8 @@ async fn customer_mail_is_acknowledged_in_their_inbox_through_idle() {
     // Metrics and health.
     assert_eq!(desk.metric("postdesk_imap_connected").await, 1.0);
     assert_eq!(desk.metric("postdesk_messages_taken_total").await, 1.0);
-    assert_eq!(desk.metric("postdesk_mails_sent_total").await, 1.0);
+    // The acknowledgement and triage's new-ticket notification.
+    assert_eq!(desk.metric("postdesk_mails_sent_total").await, 2.0);
     assert_eq!(desk.metric("postdesk_outbox_depth").await, 0.0);
     let (status, body) = desk.http_get("/healthz").await;
     assert_eq!(status, 200, "{body}");
@@ -574,7 +575,12 @@ async fn with_postfix_stopped_mail_waits_in_the_outbox_and_goes_once_it_is_back(
         assert!(Instant::now() < deadline, "{}", desk.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(desk.metric("postdesk_outbox_depth").await, 1.0);
+    // The acknowledgement itself has failed twice (triage's notification fails alongside).
+    desk.wait_for_ticket(1, "two failed attempts of the acknowledgement", WAIT, |t| {
+        t["outbox"][0]["attempts"].as_i64().unwrap_or(0) >= 2
+    });
+    // The acknowledgement and triage's new-ticket notification wait.
+    assert_eq!(desk.metric("postdesk_outbox_depth").await, 2.0);
     assert!(desk.metric("postdesk_outbox_oldest_unsent_seconds").await > 0.0);
     stack.start_postfix();
     let n = stack
@@ -961,17 +967,24 @@ async fn a_permanent_refusal_marks_the_mail_failed_and_tells_triage() {
     );
     let history = t["history"].to_string();
     assert!(history.contains("delivery_failed"), "{history}");
+    // Triage: the new-ticket notification and the delivery-failure notice.
     assert_eq!(
         stack
-            .wait_for_count(TRIAGE, "INBOX", 1, Duration::from_secs(20))
+            .wait_for_count(TRIAGE, "INBOX", 2, Duration::from_secs(20))
             .await,
-        1
+        2
     );
-    let notice = &stack.fetch_all(TRIAGE, "INBOX").await[0];
-    let subject = header(notice, "Subject").unwrap_or_default();
+    let subjects: Vec<String> = stack
+        .fetch_all(TRIAGE, "INBOX")
+        .await
+        .iter()
+        .map(|m| header(m, "Subject").unwrap_or_default())
+        .collect();
     assert!(
-        subject.contains("[#1]") && subject.contains("nobody@other.test"),
-        "{subject}"
+        subjects
+            .iter()
+            .any(|s| s.contains("[#1]") && s.contains("nobody@other.test")),
+        "{subjects:?}"
     );
 }
 
@@ -1024,12 +1037,13 @@ async fn a_refusal_after_the_final_dot_takes_the_hand_over_back() {
         "{}",
         stack.log()
     );
-    // Triage hears of it; a second run sends nothing more.
+    // Triage hears of it (and of its own new-ticket notification, whose subject the filter
+    // refuses the same way); a second run sends nothing more.
     assert_eq!(
         stack
-            .wait_for_count(TRIAGE, "INBOX", 1, Duration::from_secs(20))
+            .wait_for_count(TRIAGE, "INBOX", 2, Duration::from_secs(20))
             .await,
-        1
+        2
     );
     let out = desk.run_until_idle();
     assert!(out.status.success(), "{}", desk.log());
@@ -1299,10 +1313,28 @@ async fn a_conversation_threads_replies_and_keeps_auto_replies_bounces_and_stran
         one["ticket"]["status"], "in_triage",
         "SPEC: a customer reply leaves in_triage"
     );
+    let templates_of = |t: &serde_json::Value| -> Vec<String> {
+        t["outbox"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o["template"].as_str().unwrap_or(""),
+                    o["to"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
     assert_eq!(
-        one["outbox"].as_array().map(Vec::len),
-        Some(1),
-        "no second acknowledgement"
+        templates_of(&one),
+        vec![
+            format!("acknowledgement {ALICE}"),
+            format!("engineer_notification {TRIAGE}"),
+            format!("engineer_notification {TRIAGE}"),
+        ],
+        "no second acknowledgement; triage told of the ticket and of Bob's reply, not of the vacation reply"
     );
     let history = one["history"].as_array().cloned().unwrap_or_default();
     assert!(
@@ -1346,16 +1378,28 @@ async fn a_conversation_threads_replies_and_keeps_auto_replies_bounces_and_stran
             .unwrap_or_default()
             .starts_with("[#2]")
     );
-    let sent: usize = tickets
+    let acknowledgements: usize = tickets
         .iter()
         .map(|t| {
-            desk.ticket(t["number"].as_i64().unwrap_or(0))["outbox"]
-                .as_array()
-                .map(Vec::len)
-                .unwrap_or(0)
+            templates_of(&desk.ticket(t["number"].as_i64().unwrap_or(0)))
+                .iter()
+                .filter(|m| m.starts_with("acknowledgement "))
+                .count()
         })
         .sum();
-    assert_eq!(sent, 3, "three acknowledgements, nothing else");
+    assert_eq!(
+        acknowledgements, 3,
+        "three acknowledgements, nothing else to customers"
+    );
+    assert_eq!(
+        templates_of(&three),
+        vec![
+            format!("acknowledgement {GONE}"),
+            format!("engineer_notification {TRIAGE}"),
+            format!("delivery_failure {TRIAGE}"),
+        ],
+        "triage hears that the requester's address bounces"
+    );
 }
 
 /// The whole message as text, with quoted-printable soft breaks and base64 text parts decoded
