@@ -239,3 +239,119 @@ fn real_bounces_never_open_answer_or_quarantine() {
         "nothing answered"
     );
 }
+
+/// `explain` classifies staff mail and says who would receive what, changing nothing.
+#[test]
+fn explain_classifies_engineer_mail_and_names_every_recipient() {
+    let sb = Sandbox::new();
+    let run = |args: &[&str]| {
+        sb.command(args)
+            .env("POSTDESK_TRIAGE_OWNERS", "triage@example.com")
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(args);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let first = write(
+        &sb,
+        "first.eml",
+        &customer_mail("jane@acme.test", "SEV 3 printer on fire", "first@acme.test"),
+    );
+    assert_eq!(code(&run(&["ingest", &first])), 0);
+    let show = json(&["tickets", "show", "1", "--json"]);
+    let outbox = show["outbox"].as_array().unwrap();
+    let sent: Vec<(&str, &str)> = outbox
+        .iter()
+        .map(|o| (o["template"].as_str().unwrap(), o["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            ("acknowledgement", "jane@acme.test"),
+            ("engineer_notification", "triage@example.com")
+        ]
+    );
+    let notification = outbox[1]["message_id"].as_str().unwrap().to_string();
+
+    let engineer = |name: &str, body: &str| {
+        write(
+            &sb,
+            name,
+            &reply(
+                "Sam Engineer <sam@example.com>",
+                "Re: [#1] New ticket (Sev 3): SEV 3 printer on fire",
+                &format!("{name}@example.com"),
+                Some(&notification),
+                body,
+            ),
+        )
+    };
+    // (case, body, action, outbound, status change to)
+    let cases = [
+        (
+            "public_reply_is_relayed",
+            "#severity 4\n\nHi Jane, please restart it.\n",
+            "engineer_reply",
+            vec![("relay", "jane@acme.test")],
+            Some("customer_pending"),
+        ),
+        (
+            "note_goes_to_triage_when_nobody_else_is_on_staff",
+            "#note\nold firmware\n",
+            "internal_note",
+            vec![("internal_note", "triage@example.com")],
+            Some("engineer_pending"),
+        ),
+        (
+            "commands_only_mail_nobody",
+            "#assign me\n",
+            "engineer_command",
+            vec![],
+            Some("engineer_pending"),
+        ),
+        (
+            "typo_is_rejected_to_the_engineer",
+            "#sevrity 9\nHi Jane\n",
+            "command_rejected",
+            vec![("command_rejected", "sam@example.com")],
+            None,
+        ),
+    ];
+    for (name, body, action, outbound, to) in cases {
+        let file = engineer(name, body);
+        let e = json(&["explain", &file, "--json"]);
+        assert_eq!(e["action"], action, "{name}: {e}");
+        assert_eq!(e["ticket"], 1, "{name}");
+        let got: Vec<(&str, &str)> = e["outbound"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["template"].as_str().unwrap(), o["to"].as_str().unwrap()))
+            .collect();
+        assert_eq!(got, outbound, "{name}: {e}");
+        assert_eq!(e["status_change"]["to"].as_str(), to, "{name}: {e}");
+    }
+    let typo = engineer("typo_again", "#sevrity 9\nHi Jane\n");
+    let e = json(&["explain", &typo, "--json"]);
+    assert_eq!(e["rejected"][0]["line"], 1, "{e}");
+    assert!(
+        e["rejected"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("#severity"),
+        "{e}"
+    );
+    let text = String::from_utf8_lossy(&run(&["explain", &typo]).stdout).into_owned();
+    assert!(
+        text.contains("action:    command_rejected (ticket #1)"),
+        "{text}"
+    );
+    assert!(text.contains("rejected:  line 1: #sevrity 9"), "{text}");
+    // explain changed nothing.
+    let after = json(&["tickets", "show", "1", "--json"]);
+    assert_eq!(after["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(after["ticket"]["status"], "in_triage");
+}
