@@ -21,8 +21,8 @@ use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse, quote};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 pub use crate::outbound::context::SeverityView;
 use crate::outbound::context::{
-    AttachmentView, Audience, COMMAND_HELP, CompanyView, DEFAULT_ZONE, FailureView, MessageView,
-    NotificationView, ParticipantView, PersonView, RejectedCommand, RejectionView,
+    AttachmentView, Audience, COMMAND_HELP, ClosingView, CompanyView, DEFAULT_ZONE, FailureView,
+    MessageView, NotificationView, ParticipantView, PersonView, RejectedCommand, RejectionView,
     StatusChangeView, SupportView, TemplateContext, TicketView, audience, failure_kind, size_label,
 };
 use crate::outbound::sanitize::clean_html;
@@ -477,6 +477,29 @@ struct Envelope<'a> {
     automatic: bool,
 }
 
+/// Business days a ticket stays close pending before it closes by itself (SPEC: Statuses).
+const CLOSE_PENDING_BUSINESS_DAYS: u32 = 5;
+
+/// What the close-pending and closed notices say about closing. Until the business-hours
+/// calendars arrive (SLA issue), the automatic close is counted in weekdays of the desk's zone.
+fn closing_view(desk: &Desk, at: DateTime<Utc>, zone: chrono_tz::Tz) -> ClosingView {
+    use chrono::Datelike;
+    let mut day = at.with_timezone(&zone);
+    let mut left = CLOSE_PENDING_BUSINESS_DAYS;
+    while left > 0 {
+        day += Duration::days(1);
+        if !matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            left -= 1;
+        }
+    }
+    ClosingView {
+        auto_close_local: crate::outbound::context::format_local(day.with_timezone(&Utc), zone),
+        business_days: CLOSE_PENDING_BUSINESS_DAYS,
+        confirm_word: "#close".into(),
+        reopen_days: u32::try_from(desk.policy.reopen_window.num_days()).unwrap_or(14),
+    }
+}
+
 /// Whether the decision is an engineer's public reply: its text (and attachments) go to the
 /// customer, with the relay or with the close-pending / closed notice it caused.
 fn carries_engineer_reply(decision: &Decision) -> bool {
@@ -592,6 +615,9 @@ fn render_planned(
     if !for_staff && caused_by_staff {
         envelope.in_reply_to = facts.conversation.last().map(String::as_str);
         envelope.references = &facts.conversation;
+    }
+    if matches!(template, Template::ClosePending | Template::Closed) {
+        ctx.closing = Some(closing_view(desk, decision.at, zone));
     }
     match template {
         Template::EngineerNotification => {

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Sandbox, code, customer_mail};
+use mail_parser::MimeHeaders;
 
 /// A reply from `from` with `subject`, In-Reply-To `parent` when given, and `body`.
 fn reply(from: &str, subject: &str, message_id: &str, parent: Option<&str>, body: &str) -> Vec<u8> {
@@ -354,4 +355,81 @@ fn explain_classifies_engineer_mail_and_names_every_recipient() {
     let after = json(&["tickets", "show", "1", "--json"]);
     assert_eq!(after["messages"].as_array().map(Vec::len), Some(1));
     assert_eq!(after["ticket"]["status"], "in_triage");
+}
+
+/// An engineer's formatted HTML reply with an inline image reaches the customer with its
+/// formatting, sanitised, the image as an inline part its `cid:` still names, and without the
+/// command line, the quote or anything executable.
+#[test]
+fn a_relayed_html_reply_keeps_formatting_and_inline_images_and_loses_scripts() {
+    let sb = Sandbox::new();
+    let first = write(
+        &sb,
+        "first.eml",
+        &customer_mail("jane@acme.test", "SEV 3 printer on fire", "first@acme.test"),
+    );
+    assert_eq!(code(&sb.run(&["ingest", &first])), 0);
+    let html = "<div>#solved</div><div><br></div><div>Hi Jane, <b>restart</b> the <i>spooler</i>:</div>\
+                <img src=\"cid:shot@sam\" alt=\"screen\"><script>alert(1)</script>\
+                <img src=\"x\" onerror=\"alert(2)\"><a href=\"javascript:alert(3)\">x</a>\
+                <div class=\"gmail_quote\"><div class=\"gmail_attr\">On Mon, Jane wrote:</div>\
+                <blockquote class=\"gmail_quote\">Hello, something is broken.</blockquote></div>";
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let raw = format!(
+        "From: Sam Engineer <sam@example.com>\r\nTo: support@example.com\r\nSubject: Re: [#1] SEV 3 printer on fire\r\n\
+         Date: Mon, 23 Nov 2026 11:00:00 +0000\r\nMessage-ID: <html-1@example.com>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/related; boundary=\"r\"\r\n\r\n\
+         --r\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n\
+         --a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n#solved\r\n\r\nHi Jane, restart the spooler:\r\n\r\nOn Mon, Jane wrote:\r\n> Hello, something is broken.\r\n\
+         --a\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--a--\r\n\
+         --r\r\nContent-Type: image/png\r\nContent-ID: <shot@sam>\r\nContent-Disposition: inline; filename=\"shot.png\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{png}\r\n--r--\r\n"
+    );
+    let file = write(&sb, "engineer.eml", raw.as_bytes());
+    assert_eq!(code(&sb.run(&["ingest", &file])), 0);
+    assert!(sb.run(&["run", "--exit-when-idle"]).status.success());
+    let sent: Vec<Vec<u8>> = sb
+        .outbox_files()
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let notice = sent
+        .iter()
+        .find(|m| String::from_utf8_lossy(m).contains("postdesk.1.close_pending."))
+        .unwrap_or_else(|| panic!("no close_pending notice in {} mails", sent.len()));
+    let msg = mail_parser::MessageParser::default().parse(notice).unwrap();
+    let html = msg.body_html(0).unwrap_or_default().into_owned();
+    let text = msg.body_text(0).unwrap_or_default().into_owned();
+    assert!(
+        html.contains("<b>restart</b>") && html.contains("<i>spooler</i>"),
+        "{html}"
+    );
+    assert!(html.contains("cid:shot@sam"), "{html}");
+    for bad in [
+        "<script",
+        "alert(",
+        "onerror",
+        "javascript:",
+        "#solved",
+        "something is broken",
+    ] {
+        assert!(!html.contains(bad), "{bad} in\n{html}");
+    }
+    for bad in ["#solved", "something is broken", "sam@example.com"] {
+        assert!(!text.contains(bad), "{bad} in\n{text}");
+    }
+    assert!(text.contains("restart the spooler"), "{text}");
+    let inline: Vec<_> = msg
+        .parts
+        .iter()
+        .filter(|p| p.content_id() == Some("shot@sam"))
+        .collect();
+    assert_eq!(
+        inline.len(),
+        1,
+        "the inline image travels with its Content-ID"
+    );
+    assert!(!String::from_utf8_lossy(notice).contains("sam@example.com"));
+    let show = sb.json(&["tickets", "show", "1", "--json"]);
+    assert_eq!(show["ticket"]["status"], "close_pending");
 }

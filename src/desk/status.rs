@@ -103,8 +103,8 @@ impl StatusEvent {
             StatusEvent::CustomerReopens => "customer reply within the reopen window",
             StatusEvent::EngineerAction => "first engineer action",
             StatusEvent::EngineerReply => "engineer replied to the customer",
-            StatusEvent::EngineerSolved => "engineer marked it solved (#solved)",
-            StatusEvent::EngineerSetsStatus => "engineer set the status (#status)",
+            StatusEvent::EngineerSolved => "marked solved by an engineer",
+            StatusEvent::EngineerSetsStatus => "set by an engineer",
         }
     }
 }
