@@ -8,7 +8,16 @@
 //!    clock runs until every acknowledgement has been delivered to the customers' mailboxes.
 //!    Peak RSS is the worker's (getrusage of the child).
 //!
-//! `POSTDESK_BENCH_LATENCY_N` and `POSTDESK_BENCH_BACKLOG_N` change the counts;
+//! 3. Engineer relay latency: `postdesk run` in IDLE with `triage@` as triage owner and
+//!    `example.test` as staff domain; N customers open a ticket each (one burst), then, one at a
+//!    time, `engineer@` answers ticket n's `engineer_notification` (found in triage@'s INBOX by
+//!    its `X-Postdesk-Ticket` header; `Re:` its subject, `In-Reply-To` its Message-ID); measured
+//!    from Postfix's 250 for the engineer's DATA to the relay being in the customer's mailbox
+//!    (the second message there).
+//!
+//! `POSTDESK_BENCH_LATENCY_N`, `POSTDESK_BENCH_BACKLOG_N` and `POSTDESK_BENCH_RELAY_N` change
+//! the counts (a count of 0 skips that part); `POSTDESK_BENCH_ONLY` runs only the parts named in
+//! it, comma-separated: `latency`, `backlog`, `relay` (e.g. `POSTDESK_BENCH_ONLY=relay`);
 //! `POSTDESK_BENCH_DATABASE` (a postgres:// URL of a server where a database may be created)
 //! runs the worker on PostgreSQL instead of SQLite.
 
@@ -19,7 +28,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailstack::{MailStack, PASSWORD, SUPPORT, customer};
+use mailstack::{ENGINEER, MailStack, PASSWORD, SUPPORT, TRIAGE, customer, message_id};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 
@@ -31,6 +40,16 @@ fn mail(from: &str, subject: &str, id: &str) -> Vec<u8> {
 }
 
 fn worker(stack: &MailStack, dir: &std::path::Path, database: &str, extra: &[&str]) -> Child {
+    worker_with_env(stack, dir, database, extra, &[])
+}
+
+fn worker_with_env(
+    stack: &MailStack,
+    dir: &std::path::Path,
+    database: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Child {
     let mut args = vec!["run"];
     args.extend_from_slice(extra);
     let log = std::fs::File::create(dir.join("worker.log")).unwrap_or_else(|e| panic!("{e}"));
@@ -57,6 +76,7 @@ fn worker(stack: &MailStack, dir: &std::path::Path, database: &str, extra: &[&st
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
         )
         .env("POSTDESK_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -103,18 +123,11 @@ fn database(dir: &std::path::Path, tag: &str) -> String {
     }
 }
 
-async fn latency(n: usize) {
-    if n == 0 {
-        return;
-    }
-    let stack = MailStack::start();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let db = database(dir.path(), "latency");
-    let mut child = worker(&stack, dir.path(), &db, &[]);
-    // Connected and in IDLE before the first customer writes.
+/// Waits until the worker is connected and in IDLE: it creates the processed folder when it
+/// connects; one warm-up mail has to be processed.
+async fn warm_up(stack: &MailStack) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while stack.count(SUPPORT, "postdesk.processed").await == 0 {
-        // The worker creates the processed folder when it connects; wait for one warm-up mail.
         if Instant::now() > deadline {
             panic!("worker not ready");
         }
@@ -130,6 +143,18 @@ async fn latency(n: usize) {
             .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+async fn latency(n: usize) {
+    if n == 0 {
+        return;
+    }
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = database(dir.path(), "latency");
+    let mut child = worker(&stack, dir.path(), &db, &[]);
+    // Connected and in IDLE before the first customer writes.
+    warm_up(&stack).await;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let who = customer(i);
@@ -243,6 +268,220 @@ async fn backlog(n: usize) {
     );
 }
 
+/// A header's value (first occurrence, name in any case, folded lines joined, trimmed).
+fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ");
+    head.split("\r\n").find_map(|line| {
+        let (n, value) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
+/// The ticket number of a message postdesk sent: `X-Postdesk-Ticket`, else the `[#N]` tag.
+fn ticket_number(raw: &[u8]) -> Option<i64> {
+    if let Some(n) = header(raw, "X-Postdesk-Ticket").and_then(|v| v.parse().ok()) {
+        return Some(n);
+    }
+    let subject = header(raw, "Subject")?;
+    let rest = &subject[subject.find("[#")? + 2..];
+    rest[..rest.find(']')?].trim().parse().ok()
+}
+
+/// The messages in a Dovecot maildir (new/ and cur/), oldest file name first.
+fn maildir_messages(stack: &MailStack, user: &str) -> Vec<Vec<u8>> {
+    let root = stack.maildir(user);
+    let mut files: Vec<PathBuf> = ["new", "cur"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(root.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+        })
+        .collect();
+    files.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    // Dovecot stores LF line ends; IMAP would serve CRLF.
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|m| m.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes())
+        .collect()
+}
+
+/// Stops the worker and panics with what it logged.
+fn give_up(child: &mut Child, dir: &std::path::Path, what: &str) -> ! {
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "{what}\n===== worker.log =====\n{}",
+        std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default()
+    );
+}
+
+async fn relay(n: usize) {
+    if n == 0 {
+        return;
+    }
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = database(dir.path(), "relay");
+    let mut child = worker_with_env(
+        &stack,
+        dir.path(),
+        &db,
+        &[],
+        &[
+            ("POSTDESK_TRIAGE_OWNERS", TRIAGE),
+            ("POSTDESK_STAFF_DOMAINS", "example.test"),
+        ],
+    );
+    warm_up(&stack).await;
+
+    // N tickets, opened in one burst.
+    let opened = Instant::now();
+    stack
+        .send_many(
+            (0..n)
+                .map(|i| {
+                    let who = customer(i);
+                    let raw = mail(&who, &format!("SEV 4 relay {i}"), &format!("rel{i}@bench"));
+                    (who, SUPPORT.to_string(), raw)
+                })
+                .collect(),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let missing = (0..n)
+            .filter(|i| delivered(&stack, &customer(*i)) < 1)
+            .count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            give_up(
+                &mut child,
+                dir.path(),
+                &format!("{missing} of {n} acknowledgements missing"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each customer's ticket, from its acknowledgement.
+    let tickets: Vec<i64> = (0..n)
+        .map(|i| {
+            let msgs = maildir_messages(&stack, &customer(i));
+            msgs.first()
+                .and_then(|m| ticket_number(m))
+                .unwrap_or_else(|| {
+                    give_up(
+                        &mut child,
+                        dir.path(),
+                        &format!("no ticket number in {}'s acknowledgement", customer(i)),
+                    )
+                })
+        })
+        .collect();
+    // Each ticket's engineer_notification in triage@'s INBOX: (subject, Message-ID).
+    let mut notifications: std::collections::HashMap<i64, (String, String)> = Default::default();
+    loop {
+        notifications.clear();
+        for m in stack.fetch_all(TRIAGE, "INBOX").await {
+            if let (Some(t), Some(subject), Some(id)) =
+                (ticket_number(&m), header(&m, "Subject"), message_id(&m))
+            {
+                notifications.insert(t, (subject, id));
+            }
+        }
+        let missing = tickets
+            .iter()
+            .filter(|t| !notifications.contains_key(t))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            give_up(
+                &mut child,
+                dir.path(),
+                &format!("{missing} of {n} engineer notifications missing in {TRIAGE}"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "relay: {n} tickets opened, acknowledged and notified to triage in {:.1}s",
+        opened.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut samples = Vec::with_capacity(n);
+    for (i, ticket) in tickets.iter().enumerate() {
+        let who = customer(i);
+        let (subject, notification) = &notifications[ticket];
+        let raw = format!(
+            "From: Engineer <{ENGINEER}>\r\nTo: {SUPPORT}\r\nSubject: Re: {subject}\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\nMessage-ID: <eng{i}@bench>\r\nIn-Reply-To: <{notification}>\r\nReferences: <{notification}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHi,\r\n\r\nplease restart the export job ({i}).\r\n\r\nOn Mon, 23 Nov 2026, Customer wrote:\r\n> the export job fails every night since the upgrade\r\n"
+        );
+        let accepted = stack.send(ENGINEER, SUPPORT, raw.as_bytes()).await;
+        let deadline = accepted + Duration::from_secs(30);
+        loop {
+            if delivered(&stack, &who) >= 2 {
+                samples.push(accepted.elapsed());
+                break;
+            }
+            if Instant::now() > deadline {
+                give_up(
+                    &mut child,
+                    dir.path(),
+                    &format!(
+                        "no relay for {who} (ticket {ticket}) 30 s after the engineer's reply"
+                    ),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // What arrived second is the relay of the engineer's text (checked outside the clock).
+    for i in 0..n {
+        let who = customer(i);
+        let needle = format!("please restart the export job ({i})");
+        let msgs = maildir_messages(&stack, &who);
+        assert!(
+            msgs.iter()
+                .any(|m| String::from_utf8_lossy(m).contains(&needle)),
+            "{who}: no message carries {needle:?}: {:?}",
+            msgs.iter()
+                .map(|m| header(m, "Subject").unwrap_or_default())
+                .collect::<Vec<_>>()
+        );
+    }
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len().max(1) as u32;
+    println!(
+        "engineer relay latency (SMTP 250 -> relay in the customer's mailbox), {n} replies one at a time, {}:\n  p50={:.0}ms p95={:.0}ms max={:.0}ms mean={:.0}ms",
+        if db.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        },
+        percentile(&samples, 0.50).as_secs_f64() * 1000.0,
+        percentile(&samples, 0.95).as_secs_f64() * 1000.0,
+        samples.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        mean.as_secs_f64() * 1000.0,
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: only run for real.
     if !std::env::args().any(|a| a == "--bench") {
@@ -258,8 +497,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
+    let only = std::env::var("POSTDESK_BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| {
+        only.trim().is_empty() || only.split(',').any(|p| p.trim().eq_ignore_ascii_case(part))
+    };
     rt.block_on(async {
-        latency(n("POSTDESK_BENCH_LATENCY_N", 100)).await;
-        backlog(n("POSTDESK_BENCH_BACKLOG_N", 10_000)).await;
+        if run("latency") {
+            latency(n("POSTDESK_BENCH_LATENCY_N", 100)).await;
+        }
+        if run("backlog") {
+            backlog(n("POSTDESK_BENCH_BACKLOG_N", 10_000)).await;
+        }
+        if run("relay") {
+            relay(n("POSTDESK_BENCH_RELAY_N", 100)).await;
+        }
     });
 }
