@@ -484,6 +484,7 @@ impl Config {
                 .map(|c| crate::desk::CustomerDomain {
                     domain: c.domain.clone(),
                     account_manager: c.account_manager.as_ref().map(|a| a.to_ascii_lowercase()),
+                    calendar: c.calendar.clone(),
                 })
                 .collect(),
             reopen_window: chrono::Duration::from_std(self.reopen_window)
@@ -492,6 +493,8 @@ impl Config {
             triage_owners: self.triage_owners.clone(),
             require_authenticated: self.staff_require_authenticated,
             after_engineer_reply: self.after_engineer_reply,
+            sla: crate::sla::policy::SlaPolicy::default(),
+            calendars: crate::sla::clock::Calendars::default(),
         }
     }
 
@@ -1088,12 +1091,26 @@ impl Values {
                 )
             })?;
             let company = get("company")?.unwrap_or_else(|| domain.clone());
+            let calendar = get("calendar")?;
+            if let Some(c) = &calendar {
+                let known = crate::sla::clock::Calendars::default();
+                if known.get(c).is_none() {
+                    return Err(err(
+                        o,
+                        "customers.calendar",
+                        format!(
+                            "unknown calendar \"{c}\" for {domain}: expected one of {}",
+                            known.names().join(", ")
+                        ),
+                    ));
+                }
+            }
             customers.push(Customer {
                 domain: domain.to_ascii_lowercase(),
                 company,
                 account_manager: get("account_manager")?,
                 language: get("language")?,
-                calendar: get("calendar")?,
+                calendar,
             });
         }
 

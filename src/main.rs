@@ -648,17 +648,22 @@ fn severity_cell(t: &TicketSummary) -> String {
 
 fn print_ticket_table(list: &[TicketSummary]) {
     println!(
-        "{:>6}  {:<16}  {:<14}  {:<28}  SUBJECT",
-        "#", "STATUS", "SEV", "REQUESTER"
+        "{:>6}  {:<16}  {:<14}  {:<28}  {:<29}  SUBJECT",
+        "#", "STATUS", "SEV", "REQUESTER", "NEXT DUE (UTC)"
     );
     for t in list {
         let subject: String = t.subject.chars().take(60).collect();
+        let due = t
+            .next_deadline()
+            .map(|(k, d)| format!("{} {k}", d.format("%Y-%m-%d %H:%M")))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:>6}  {:<16}  {:<14}  {:<28}  {}",
+            "{:>6}  {:<16}  {:<14}  {:<28}  {:<29}  {}",
             t.number,
             t.status,
             severity_cell(t),
             t.requester,
+            due,
             subject
         );
     }
@@ -685,6 +690,16 @@ fn print_ticket_detail(d: &TicketDetail) {
     );
     if let Some(at) = t.first_response_at {
         println!("  responded: {}", at.to_rfc3339());
+    }
+    for (what, due) in [
+        ("response", t.response_due_at),
+        ("resolution", t.resolution_due_at),
+        ("escalation", t.escalation_due_at),
+        ("update", t.update_due_at),
+    ] {
+        if let Some(d) = due {
+            println!("  {:<10} due {}", what, d.to_rfc3339());
+        }
     }
     println!("Participants:");
     for p in &d.participants {

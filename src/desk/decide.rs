@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::commands::Rejected;
+use crate::sla::clock::{Calendars, SlaPlan};
+use crate::sla::policy::SlaPolicy;
 use super::loops;
 use super::notify;
 use super::severity::{DowngradeMap, Severity, SeverityReading};
@@ -29,6 +31,8 @@ pub struct CustomerDomain {
     pub domain: String,
     /// The account manager's address, lower-cased.
     pub account_manager: Option<String>,
+    /// The customer's business-hours calendar (`[[customers]] calendar`).
+    pub calendar: Option<String>,
 }
 
 /// The rules from config that decisions depend on.
@@ -63,6 +67,10 @@ pub struct Policy {
     /// Where an engineer's public reply without a status command leads
     /// (`statuses.after_engineer_reply`).
     pub after_engineer_reply: Status,
+    /// Response, resolution, status-update and escalation targets per severity.
+    pub sla: SlaPolicy,
+    /// The business-hours calendars.
+    pub calendars: Calendars,
 }
 
 impl Policy {
@@ -79,6 +87,31 @@ impl Policy {
             .iter()
             .find(|c| c.domain.eq_ignore_ascii_case(domain))
             .and_then(|c| c.account_manager.as_deref())
+    }
+
+    /// The calendar of a customer domain (`[[customers]] calendar`).
+    pub fn calendar_of(&self, domain: &str) -> Option<&str> {
+        self.customers
+            .iter()
+            .find(|c| c.domain.eq_ignore_ascii_case(domain))
+            .and_then(|c| c.calendar.as_deref())
+    }
+
+    /// The SLA clock of a ticket of `severity` created at `created_at` by `requester`.
+    pub fn sla_from_creation(
+        &self,
+        severity: Severity,
+        requester: &Mailbox,
+        created_at: DateTime<Utc>,
+    ) -> SlaPlan {
+        SlaPlan::from_creation(
+            &self.sla,
+            &self.calendars,
+            severity,
+            self.calendar_of(&requester.domain()),
+            created_at,
+            created_at,
+        )
     }
 
     /// Whether an address is an account manager of some customer.
@@ -522,6 +555,8 @@ pub struct Decision {
     pub update: TicketUpdate,
     /// The command lines rejected (the `command_rejected` mail lists them).
     pub rejected: Vec<Rejected>,
+    /// SLA deadlines set or recomputed (a new ticket, a severity change, a public reply).
+    pub sla: Option<SlaPlan>,
     /// History events, in order.
     pub events: Vec<PlannedEvent>,
     /// Whether the sender gets an acknowledgement.
@@ -552,6 +587,7 @@ impl Decision {
             requester_bounced: false,
             update: TicketUpdate::default(),
             rejected: Vec::new(),
+        sla: None,
             events: Vec::new(),
             acknowledge: false,
             reason,
@@ -813,6 +849,16 @@ fn new_ticket(
         });
     }
     outbound.extend(notify::new_ticket(policy, &mail.from));
+    let sla = policy.sla_from_creation(severity.assigned, &mail.from, now);
+    events.push(PlannedEvent {
+        on: Some(Target::Opened),
+        actor: "postdesk".into(),
+        kind: "sla".into(),
+        from: None,
+        to: None,
+        reason: format!("deadlines set: {}", sla.describe(&policy.calendars)),
+        related: None,
+    });
     Decision {
         action: Action::NewTicket(ticket),
         severity: Some(severity),
@@ -827,6 +873,7 @@ fn new_ticket(
         requester_bounced: false,
         update: TicketUpdate::default(),
         rejected: Vec::new(),
+        sla: Some(sla),
         events,
         acknowledge,
         reason,
@@ -1102,6 +1149,7 @@ fn customer_reply(input: &Incoming<'_>, reopens: bool, policy: &Policy) -> Decis
         requester_bounced: false,
         update: TicketUpdate::default(),
         rejected: Vec::new(),
+        sla: None,
         events,
         acknowledge: false,
         reason,
@@ -1249,6 +1297,7 @@ fn decide_report(
         requester_bounced,
         update: TicketUpdate::default(),
         rejected: Vec::new(),
+        sla: None,
         events,
         acknowledge: false,
         reason,

@@ -26,6 +26,7 @@ use super::decide::{
 use super::notify;
 use super::status::{Status, StatusEvent, transition_as};
 use super::ticket::Role;
+use crate::sla::clock::SlaPlan;
 use crate::mail::Mailbox;
 
 /// An engineer's mail on a ticket.
@@ -190,6 +191,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
     }
 
     let mut outbound = Vec::new();
+    let mut to_customers_sent = false;
     let assignee_after = update.assignee.as_deref().or(ticket.assignee.as_deref());
     if note {
         let told = notify::internal_note(policy, ticket, assignee_after, &input.mail.from);
@@ -215,6 +217,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
             _ => None,
         };
         if let Some(t) = to_customers {
+            to_customers_sent = true;
             let customers: Vec<PlannedMail> = ticket
                 .customers()
                 .map(|m| PlannedMail::new(t, m.mailbox()))
@@ -240,6 +243,59 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
         && !resolved(c.from)
     {
         outbound.extend(notify::resolved(policy, ticket, &input.mail.from));
+    }
+
+    // The SLA clock: a new severity recomputes every deadline from creation; a public message
+    // restarts the status-update interval.
+    let severity_now = update.severity.unwrap_or(ticket.severity.assigned);
+    let customer_calendar = ticket
+        .requester()
+        .and_then(|r| r.address.rsplit_once('@'))
+        .and_then(|(_, d)| policy.calendar_of(d));
+    let restarts_updates = public || to_customers_sent;
+    let update_plan = || {
+        SlaPlan::update_from(
+            &policy.sla,
+            &policy.calendars,
+            severity_now,
+            customer_calendar,
+            input.now,
+        )
+    };
+    let sla = match (update.severity.is_some(), restarts_updates) {
+        (false, false) => None,
+        (false, true) => Some(update_plan()),
+        (true, _) => {
+            let mut plan = SlaPlan::from_creation(
+                &policy.sla,
+                &policy.calendars,
+                severity_now,
+                customer_calendar,
+                ticket.created_at,
+                ticket.created_at,
+            );
+            // The update interval restarts only with a public message; else it stays as stored.
+            plan.next_update = restarts_updates.then(|| update_plan().next_update).flatten();
+            Some(plan)
+        }
+    };
+    if let Some(plan) = &sla {
+        events.push(PlannedEvent {
+            on,
+            actor: "postdesk".into(),
+            kind: "sla".into(),
+            from: None,
+            to: None,
+            reason: if plan.deadlines.is_some() {
+                format!(
+                    "deadlines recomputed from creation: {}",
+                    plan.describe(&policy.calendars)
+                )
+            } else {
+                format!("public reply: {}", plan.describe(&policy.calendars))
+            },
+            related: None,
+        });
     }
 
     let kind = if note {
@@ -281,6 +337,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
         requester_bounced: false,
         update,
         rejected: Vec::new(),
+        sla,
         events,
         acknowledge: false,
         reason,
@@ -350,6 +407,7 @@ pub(super) fn account_manager_reply(input: &Incoming<'_>, policy: &Policy) -> De
         requester_bounced: false,
         update: TicketUpdate::default(),
         rejected: Vec::new(),
+        sla: None,
         events,
         acknowledge: false,
         reason,
@@ -400,6 +458,7 @@ fn rejection(input: &Incoming<'_>, text: String, rejected: Vec<Rejected>) -> Dec
         requester_bounced: false,
         update: TicketUpdate::default(),
         rejected,
+        sla: None,
         events,
         acknowledge: false,
         reason: format!(

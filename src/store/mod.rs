@@ -192,6 +192,14 @@ pub struct TicketSummary {
     pub assignee: Option<String>,
     /// When the first public engineer reply went out.
     pub first_response_at: Option<DateTime<Utc>>,
+    /// The first public engineer reply is due (SLA).
+    pub response_due_at: Option<DateTime<Utc>>,
+    /// Close pending or closed is due (SLA).
+    pub resolution_due_at: Option<DateTime<Utc>>,
+    /// The ticket escalates if still unresolved (SLA).
+    pub escalation_due_at: Option<DateTime<Utc>>,
+    /// The next status update is due (SLA).
+    pub update_due_at: Option<DateTime<Utc>>,
     /// False when the subject named no severity.
     pub severity_given: bool,
     /// True when email asked for Sev 1/2.
@@ -200,6 +208,24 @@ pub struct TicketSummary {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+impl TicketSummary {
+    /// The next SLA deadline still running: `(kind, due)` with kind `response`, `resolution`,
+    /// `escalation` or `update` (a status update while the ticket is with us).
+    pub fn next_deadline(&self) -> Option<(&'static str, DateTime<Utc>)> {
+        let resolved = matches!(self.status.as_str(), "close_pending" | "closed");
+        let with_us = matches!(self.status.as_str(), "in_triage" | "engineer_pending");
+        [
+            ("response", self.response_due_at.filter(|_| self.first_response_at.is_none() && !resolved)),
+            ("resolution", self.resolution_due_at.filter(|_| !resolved)),
+            ("escalation", self.escalation_due_at.filter(|_| !resolved)),
+            ("update", self.update_due_at.filter(|_| with_us)),
+        ]
+        .into_iter()
+        .filter_map(|(k, due)| due.map(|d| (k, d)))
+        .min_by_key(|(_, d)| *d)
+    }
 }
 
 /// A participant of a ticket.

@@ -339,6 +339,10 @@ macro_rules! sql_store {
                 closed_at: r.try_get("closed_at")?,
                 assignee: r.try_get("assignee")?,
                 first_response_at: r.try_get("first_response_at")?,
+                response_due_at: r.try_get("response_due_at")?,
+                resolution_due_at: r.try_get("resolution_due_at")?,
+                escalation_due_at: r.try_get("escalation_due_at")?,
+                update_due_at: r.try_get("update_due_at")?,
                 severity_given: r.try_get("severity_given")?,
                 downgraded: r.try_get("downgraded")?,
                 created_at: r.try_get("created_at")?,
@@ -346,7 +350,7 @@ macro_rules! sql_store {
             })
         }
 
-        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, severity_given, downgraded, created_at, updated_at";
+        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, response_due_at, resolution_due_at, escalation_due_at, update_due_at, severity_given, downgraded, created_at, updated_at";
 
         impl Store for $store {
             type Tx = $tx;
@@ -693,6 +697,8 @@ macro_rules! sql_store {
             ) -> Result<Option<i64>, StoreError> {
                 let at = d.at;
                 let conn: &mut Conn = &mut self.0;
+                let due = d.sla.as_ref().and_then(|p| p.deadlines);
+                let next_update = d.sla.as_ref().and_then(|p| p.next_update);
                 let number: Option<i64> = match &d.action {
                     Action::Quarantine(reason) => {
                         sqlx::query(
@@ -714,8 +720,9 @@ macro_rules! sql_store {
                     Action::NewTicket(t) => {
                         let number: i64 = sqlx::query(
                             "INSERT INTO tickets (subject, requester, requester_name, status, requested_severity,
-                                 assigned_severity, severity_given, downgraded, linked_ticket, created_at, updated_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+                                 assigned_severity, severity_given, downgraded, linked_ticket, created_at, updated_at,
+                                 response_due_at, resolution_due_at, escalation_due_at, update_due_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) RETURNING id",
                         )
                         .bind(&t.subject)
                         .bind(t.requester.key())
@@ -727,6 +734,10 @@ macro_rules! sql_store {
                         .bind(t.severity.downgraded)
                         .bind(t.linked_ticket)
                         .bind(at)
+                        .bind(due.map(|d| d.response))
+                        .bind(due.map(|d| d.resolution))
+                        .bind(due.map(|d| d.escalation))
+                        .bind(next_update)
                         .fetch_one(&mut *conn)
                         .await?
                         .try_get(0)?;
@@ -795,7 +806,11 @@ macro_rules! sql_store {
                                  assignee = COALESCE($5, assignee),
                                  assigned_severity = COALESCE($6, assigned_severity),
                                  first_response_at = CASE WHEN $7 THEN COALESCE(first_response_at, $1)
-                                                          ELSE first_response_at END
+                                                          ELSE first_response_at END,
+                                 response_due_at = COALESCE($8, response_due_at),
+                                 resolution_due_at = COALESCE($9, resolution_due_at),
+                                 escalation_due_at = COALESCE($10, escalation_due_at),
+                                 update_due_at = COALESCE($11, update_due_at)
                              WHERE id = $4",
                         )
                         .bind(at)
@@ -805,6 +820,10 @@ macro_rules! sql_store {
                         .bind(d.update.assignee.as_deref())
                         .bind(d.update.severity.map(|s| i64::from(s.number())))
                         .bind(d.update.first_response)
+                        .bind(due.map(|d| d.response))
+                        .bind(due.map(|d| d.resolution))
+                        .bind(due.map(|d| d.escalation))
+                        .bind(next_update)
                         .execute(&mut *conn)
                         .await?;
                     }
