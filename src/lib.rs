@@ -13,6 +13,7 @@ pub mod mail;
 pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
+pub mod sla;
 pub mod store;
 pub mod tls;
 pub mod worker;
