@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// Service levels.
+    Sla {
+        #[command(subcommand)]
+        command: SlaCommand,
+    },
     /// Run the worker until SIGINT/SIGTERM.
     Run {
         /// Stop once the mailbox and the outbox are empty.
@@ -94,6 +99,22 @@ enum TicketsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SlaCommand {
+    /// A ticket's deadlines and how each was computed (calendar, open periods, holidays,
+    /// recomputations).
+    Explain {
+        /// The ticket number.
+        number: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Judge breaches as of this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<String>,
     },
 }
 
@@ -355,6 +376,43 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             with_store!(config, |store| {
                 store.migrate().await?;
                 tickets(&store, command).await
+            })
+        }
+        Command::Sla {
+            command: SlaCommand::Explain { number, json, now },
+        } => {
+            let now = match now.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                None => chrono::Utc::now(),
+                Some(Ok(t)) => t.with_timezone(&chrono::Utc),
+                Some(Err(e)) => {
+                    eprintln!("postdesk: --now: expected an RFC 3339 instant ({e})");
+                    return Ok(ExitCode::from(64));
+                }
+            };
+            let policy = config.policy();
+            with_store!(config, |store| {
+                store.migrate().await?;
+                match store.ticket_detail(number).await {
+                    Ok(detail) => {
+                        let e = postdesk::sla::explain::explain(
+                            &detail.ticket,
+                            &detail.history,
+                            &policy,
+                            now,
+                        );
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&e)?);
+                        } else {
+                            print_sla(&e);
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(StoreError::NotFound) => {
+                        eprintln!("postdesk: no ticket #{number}");
+                        Ok(ExitCode::from(1))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             })
         }
         Command::Run { exit_when_idle } => {
@@ -635,6 +693,41 @@ async fn tickets<S: Store>(store: &S, command: TicketsCommand) -> anyhow::Result
             }
             Err(e) => Err(e.into()),
         },
+    }
+}
+
+fn print_sla(e: &postdesk::sla::explain::SlaExplanation) {
+    println!(
+        "Ticket #{}: Sev {} on calendar {} ({})",
+        e.ticket, e.severity, e.calendar, e.zone
+    );
+    for d in &e.deadlines {
+        let due = match (&d.due_local, d.due) {
+            (Some(l), Some(u)) => format!("{l} ({})", u.to_rfc3339()),
+            _ => "-".into(),
+        };
+        let state = match (d.met_at, d.breached) {
+            (Some(m), true) => format!("met late at {}", m.to_rfc3339()),
+            (Some(m), false) => format!("met at {}", m.to_rfc3339()),
+            (None, true) => "BREACHED".into(),
+            (None, false) => "running".into(),
+        };
+        println!("{:<11} {:<45} due {due}: {state}", d.kind, d.target);
+        if !d.open_periods.is_empty() {
+            println!(
+                "            open periods counted: {}",
+                d.open_periods.join("; ")
+            );
+        }
+        if !d.holidays_skipped.is_empty() {
+            println!(
+                "            holidays skipped: {}",
+                d.holidays_skipped.join("; ")
+            );
+        }
+    }
+    for r in &e.recomputations {
+        println!("{}  {}", r.at.to_rfc3339(), r.reason);
     }
 }
 

@@ -341,7 +341,7 @@ fn acknowledgement_threads_into_the_customer_conversation() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, vec!["created", "severity", "outbound"]);
+    assert_eq!(kinds, vec!["created", "severity", "sla", "outbound"]);
     assert!(d["outbox"][0]["sent_at"].is_string());
 }
 
@@ -621,4 +621,68 @@ fn bench_ingest_removes_its_work_dir_and_logs_no_line_per_message() {
         MESSAGES
     );
     assert_eq!(left(), Vec::<std::path::PathBuf>::new());
+}
+
+/// `sla explain` shows the stored deadlines and how they were computed; an engineer's
+/// `#severity` recomputes them from creation on the new severity's calendar.
+#[test]
+fn sla_explain_shows_deadlines_and_their_recomputation() {
+    let sb = Sandbox::new();
+    let first = sb.path().join("first.eml");
+    std::fs::write(
+        &first,
+        customer_mail("jane@acme.test", "SEV 3 printer on fire", "sla-1@acme.test"),
+    )
+    .unwrap();
+    assert_eq!(code(&sb.run(&["ingest", first.to_str().unwrap()])), 0);
+    let e = sb.json(&["sla", "explain", "1", "--json"]);
+    let t = sb.json(&["tickets", "show", "1", "--json"]);
+    assert_eq!(e["calendar"], "us-central", "{e}");
+    assert_eq!(e["zone"], "America/Chicago");
+    for (explained, stored) in [
+        ("response_due", "response_due_at"),
+        ("resolution_due", "resolution_due_at"),
+        ("escalation_due", "escalation_due_at"),
+        ("next_update_due", "update_due_at"),
+    ] {
+        let a = chrono::DateTime::parse_from_rfc3339(e[explained].as_str().unwrap()).unwrap();
+        let b =
+            chrono::DateTime::parse_from_rfc3339(t["ticket"][stored].as_str().unwrap()).unwrap();
+        assert_eq!(a, b, "{explained}");
+    }
+    // 24 h of open time on 9-hour days is spread over at least three open periods.
+    assert!(
+        e["deadlines"][0]["open_periods"].as_array().unwrap().len() >= 3,
+        "{e}"
+    );
+    assert_eq!(e["recomputations"].as_array().map(Vec::len), Some(1));
+
+    // An engineer raises it to Sev 1: 24x7, response 15 minutes after creation.
+    let raise = sb.path().join("raise.eml");
+    std::fs::write(
+        &raise,
+        "From: Sam <sam@example.com>\r\nTo: support@example.com\r\nSubject: Re: [#1] SEV 3 printer on fire\r\n\
+         Message-ID: <sla-2@example.com>\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\n\r\n#severity 1\r\n",
+    )
+    .unwrap();
+    assert_eq!(code(&sb.run(&["ingest", raise.to_str().unwrap()])), 0);
+    let e = sb.json(&["sla", "explain", "1", "--json"]);
+    let t = sb.json(&["tickets", "show", "1", "--json"]);
+    assert_eq!(e["calendar"], "24x7", "{e}");
+    assert_eq!(e["severity"], 1);
+    let created =
+        chrono::DateTime::parse_from_rfc3339(t["ticket"]["created_at"].as_str().unwrap()).unwrap();
+    let response =
+        chrono::DateTime::parse_from_rfc3339(e["response_due"].as_str().unwrap()).unwrap();
+    assert_eq!(response - created, chrono::Duration::minutes(15), "{e}");
+    assert_eq!(e["recomputations"].as_array().map(Vec::len), Some(2), "{e}");
+    // The human form names the calendar and each deadline.
+    let out = sb.run(&["sla", "explain", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Sev 1 on calendar 24x7"), "{text}");
+    assert!(
+        text.contains("response") && text.contains("escalation"),
+        "{text}"
+    );
+    assert_eq!(code(&sb.run(&["sla", "explain", "9"])), 1);
 }

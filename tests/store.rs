@@ -974,6 +974,7 @@ async fn set_status<S: Store>(store: &S, n: i64, from: Status, to: Status, at: D
         requester_bounced: false,
         update: TicketUpdate::default(),
         rejected: vec![],
+        sla: None,
         events: vec![],
         acknowledge: false,
         reason: "test".into(),

@@ -11,8 +11,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::commands::Rejected;
-use crate::sla::clock::{Calendars, SlaPlan};
-use crate::sla::policy::SlaPolicy;
 use super::loops;
 use super::notify;
 use super::severity::{DowngradeMap, Severity, SeverityReading};
@@ -23,6 +21,8 @@ use super::ticket::{Role, TicketState};
 use crate::mail::dsn::{Report, ReportKind};
 use crate::mail::parse::one_line;
 use crate::mail::{InboundMail, Mailbox, QuarantineReason, quote};
+use crate::sla::clock::{Calendars, SlaPlan};
+use crate::sla::policy::SlaPolicy;
 
 /// A customer domain from `[[customers]]`, as the rules need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -587,7 +587,7 @@ impl Decision {
             requester_bounced: false,
             update: TicketUpdate::default(),
             rejected: Vec::new(),
-        sla: None,
+            sla: None,
             events: Vec::new(),
             acknowledge: false,
             reason,
@@ -1359,12 +1359,15 @@ mod tests {
             customers: vec![CustomerDomain {
                 domain: "acme.test".into(),
                 account_manager: Some("am@example.com".into()),
+                calendar: None,
             }],
             reopen_window: chrono::Duration::days(14),
             same_domain_joins: true,
             triage_owners: vec!["triage@example.com".into()],
             require_authenticated: false,
             after_engineer_reply: Status::CustomerPending,
+            sla: crate::sla::policy::SlaPolicy::default(),
+            calendars: crate::sla::clock::Calendars::default(),
         }
     }
 
@@ -1472,6 +1475,18 @@ mod tests {
                 }],
                 "{name}: the account manager is a participant of every ticket of the company"
             );
+            let sla = d.sla.as_ref().unwrap_or_else(|| panic!("{name}: no SLA"));
+            assert_eq!(sla.severity, assigned, "{name}");
+            assert_eq!(
+                sla.calendar,
+                if matches!(assigned, Sev1 | Sev2) {
+                    "24x7"
+                } else {
+                    "us-central"
+                },
+                "{name}"
+            );
+            assert!(sla.deadlines.is_some_and(|x| x.response > now()), "{name}");
         }
     }
 

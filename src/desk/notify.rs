@@ -170,12 +170,15 @@ mod tests {
             customers: vec![CustomerDomain {
                 domain: "acme.test".into(),
                 account_manager: Some("am@example.com".into()),
+                calendar: None,
             }],
             reopen_window: chrono::Duration::days(14),
             same_domain_joins: true,
             triage_owners: vec!["triage@example.com".into(), "lead@example.com".into()],
             require_authenticated: false,
             after_engineer_reply: Status::CustomerPending,
+            sla: crate::sla::policy::SlaPolicy::default(),
+            calendars: crate::sla::clock::Calendars::default(),
         }
     }
 

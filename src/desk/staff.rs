@@ -26,8 +26,8 @@ use super::decide::{
 use super::notify;
 use super::status::{Status, StatusEvent, transition_as};
 use super::ticket::Role;
-use crate::sla::clock::SlaPlan;
 use crate::mail::Mailbox;
+use crate::sla::clock::SlaPlan;
 
 /// An engineer's mail on a ticket.
 pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision {
@@ -275,7 +275,9 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
                 ticket.created_at,
             );
             // The update interval restarts only with a public message; else it stays as stored.
-            plan.next_update = restarts_updates.then(|| update_plan().next_update).flatten();
+            plan.next_update = restarts_updates
+                .then(|| update_plan().next_update)
+                .flatten();
             Some(plan)
         }
     };
@@ -506,12 +508,15 @@ mod tests {
             customers: vec![CustomerDomain {
                 domain: "acme.test".into(),
                 account_manager: Some(AM.into()),
+                calendar: None,
             }],
             reopen_window: chrono::Duration::days(14),
             same_domain_joins: true,
             triage_owners: vec!["triage@example.com".into()],
             require_authenticated: false,
             after_engineer_reply: Status::CustomerPending,
+            sla: crate::sla::policy::SlaPolicy::default(),
+            calendars: crate::sla::clock::Calendars::default(),
         }
     }
 
@@ -888,6 +893,28 @@ mod tests {
             d.joiners
                 .iter()
                 .any(|j| j.mailbox.address == SAM && j.role == Role::Staff)
+        );
+        // The new severity recomputes every deadline from creation; the public reply restarts
+        // the status-update interval from now.
+        let sla = d.sla.clone().unwrap_or_else(|| panic!("no SLA change"));
+        let expected = SlaPlan::from_creation(
+            &policy().sla,
+            &policy().calendars,
+            Severity::Sev4,
+            None,
+            now() - chrono::Duration::days(1),
+            now(),
+        );
+        assert_eq!(sla.severity, Severity::Sev4);
+        assert_eq!(sla.deadlines, expected.deadlines);
+        assert_eq!(
+            sla.next_update, expected.next_update,
+            "counted from the reply"
+        );
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.kind == "sla" && e.reason.contains("recomputed"))
         );
         // A second public reply does not move the response clock again.
         let mut c = ctx(Status::CustomerPending);

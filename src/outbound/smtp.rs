@@ -1017,6 +1017,7 @@ mod tests {
                 requester_bounced: false,
                 assignee: None,
                 first_response_at: None,
+                resolved_at: None,
                 response_due_at: None,
                 resolution_due_at: None,
                 escalation_due_at: None,

@@ -192,6 +192,8 @@ pub struct TicketSummary {
     pub assignee: Option<String>,
     /// When the first public engineer reply went out.
     pub first_response_at: Option<DateTime<Utc>>,
+    /// When it reached close pending or closed (since it was last open).
+    pub resolved_at: Option<DateTime<Utc>>,
     /// The first public engineer reply is due (SLA).
     pub response_due_at: Option<DateTime<Utc>>,
     /// Close pending or closed is due (SLA).
@@ -217,7 +219,11 @@ impl TicketSummary {
         let resolved = matches!(self.status.as_str(), "close_pending" | "closed");
         let with_us = matches!(self.status.as_str(), "in_triage" | "engineer_pending");
         [
-            ("response", self.response_due_at.filter(|_| self.first_response_at.is_none() && !resolved)),
+            (
+                "response",
+                self.response_due_at
+                    .filter(|_| self.first_response_at.is_none() && !resolved),
+            ),
             ("resolution", self.resolution_due_at.filter(|_| !resolved)),
             ("escalation", self.escalation_due_at.filter(|_| !resolved)),
             ("update", self.update_due_at.filter(|_| with_us)),

@@ -339,6 +339,7 @@ macro_rules! sql_store {
                 closed_at: r.try_get("closed_at")?,
                 assignee: r.try_get("assignee")?,
                 first_response_at: r.try_get("first_response_at")?,
+                resolved_at: r.try_get("resolved_at")?,
                 response_due_at: r.try_get("response_due_at")?,
                 resolution_due_at: r.try_get("resolution_due_at")?,
                 escalation_due_at: r.try_get("escalation_due_at")?,
@@ -350,7 +351,7 @@ macro_rules! sql_store {
             })
         }
 
-        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, response_due_at, resolution_due_at, escalation_due_at, update_due_at, severity_given, downgraded, created_at, updated_at";
+        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, resolved_at, response_due_at, resolution_due_at, escalation_due_at, update_due_at, severity_given, downgraded, created_at, updated_at";
 
         impl Store for $store {
             type Tx = $tx;
