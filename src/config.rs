@@ -495,6 +495,7 @@ impl Config {
             after_engineer_reply: self.after_engineer_reply,
             sla: crate::sla::policy::SlaPolicy::default(),
             calendars: crate::sla::clock::Calendars::default(),
+            escalation_contacts: self.escalation_contacts.clone(),
         }
     }
 

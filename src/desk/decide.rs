@@ -71,6 +71,8 @@ pub struct Policy {
     pub sla: SlaPolicy,
     /// The business-hours calendars.
     pub calendars: Calendars,
+    /// Told when a ticket escalates (`escalation.contacts`), lower-cased.
+    pub escalation_contacts: Vec<String>,
 }
 
 impl Policy {
@@ -1368,6 +1370,7 @@ mod tests {
             after_engineer_reply: Status::CustomerPending,
             sla: crate::sla::policy::SlaPolicy::default(),
             calendars: crate::sla::clock::Calendars::default(),
+            escalation_contacts: vec!["director@example.com".into()],
         }
     }
 

@@ -517,6 +517,7 @@ mod tests {
             after_engineer_reply: Status::CustomerPending,
             sla: crate::sla::policy::SlaPolicy::default(),
             calendars: crate::sla::clock::Calendars::default(),
+            escalation_contacts: vec!["director@example.com".into()],
         }
     }
 

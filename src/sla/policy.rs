@@ -104,6 +104,30 @@ pub struct SlaPolicy {
     pub targets: [Targets; 4],
     /// Deadlines stop while a ticket waits on the customer (`sla.pause_when_customer_pending`).
     pub pause_when_customer_pending: bool,
+    /// The time-driven status rules (SPEC: Statuses).
+    pub timers: StatusTimers,
+}
+
+/// How long tickets wait before time moves them (SPEC: Statuses), in business days of the
+/// ticket's calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusTimers {
+    /// A customer-pending ticket's customer gets a reminder (`statuses.reminder_after`, 1 day).
+    pub reminder_after: Span,
+    /// A customer-pending ticket moves to close pending (`statuses.close_pending_after`, 2 days).
+    pub close_pending_after: Span,
+    /// A close-pending ticket closes (`statuses.auto_close_after`, 5 days).
+    pub auto_close_after: Span,
+}
+
+impl Default for StatusTimers {
+    fn default() -> StatusTimers {
+        StatusTimers {
+            reminder_after: Span::BusinessDays(1),
+            close_pending_after: Span::BusinessDays(2),
+            auto_close_after: Span::BusinessDays(5),
+        }
+    }
 }
 
 impl SlaPolicy {
@@ -158,6 +182,7 @@ impl Default for SlaPolicy {
                 ),
             ],
             pause_when_customer_pending: true,
+            timers: StatusTimers::default(),
         }
     }
 }
