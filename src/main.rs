@@ -58,6 +58,19 @@ enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// Run the SLA clock: status updates, reminders, close pending after silence, auto-close,
+    /// escalations and breach notices that are due.
+    Sweep {
+        /// Run one sweep and exit (for cron and tests).
+        #[arg(long)]
+        once: bool,
+        /// Sweep as of this instant (RFC 3339) instead of now: travel in time.
+        #[arg(long)]
+        now: Option<String>,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Service levels.
     Sla {
         #[command(subcommand)]
@@ -376,6 +389,46 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             with_store!(config, |store| {
                 store.migrate().await?;
                 tickets(&store, command).await
+            })
+        }
+        Command::Sweep { once, now, json } => {
+            if !once {
+                eprintln!(
+                    "postdesk: `postdesk sweep` runs one sweep with --once (`postdesk run` sweeps by itself)"
+                );
+                return Ok(ExitCode::from(64));
+            }
+            let now = match now.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                None => chrono::Utc::now(),
+                Some(Ok(t)) => t.with_timezone(&chrono::Utc),
+                Some(Err(e)) => {
+                    eprintln!("postdesk: --now: expected an RFC 3339 instant ({e})");
+                    return Ok(ExitCode::from(64));
+                }
+            };
+            let desk = match load_desk(config) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            with_store!(config, |store| {
+                store.migrate().await?;
+                let report = pipeline::sweep(&store, &desk, now).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    for t in &report.tickets {
+                        println!("#{}: {}", t.ticket, t.reason);
+                        for q in &t.queued {
+                            println!("  queued {} to {}", q.template, q.to);
+                        }
+                    }
+                    println!(
+                        "{} ticket(s) due, {} changed",
+                        report.due,
+                        report.tickets.len()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
             })
         }
         Command::Sla {

@@ -21,9 +21,10 @@ use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse, quote};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 pub use crate::outbound::context::SeverityView;
 use crate::outbound::context::{
-    AttachmentView, Audience, COMMAND_HELP, ClosingView, CompanyView, DEFAULT_ZONE, FailureView,
-    MessageView, NotificationView, ParticipantView, PersonView, RejectedCommand, RejectionView,
-    StatusChangeView, SupportView, TemplateContext, TicketView, audience, failure_kind, size_label,
+    AttachmentView, Audience, BreachView, COMMAND_HELP, ClosingView, CompanyView, DEFAULT_ZONE,
+    EscalationView, FailureView, MessageView, NotificationView, ParticipantView, PersonView,
+    RejectedCommand, RejectionView, ReminderView, StatusChangeView, SupportView, TemplateContext,
+    TicketView, UpdateView, audience, failure_kind, size_label,
 };
 use crate::outbound::sanitize::clean_html;
 use crate::outbound::templates::{LiveTemplates, Renderer, TemplateErrors, Variant};
@@ -296,55 +297,8 @@ async fn apply<T: StoreTx>(
             let Some(mail) = mail else {
                 return Vec::new();
             };
-            let Some(facts) = TicketFacts::of(decision, ctx, number) else {
-                return Vec::new();
-            };
-            let inbound = InboundParts::new(mail, &item.raw);
-            decision
-                .outbound
-                .iter()
-                .map(|planned| {
-                    let rendered = render_planned(desk, &facts, &inbound, planned, decision);
-                    match rendered {
-                        Ok(q) => {
-                            queued.push(Queued {
-                                template: q.template.clone(),
-                                to: q.to.clone(),
-                                message_id: q.message_id.clone(),
-                            });
-                            let event = Event {
-                                at: decision.at,
-                                actor: "postdesk".into(),
-                                kind: "outbound".into(),
-                                from: None,
-                                to: Some(q.to.clone()),
-                                reason: format!("{} queued", q.template),
-                                related_ticket: None,
-                            };
-                            RenderedMail {
-                                mail: Some(q),
-                                event,
-                            }
-                        }
-                        Err(why) => {
-                            // The change stands; the missing mail is on its record and in the log.
-                            tracing::error!(ticket = number, template = %planned.template, error = %why, "mail not queued");
-                            RenderedMail {
-                                mail: None,
-                                event: Event {
-                                    at: decision.at,
-                                    actor: "postdesk".into(),
-                                    kind: "outbound_failed".into(),
-                                    from: None,
-                                    to: Some(planned.to.key()),
-                                    reason: format!("{} not queued: {why}", planned.template.name()),
-                                    related_ticket: None,
-                                },
-                            }
-                        }
-                    }
-                })
-                .collect()
+            let parts = InboundParts::new(mail, &item.raw);
+            render_all(desk, decision, ctx, number, Some(&parts), queued)
         };
         tx.apply(decision, inbound, &mut render).await?
     };
@@ -355,6 +309,138 @@ async fn apply<T: StoreTx>(
         subject: mail.map(|m| m.subject.clone()),
         decision,
     })
+}
+
+/// Renders every planned mail of a decision for ticket `number`, each with the event that
+/// records it (`outbound`, or `outbound_failed` with the reason when it cannot be rendered: the
+/// change stands and the missing mail is on its record and in the log).
+fn render_all(
+    desk: &Desk,
+    decision: &Decision,
+    ctx: &MailContext,
+    number: i64,
+    inbound: Option<&InboundParts<'_>>,
+    queued: &mut Vec<Queued>,
+) -> Vec<RenderedMail> {
+    let Some(facts) = TicketFacts::of(decision, ctx, number) else {
+        return Vec::new();
+    };
+    decision
+        .outbound
+        .iter()
+        .map(
+            |planned| match render_planned(desk, &facts, inbound, planned, decision) {
+                Ok(q) => {
+                    queued.push(Queued {
+                        template: q.template.clone(),
+                        to: q.to.clone(),
+                        message_id: q.message_id.clone(),
+                    });
+                    let event = Event {
+                        at: decision.at,
+                        actor: "postdesk".into(),
+                        kind: "outbound".into(),
+                        from: None,
+                        to: Some(q.to.clone()),
+                        reason: format!("{} queued", q.template),
+                        related_ticket: None,
+                    };
+                    RenderedMail {
+                        mail: Some(q),
+                        event,
+                    }
+                }
+                Err(why) => {
+                    tracing::error!(ticket = number, template = %planned.template, error = %why, "mail not queued");
+                    RenderedMail {
+                        mail: None,
+                        event: Event {
+                            at: decision.at,
+                            actor: "postdesk".into(),
+                            kind: "outbound_failed".into(),
+                            from: None,
+                            to: Some(planned.to.key()),
+                            reason: format!("{} not queued: {why}", planned.template.name()),
+                            related_ticket: None,
+                        },
+                    }
+                }
+            },
+        )
+        .collect()
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// Tickets looked at (due).
+    pub due: usize,
+    /// The decisions applied, one per ticket that had something due.
+    pub tickets: Vec<SweptTicket>,
+}
+
+/// One ticket a sweep changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweptTicket {
+    /// The ticket.
+    pub ticket: i64,
+    /// What happened, in words.
+    pub reason: String,
+    /// Mails queued.
+    pub queued: Vec<Queued>,
+}
+
+/// Tickets claimed per transaction by a sweep.
+const SWEEP_BATCH: i64 = 200;
+
+/// Runs the SLA clock once at `now`: every due ticket is decided (`sla::tick`) and applied with
+/// its mails, a batch per transaction. On PostgreSQL due rows are claimed with `FOR UPDATE SKIP
+/// LOCKED`, so sweeps of several workers share the work; a mail two sweeps both decide has one
+/// Message-ID (ticket, purpose, due instant, recipient), so it is queued once.
+pub async fn sweep<S: Store>(
+    store: &S,
+    desk: &Desk,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let mut tx = store.begin().await?;
+        let due = tx.due_tickets(now, SWEEP_BATCH).await?;
+        let fresh: Vec<_> = due.into_iter().filter(|t| seen.insert(t.number)).collect();
+        if fresh.is_empty() {
+            tx.commit().await?;
+            return Ok(report);
+        }
+        report.due += fresh.len();
+        for ticket in fresh {
+            let Some(decision) = crate::sla::tick::sweep(&ticket, &desk.policy, now) else {
+                continue;
+            };
+            let ctx = MailContext {
+                tickets: vec![ticket],
+                ..MailContext::default()
+            };
+            let mut queued = Vec::new();
+            let number = {
+                let mut render = |number: i64| -> Vec<RenderedMail> {
+                    render_all(desk, &decision, &ctx, number, None, &mut queued)
+                };
+                let inbound = InboundRecord {
+                    raw: b"",
+                    mail: None,
+                    source: "sweep",
+                };
+                tx.apply(&decision, inbound, &mut render).await?
+            };
+            report.tickets.push(SweptTicket {
+                ticket: number.unwrap_or_default(),
+                reason: decision.reason.clone(),
+                queued,
+            });
+        }
+        tx.commit().await?;
+    }
 }
 
 /// What a mail about a ticket is rendered from: the ticket as it stands after the decision.
@@ -372,6 +458,8 @@ struct TicketFacts {
     assignee: Option<String>,
     /// The customer conversation's Message-IDs (a relay threads into them).
     conversation: Vec<String>,
+    /// The SLA clocks as stored.
+    clocks: crate::desk::ticket::Clocks,
 }
 
 impl TicketFacts {
@@ -393,6 +481,7 @@ impl TicketFacts {
                 status_change: None,
                 assignee: None,
                 conversation: Vec::new(),
+                clocks: Default::default(),
             }),
             _ => {
                 let state = ctx.ticket(number)?;
@@ -423,6 +512,7 @@ impl TicketFacts {
                     status_change: d.status_change.clone(),
                     assignee: d.update.assignee.clone().or_else(|| state.assignee.clone()),
                     conversation: state.conversation.clone(),
+                    clocks: state.clocks.clone(),
                 })
             }
         }
@@ -468,6 +558,8 @@ impl<'a> InboundParts<'a> {
 
 /// How one mail is sent besides its rendered parts.
 struct Envelope<'a> {
+    /// The inbound Message-ID this mail answers (None for scheduled mail).
+    answers: Option<&'a str>,
     from_name: String,
     in_reply_to: Option<&'a str>,
     references: &'a [String],
@@ -530,11 +622,11 @@ fn message_view(
 fn render_planned(
     desk: &Desk,
     facts: &TicketFacts,
-    inbound: &InboundParts<'_>,
+    inbound: Option<&InboundParts<'_>>,
     planned: &PlannedMail,
     decision: &Decision,
 ) -> Result<QueuedMail, String> {
-    let mail = inbound.mail;
+    let mail = inbound.map(|i| i.mail);
     let number = facts.number;
     let template = planned.template;
     let tag = desk.tag(number);
@@ -545,8 +637,7 @@ fn render_planned(
     let languages: Vec<&str> = if for_staff {
         Vec::new()
     } else {
-        mail.content_language
-            .as_deref()
+        mail.and_then(|m| m.content_language.as_deref())
             .into_iter()
             .chain(company.and_then(|c| c.language.as_deref()))
             .collect()
@@ -599,11 +690,13 @@ fn render_planned(
         .message
         .as_ref()
         .map(|m| m.text.as_str())
-        .unwrap_or(mail.text.as_str());
+        .or(mail.map(|m| m.text.as_str()))
+        .unwrap_or("");
     let mut envelope = Envelope {
+        answers: mail.map(|m| m.message_id.as_str()),
         from_name: desk.from_name.clone(),
-        in_reply_to: Some(&mail.message_id),
-        references: &mail.references,
+        in_reply_to: mail.map(|m| m.message_id.as_str()),
+        references: mail.map(|m| m.references.as_slice()).unwrap_or(&[]),
         reply_to: None,
         attachments: Vec::new(),
         auto_submitted: AutoSubmitted::AutoReplied,
@@ -612,13 +705,24 @@ fn render_planned(
     // Mail to customers caused by staff threads into the customer's conversation: they never
     // saw the engineer's mail or the notification it answers.
     let caused_by_staff = matches!(&decision.action, Action::Reply(r) if !r.role.is_customer());
-    if !for_staff && caused_by_staff {
+    let scheduled = matches!(&decision.action, Action::Scheduled { .. });
+    if !for_staff && (caused_by_staff || scheduled) {
         envelope.in_reply_to = facts.conversation.last().map(String::as_str);
         envelope.references = &facts.conversation;
     }
     if matches!(template, Template::ClosePending | Template::Closed) {
         ctx.closing = Some(closing_view(desk, decision.at, zone));
     }
+    if scheduled {
+        envelope.auto_submitted = AutoSubmitted::AutoGenerated;
+        scheduled_sections(desk, facts, planned, decision, &mut ctx, zone);
+    }
+    let Some(inbound) = inbound else {
+        return finish(
+            desk, facts, planned, decision, &variant, ctx, envelope, &tag,
+        );
+    };
+    let mail = inbound.mail;
     match template {
         Template::EngineerNotification => {
             let limit = desk.staff.max_attachment_size;
@@ -776,25 +880,108 @@ fn render_planned(
         }
         _ => {}
     }
-    if for_staff {
+    finish(
+        desk, facts, planned, decision, &variant, ctx, envelope, &tag,
+    )
+}
+
+/// The sections of mail the SLA clock sends: the status update, the reminder, escalation and
+/// breach notices (close-pending and closed get theirs like any other).
+fn scheduled_sections(
+    desk: &Desk,
+    facts: &TicketFacts,
+    planned: &PlannedMail,
+    decision: &Decision,
+    ctx: &mut TemplateContext,
+    zone: chrono_tz::Tz,
+) {
+    let local = |at: DateTime<Utc>| crate::outbound::context::format_local(at, zone);
+    let targets = desk.policy.sla.of(facts.severity.assigned);
+    let clocks = &facts.clocks;
+    match planned.template {
+        Template::StatusUpdate => {
+            ctx.update = Some(UpdateView {
+                last_public_local: local(clocks.last_public_out.unwrap_or(facts.created_at)),
+                interval: targets.update_every.to_string(),
+            });
+        }
+        Template::CustomerPendingReminder => {
+            ctx.reminder = Some(ReminderView {
+                waiting_since_local: local(clocks.status_since.unwrap_or(facts.created_at)),
+                close_pending_local: clocks.close_pending_due.map(local).unwrap_or_default(),
+            });
+        }
+        Template::Escalation => {
+            ctx.escalation = Some(EscalationView {
+                at_local: local(planned.due.unwrap_or(decision.at)),
+                after: targets.escalate_after.to_string(),
+                reason: format!("unresolved {} after it was opened", targets.escalate_after),
+            });
+        }
+        Template::Breach => {
+            let (deadline, label, due) = match planned.notice {
+                Some(Notice::ResolutionBreached) => {
+                    ("resolution", "Resolution", clocks.resolution_due)
+                }
+                _ => ("response", "Response", clocks.response_due),
+            };
+            let due = due.unwrap_or(decision.at);
+            let late = (decision.at - due).num_minutes().max(0);
+            ctx.breach = Some(BreachView {
+                deadline: deadline.into(),
+                deadline_label: label.into(),
+                due_local: local(due),
+                overdue_by: if late >= 120 {
+                    format!("{} h", late / 60)
+                } else {
+                    format!("{late} min")
+                },
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Renders the template and composes the mail.
+#[allow(clippy::too_many_arguments)]
+fn finish<'a>(
+    desk: &'a Desk,
+    facts: &TicketFacts,
+    planned: &PlannedMail,
+    decision: &Decision,
+    variant: &Variant,
+    mut ctx: TemplateContext,
+    mut envelope: Envelope<'a>,
+    tag: &str,
+) -> Result<QueuedMail, String> {
+    let number = facts.number;
+    let template = planned.template;
+    let renderer = desk.templates.current();
+    if audience(template) == Audience::Staff {
         envelope.reply_to = envelope.reply_to.or(Some(&desk.from_address));
     }
-
-    let rendered = match renderer.render(template, &variant, &ctx, &tag) {
+    let rendered = match renderer.render(template, variant, &ctx, tag) {
         Ok(r) => r,
-        Err(e) if variant != Variant::default() => {
+        Err(e) if *variant != Variant::default() => {
             tracing::error!(ticket = number, error = %e, variant = %variant.describe(), "template override failed; using the defaults");
             ctx.language = "en".into();
             renderer
-                .render(template, &Variant::default(), &ctx, &tag)
+                .render(template, &Variant::default(), &ctx, tag)
                 .map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
+    // The Message-ID answers the inbound message, or for scheduled mail the instant it was due:
+    // a replay or a second sweep makes the same one.
+    let answers = match (envelope.answers, planned.due) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(due)) => format!("due:{}", due.to_rfc3339()),
+        (None, None) => format!("at:{}", decision.at.to_rfc3339()),
+    };
     let message_id = outbound_message_id(
         number,
         template.name(),
-        &mail.message_id,
+        &answers,
         &planned.to.key(),
         &desk.from_address,
     );
@@ -921,6 +1108,7 @@ pub async fn explain<S: Store>(
         Action::Report(r) => (r.ticket, r.matched_by.clone(), Some(r.report.clone())),
         Action::NewTicket(t) => (t.linked_ticket, None, None),
         Action::Quarantine(_) => (None, None, None),
+        Action::Scheduled { ticket } => (Some(*ticket), None, None),
     };
     Ok(Explanation {
         from: mail.map(|m| m.from.address.clone()),

@@ -21,7 +21,7 @@ use super::ticket::{Role, TicketState};
 use crate::mail::dsn::{Report, ReportKind};
 use crate::mail::parse::one_line;
 use crate::mail::{InboundMail, Mailbox, QuarantineReason, quote};
-use crate::sla::clock::{Calendars, SlaPlan};
+use crate::sla::clock::{Calendars, SlaPlan, on_status_change};
 use crate::sla::policy::SlaPolicy;
 
 /// A customer domain from `[[customers]]`, as the rules need it.
@@ -246,6 +246,20 @@ impl Template {
         }
     }
 
+    /// Whether it goes to the customer side (requester and watchers): a public message.
+    pub fn is_public(self) -> bool {
+        matches!(
+            self,
+            Template::Acknowledgement
+                | Template::Relay
+                | Template::StatusUpdate
+                | Template::CustomerPendingReminder
+                | Template::ClosePending
+                | Template::Closed
+                | Template::Reopened
+        )
+    }
+
     /// The template with this directory name (`-` and `_` are the same, case is ignored).
     pub fn from_name(name: &str) -> Option<Template> {
         let norm = name.trim().to_ascii_lowercase().replace('-', "_");
@@ -294,6 +308,12 @@ pub enum Notice {
     Resolved,
     /// The requester's address bounces (triage owners and the assignee).
     RequesterBounced,
+    /// The ticket passed its escalation time (escalation contacts and triage owners).
+    Escalated,
+    /// The response deadline passed without a public engineer reply (triage owners).
+    ResponseBreached,
+    /// The resolution deadline passed unresolved (triage owners).
+    ResolutionBreached,
 }
 
 impl Notice {
@@ -304,6 +324,9 @@ impl Notice {
             Notice::CustomerReply => "customer_reply",
             Notice::Resolved => "resolved",
             Notice::RequesterBounced => "requester_bounced",
+            Notice::Escalated => "escalated",
+            Notice::ResponseBreached => "response_breached",
+            Notice::ResolutionBreached => "resolution_breached",
         }
     }
 }
@@ -318,6 +341,10 @@ pub struct PlannedMail {
     /// Why staff are told, for staff notices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<Notice>,
+    /// For scheduled mail: the instant it was due. With the ticket, template and recipient it
+    /// makes the Message-ID, so two sweeps that both send it send one message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due: Option<DateTime<Utc>>,
 }
 
 impl PlannedMail {
@@ -327,6 +354,7 @@ impl PlannedMail {
             template,
             to,
             notice: None,
+            due: None,
         }
     }
 
@@ -336,6 +364,7 @@ impl PlannedMail {
             template,
             to,
             notice: Some(why),
+            due: None,
         }
     }
 }
@@ -408,12 +437,23 @@ pub struct TicketUpdate {
     pub severity: Option<Severity>,
     /// Record the first public engineer reply (`first_response_at`), if none is recorded yet.
     pub first_response: bool,
+    /// The ticket escalated (`escalated_at`).
+    pub escalated: bool,
+    /// Triage was told the response deadline passed.
+    pub response_breach: bool,
+    /// Triage was told the resolution deadline passed.
+    pub resolution_breach: bool,
 }
 
 impl TicketUpdate {
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.assignee.is_none() && self.severity.is_none() && !self.first_response
+        self.assignee.is_none()
+            && self.severity.is_none()
+            && !self.first_response
+            && !self.escalated
+            && !self.response_breach
+            && !self.resolution_breach
     }
 }
 
@@ -442,6 +482,8 @@ pub enum Action {
     Duplicate { ticket: Option<i64> },
     /// Kept whole in quarantine with the reason.
     Quarantine(QuarantineReason),
+    /// What the SLA clock does to a ticket that is due (no message).
+    Scheduled { ticket: i64 },
 }
 
 impl Action {
@@ -453,6 +495,7 @@ impl Action {
             Action::Report(_) => "bounce",
             Action::Duplicate { .. } => "duplicate",
             Action::Quarantine(_) => "quarantine",
+            Action::Scheduled { .. } => "scheduled",
         }
     }
 
@@ -464,6 +507,7 @@ impl Action {
             Action::Report(r) => r.ticket.map(Target::Ticket),
             Action::Duplicate { ticket } => ticket.map(Target::Ticket),
             Action::Quarantine(_) => None,
+            Action::Scheduled { ticket } => Some(Target::Ticket(*ticket)),
         }
     }
 }
@@ -574,6 +618,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether it sends the customer side a message (the status-update clock restarts).
+    pub fn sends_public(&self) -> bool {
+        self.outbound.iter().any(|m| m.template.is_public())
+    }
+
     fn quiet(
         action: Action,
         severity: Option<SeverityReading>,
@@ -739,6 +788,25 @@ pub fn decide(
             mail, &ticket, by, role, joins, reopens, no_reply, severity, policy, now,
         ),
     };
+    // Time-driven rules follow every status change of an existing ticket.
+    if let (Some(change), Some(Target::Ticket(n))) = (&d.status_change, d.action.target())
+        && let Some(ticket) = ctx.ticket(n)
+    {
+        let (plan, words) =
+            on_status_change(policy, ticket, change.from, change.to, d.sla.take(), now);
+        if let Some(reason) = words {
+            d.events.push(PlannedEvent {
+                on: Some(Target::Ticket(n)),
+                actor: "postdesk".into(),
+                kind: "sla".into(),
+                from: None,
+                to: None,
+                reason,
+                related: None,
+            });
+        }
+        d.sla = Some(plan);
+    }
     // A staff or account-manager From that is not authenticated gets no staff rights; the
     // history says so wherever the mail went.
     let sender = mail.from.key();
@@ -1650,6 +1718,7 @@ mod tests {
             first_response_at: None,
             conversation: Vec::new(),
             requester_bounced: false,
+            clocks: Default::default(),
         }
     }
 

@@ -211,6 +211,7 @@ mod tests {
             first_response_at: None,
             conversation: vec![],
             requester_bounced: false,
+            clocks: Default::default(),
         }
     }
 

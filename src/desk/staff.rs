@@ -549,6 +549,7 @@ mod tests {
             first_response_at: None,
             conversation: vec!["first@acme.test".into()],
             requester_bounced: false,
+            clocks: Default::default(),
         }
     }
 
@@ -880,6 +881,7 @@ mod tests {
                 assignee: Some(SAM.into()),
                 severity: Some(Severity::Sev4),
                 first_response: true,
+                ..TicketUpdate::default()
             }
         );
         assert!(

@@ -92,6 +92,10 @@ pub enum StatusEvent {
     EngineerSolved,
     /// `#status <name>`: any status, set by hand.
     EngineerSetsStatus,
+    /// The customer did not answer a customer-pending ticket (`statuses.close_pending_after`).
+    CustomerSilent,
+    /// A close-pending ticket nobody answered (`statuses.auto_close_after`).
+    CloseTimeout,
 }
 
 impl StatusEvent {
@@ -105,6 +109,8 @@ impl StatusEvent {
             StatusEvent::EngineerReply => "engineer replied to the customer",
             StatusEvent::EngineerSolved => "marked solved by an engineer",
             StatusEvent::EngineerSetsStatus => "set by an engineer",
+            StatusEvent::CustomerSilent => "no reply from the customer",
+            StatusEvent::CloseTimeout => "no reply while close pending",
         }
     }
 }
@@ -135,6 +141,8 @@ pub const TRANSITIONS: &[(StatusEvent, &[Status], Status)] = &[
         &[InTriage, EngineerPending, CustomerPending],
         ClosePending,
     ),
+    (CustomerSilent, &[CustomerPending], ClosePending),
+    (CloseTimeout, &[ClosePending], Closed),
 ];
 
 /// The status an event leads to from `from`, or None when the table leaves it where it is.

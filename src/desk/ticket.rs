@@ -113,6 +113,40 @@ pub struct TicketState {
     pub conversation: Vec<String>,
     /// A bounce already showed the requester's address fails.
     pub requester_bounced: bool,
+    /// The SLA clocks as stored.
+    pub clocks: Clocks,
+}
+
+/// A ticket's SLA clocks as stored: deadlines, the time-driven status rules' due times, and
+/// which one-time notices went out (SPEC: SLA, Statuses).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Clocks {
+    /// When the current status began.
+    pub status_since: Option<DateTime<Utc>>,
+    /// The first public engineer reply is due.
+    pub response_due: Option<DateTime<Utc>>,
+    /// Close pending or closed is due.
+    pub resolution_due: Option<DateTime<Utc>>,
+    /// The ticket escalates if still unresolved.
+    pub escalation_due: Option<DateTime<Utc>>,
+    /// The next status update is due.
+    pub update_due: Option<DateTime<Utc>>,
+    /// Customer pending: the reminder is due.
+    pub reminder_due: Option<DateTime<Utc>>,
+    /// Customer pending: close pending after silence is due.
+    pub close_pending_due: Option<DateTime<Utc>>,
+    /// Close pending: closing is due.
+    pub auto_close_due: Option<DateTime<Utc>>,
+    /// When it escalated.
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// When triage was told the response deadline passed.
+    pub response_breach_at: Option<DateTime<Utc>>,
+    /// When triage was told the resolution deadline passed.
+    pub resolution_breach_at: Option<DateTime<Utc>>,
+    /// When it reached close pending or closed.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// When the last public message went out.
+    pub last_public_out: Option<DateTime<Utc>>,
 }
 
 impl TicketState {

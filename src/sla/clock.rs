@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::calendar::Calendar;
-use super::policy::{ClockKind, SlaPolicy, Span, Targets};
-use crate::desk::Severity;
+use super::policy::{ClockKind, SlaPolicy, Span, StatusTimers, Targets};
+use crate::desk::{Policy, Severity, Status, TicketState};
 
 /// `start` plus `span` on `calendar`.
 pub fn add(calendar: &Calendar, start: DateTime<Utc>, span: Span) -> DateTime<Utc> {
@@ -128,6 +128,120 @@ pub struct SlaPlan {
     pub deadlines: Option<Deadlines>,
     /// The next status update (set at creation and whenever a public message goes out).
     pub next_update: Option<DateTime<Utc>>,
+    /// Set on a status change: the time-driven rules' due times for the new status (each None
+    /// clears its column).
+    pub timers: Option<StatusDue>,
+}
+
+/// When the time-driven status rules fire for a ticket in its current status (SPEC: Statuses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatusDue {
+    /// Customer pending: the reminder to the customer.
+    pub reminder: Option<DateTime<Utc>>,
+    /// Customer pending: close pending after the customer's silence.
+    pub close_pending: Option<DateTime<Utc>>,
+    /// Close pending: closed.
+    pub auto_close: Option<DateTime<Utc>>,
+}
+
+impl StatusDue {
+    /// The due times for a ticket that entered `status` at `at`.
+    pub fn entering(
+        status: Status,
+        timers: &StatusTimers,
+        calendar: &Calendar,
+        at: DateTime<Utc>,
+    ) -> StatusDue {
+        match status {
+            Status::CustomerPending => StatusDue {
+                reminder: Some(add(calendar, at, timers.reminder_after)),
+                close_pending: Some(add(calendar, at, timers.close_pending_after)),
+                auto_close: None,
+            },
+            Status::ClosePending => StatusDue {
+                auto_close: Some(add(calendar, at, timers.auto_close_after)),
+                ..StatusDue::default()
+            },
+            _ => StatusDue::default(),
+        }
+    }
+}
+
+/// Whether the ticket is with us (the status-update clock runs).
+pub fn with_us(status: Status) -> bool {
+    matches!(status, Status::InTriage | Status::EngineerPending)
+}
+
+/// What a status change does to the SLA clock of `ticket` at `now`, on top of `plan` (what the
+/// decision set already, if anything): the time-driven rules of the new status; leaving customer
+/// pending adds the open time waited on the customer back to the running deadlines
+/// (`sla.pause_when_customer_pending`); coming back to us restarts the status-update interval.
+/// Returns the plan and, when deadlines moved, the words for the history.
+pub fn on_status_change(
+    policy: &Policy,
+    ticket: &TicketState,
+    from: Status,
+    to: Status,
+    plan: Option<SlaPlan>,
+    now: DateTime<Utc>,
+) -> (SlaPlan, Option<String>) {
+    let severity = plan
+        .as_ref()
+        .map(|p| p.severity)
+        .unwrap_or(ticket.severity.assigned);
+    let customer_calendar = ticket
+        .requester()
+        .and_then(|r| r.address.rsplit_once('@'))
+        .and_then(|(_, d)| policy.calendar_of(d));
+    let targets = policy.sla.of(severity);
+    let calendar = policy
+        .calendars
+        .for_clock(&targets.clock, customer_calendar);
+    let mut plan = plan.unwrap_or_else(|| SlaPlan {
+        calendar: calendar.name().to_string(),
+        severity,
+        deadlines: None,
+        next_update: None,
+        timers: None,
+    });
+    plan.timers = Some(StatusDue::entering(to, &policy.sla.timers, calendar, now));
+    let mut words = None;
+    let c = &ticket.clocks;
+    if from == Status::CustomerPending
+        && policy.sla.pause_when_customer_pending
+        && plan.deadlines.is_none()
+        && let (Some(since), Some(response), Some(resolution), Some(escalation)) = (
+            c.status_since,
+            c.response_due,
+            c.resolution_due,
+            c.escalation_due,
+        )
+    {
+        let paused = calendar.open_time_between(since, now);
+        if paused > Duration::zero() {
+            let shift = |at: DateTime<Utc>| calendar.add_open_time(at, paused);
+            let moved = Deadlines {
+                // A met response deadline stays where it was.
+                response: if ticket.first_response_at.is_some() {
+                    response
+                } else {
+                    shift(response)
+                },
+                resolution: shift(resolution),
+                escalation: shift(escalation),
+            };
+            plan.deadlines = Some(moved);
+            words = Some(format!(
+                "{} min of open time waiting on the customer added back: {}",
+                paused.num_minutes(),
+                plan.describe(&policy.calendars)
+            ));
+        }
+    }
+    if with_us(to) && !with_us(from) && plan.next_update.is_none() {
+        plan.next_update = Some(next_update(targets, calendar, now));
+    }
+    (plan, words)
 }
 
 impl SlaPlan {
@@ -148,6 +262,7 @@ impl SlaPlan {
             severity,
             deadlines: Some(deadlines(targets, calendar, created_at, Duration::zero())),
             next_update: Some(next_update(targets, calendar, last_public)),
+            timers: None,
         }
     }
 
@@ -166,6 +281,7 @@ impl SlaPlan {
             severity,
             deadlines: None,
             next_update: Some(next_update(targets, calendar, at)),
+            timers: None,
         }
     }
 

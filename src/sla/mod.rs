@@ -4,3 +4,4 @@ pub mod calendar;
 pub mod clock;
 pub mod explain;
 pub mod policy;
+pub mod tick;

@@ -451,6 +451,14 @@ pub trait StoreTx: Send {
         keys: &ThreadKeys,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<MailContext, StoreError>> + Send;
+    /// The tickets whose SLA clock is due at `now` (at most `limit`, in id order), with their
+    /// state. On PostgreSQL the rows are locked until the transaction ends and rows another
+    /// sweep holds are skipped, so two workers never act on one ticket twice.
+    fn due_tickets(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<crate::desk::TicketState>, StoreError>> + Send;
     /// Applies a decision: the ticket it opens or changes, participants, the message and its
     /// attachments (or the quarantined bytes), history events, and the planned mails `render`
     /// produces for the ticket's number. Returns the ticket the message belongs to.

@@ -100,4 +100,10 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError
     .await
 }
 
-sql_store!(PgStore, PgTx, Postgres, " FOR UPDATE");
+sql_store!(
+    PgStore,
+    PgTx,
+    Postgres,
+    " FOR UPDATE",
+    " FOR UPDATE SKIP LOCKED"
+);

@@ -6,7 +6,7 @@
 /// the transaction type `$tx` over the sqlx database `$db`. `$lock` is what locks the ticket rows
 /// a decision reads (`" FOR UPDATE"` on PostgreSQL; SQLite has one writer at a time anyway).
 macro_rules! sql_store {
-    ($store:ty, $tx:ident, $db:ty, $lock:expr) => {
+    ($store:ty, $tx:ident, $db:ty, $lock:expr, $skip_locked:expr) => {
         use chrono::{DateTime, Utc};
         use sqlx::Row;
 
@@ -110,12 +110,27 @@ macro_rules! sql_store {
             if numbers.is_empty() {
                 return Ok(ctx);
             }
+            ctx.tickets = load_tickets(conn, numbers, lock).await?;
+            Ok(ctx)
+        }
+
+        /// The state of the tickets `numbers` names (those that exist), locked in id order when
+        /// `lock` (on PostgreSQL) until the transaction ends.
+        async fn load_tickets(
+            conn: &mut Conn,
+            mut numbers: Vec<i64>,
+            lock: bool,
+        ) -> Result<Vec<TicketState>, StoreError> {
+            let mut tickets: Vec<TicketState> = Vec::new();
             numbers.sort_unstable();
             // Locked in id order, so that two writers never wait on each other crosswise.
             let list = placeholders(1, numbers.len());
             let lock_clause = if lock { $lock } else { "" };
             let sql = format!(
-                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at, assignee, first_response_at, requester_bounced FROM tickets
+                "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at, assignee, first_response_at, requester_bounced,
+                        status_since, response_due_at, resolution_due_at, escalation_due_at, update_due_at, reminder_due_at,
+                        close_pending_due_at, auto_close_due_at, escalated_at, response_breach_at, resolution_breach_at,
+                        resolved_at, last_public_out_at FROM tickets
                  WHERE id IN ({list}) ORDER BY id{lock_clause}"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -127,7 +142,7 @@ macro_rules! sql_store {
                 let status: String = r.try_get("status")?;
                 let severity: i64 = r.try_get("assigned_severity")?;
                 let requested: Option<i64> = r.try_get("requested_severity")?;
-                ctx.tickets.push(TicketState {
+                tickets.push(TicketState {
                     number: r.try_get("id")?,
                     status: status
                         .parse()
@@ -148,17 +163,32 @@ macro_rules! sql_store {
                     first_response_at: r.try_get("first_response_at")?,
                     conversation: Vec::new(),
                     requester_bounced: r.try_get("requester_bounced")?,
+                    clocks: crate::desk::ticket::Clocks {
+                        status_since: r.try_get("status_since")?,
+                        response_due: r.try_get("response_due_at")?,
+                        resolution_due: r.try_get("resolution_due_at")?,
+                        escalation_due: r.try_get("escalation_due_at")?,
+                        update_due: r.try_get("update_due_at")?,
+                        reminder_due: r.try_get("reminder_due_at")?,
+                        close_pending_due: r.try_get("close_pending_due_at")?,
+                        auto_close_due: r.try_get("auto_close_due_at")?,
+                        escalated_at: r.try_get("escalated_at")?,
+                        response_breach_at: r.try_get("response_breach_at")?,
+                        resolution_breach_at: r.try_get("resolution_breach_at")?,
+                        resolved_at: r.try_get("resolved_at")?,
+                        last_public_out: r.try_get("last_public_out_at")?,
+                    },
                 });
             }
-            if ctx.tickets.is_empty() {
-                return Ok(ctx);
+            if tickets.is_empty() {
+                return Ok(tickets);
             }
-            let list = placeholders(1, ctx.tickets.len());
+            let list = placeholders(1, tickets.len());
             let sql = format!(
                 "SELECT ticket_id, address, name, role FROM participants WHERE ticket_id IN ({list})"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for t in &ctx.tickets {
+            for t in &tickets {
                 q = q.bind(t.number);
             }
             for r in q.fetch_all(&mut *conn).await? {
@@ -167,7 +197,7 @@ macro_rules! sql_store {
                 let role: Role = role
                     .parse()
                     .map_err(|e: crate::desk::ticket::UnknownRole| StoreError::Database(e.to_string()))?;
-                if let Some(t) = ctx.tickets.iter_mut().find(|t| t.number == ticket) {
+                if let Some(t) = tickets.iter_mut().find(|t| t.number == ticket) {
                     t.participants.push(Member {
                         address: r.try_get("address")?,
                         name: r.try_get("name")?,
@@ -177,7 +207,7 @@ macro_rules! sql_store {
             }
             // The customer conversation a relayed engineer reply threads into: the first public
             // inbound message and the latest ones (a long ticket does not make a long header).
-            for t in ctx.tickets.iter_mut() {
+            for t in tickets.iter_mut() {
                 let rows = sqlx::query(
                     "SELECT id, message_id FROM messages WHERE id = (SELECT MIN(id) FROM messages WHERE ticket_id = $1 AND kind = 'customer')
                      UNION
@@ -194,7 +224,7 @@ macro_rules! sql_store {
                 ids.sort_unstable();
                 t.conversation = ids.into_iter().map(|(_, id)| id).collect();
             }
-            Ok(ctx)
+            Ok(tickets)
         }
 
         #[allow(clippy::too_many_arguments)]
@@ -700,6 +730,7 @@ macro_rules! sql_store {
                 let conn: &mut Conn = &mut self.0;
                 let due = d.sla.as_ref().and_then(|p| p.deadlines);
                 let next_update = d.sla.as_ref().and_then(|p| p.next_update);
+                let timers = d.sla.as_ref().and_then(|p| p.timers);
                 let number: Option<i64> = match &d.action {
                     Action::Quarantine(reason) => {
                         sqlx::query(
@@ -722,8 +753,10 @@ macro_rules! sql_store {
                         let number: i64 = sqlx::query(
                             "INSERT INTO tickets (subject, requester, requester_name, status, requested_severity,
                                  assigned_severity, severity_given, downgraded, linked_ticket, created_at, updated_at,
-                                 response_due_at, resolution_due_at, escalation_due_at, update_due_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) RETURNING id",
+                                 response_due_at, resolution_due_at, escalation_due_at, update_due_at,
+                                 status_since, last_public_out_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $10,
+                                     CASE WHEN $15 THEN $10 ELSE NULL END) RETURNING id",
                         )
                         .bind(&t.subject)
                         .bind(t.requester.key())
@@ -739,6 +772,7 @@ macro_rules! sql_store {
                         .bind(due.map(|d| d.resolution))
                         .bind(due.map(|d| d.escalation))
                         .bind(next_update)
+                        .bind(d.sends_public())
                         .fetch_one(&mut *conn)
                         .await?
                         .try_get(0)?;
@@ -770,6 +804,7 @@ macro_rules! sql_store {
                     }
                     Action::Reply(r) => Some(r.ticket),
                     Action::Report(r) => r.ticket,
+                    Action::Scheduled { ticket } => Some(*ticket),
                 };
                 let resolve = |t: Option<Target>| match t {
                     Some(Target::Opened) => number,
@@ -811,7 +846,16 @@ macro_rules! sql_store {
                                  response_due_at = COALESCE($8, response_due_at),
                                  resolution_due_at = COALESCE($9, resolution_due_at),
                                  escalation_due_at = COALESCE($10, escalation_due_at),
-                                 update_due_at = COALESCE($11, update_due_at)
+                                 update_due_at = COALESCE($11, update_due_at),
+                                 status_since = CASE WHEN $2 IS NULL THEN status_since ELSE $1 END,
+                                 reminder_due_at = CASE WHEN $12 THEN $13 ELSE reminder_due_at END,
+                                 close_pending_due_at = CASE WHEN $12 THEN $14 ELSE close_pending_due_at END,
+                                 auto_close_due_at = CASE WHEN $12 THEN $15 ELSE auto_close_due_at END,
+                                 last_public_out_at = CASE WHEN $16 THEN $1 ELSE last_public_out_at END,
+                                 escalated = escalated OR $17,
+                                 escalated_at = CASE WHEN $17 THEN COALESCE(escalated_at, $1) ELSE escalated_at END,
+                                 response_breach_at = CASE WHEN $18 THEN COALESCE(response_breach_at, $1) ELSE response_breach_at END,
+                                 resolution_breach_at = CASE WHEN $19 THEN COALESCE(resolution_breach_at, $1) ELSE resolution_breach_at END
                              WHERE id = $4",
                         )
                         .bind(at)
@@ -825,6 +869,14 @@ macro_rules! sql_store {
                         .bind(due.map(|d| d.resolution))
                         .bind(due.map(|d| d.escalation))
                         .bind(next_update)
+                        .bind(timers.is_some())
+                        .bind(timers.and_then(|t| t.reminder))
+                        .bind(timers.and_then(|t| t.close_pending))
+                        .bind(timers.and_then(|t| t.auto_close))
+                        .bind(d.sends_public())
+                        .bind(d.update.escalated)
+                        .bind(d.update.response_breach)
+                        .bind(d.update.resolution_breach)
                         .execute(&mut *conn)
                         .await?;
                     }
@@ -871,6 +923,44 @@ macro_rules! sql_store {
                 }));
                 insert_events(conn, &rows).await?;
                 Ok(number)
+            }
+
+            async fn due_tickets(
+                &mut self,
+                now: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<Vec<TicketState>, StoreError> {
+                let conn: &mut Conn = &mut self.0;
+                // One indexed probe per rule (the partial indexes of migration 0003); rows another
+                // sweep holds are skipped, not waited for (PostgreSQL), and stay locked until the
+                // transaction ends.
+                let sql = format!(
+                    "SELECT id FROM tickets WHERE id IN (
+                        SELECT id FROM tickets WHERE update_due_at <= $1 AND status IN ('in_triage', 'engineer_pending')
+                        UNION SELECT id FROM tickets WHERE reminder_due_at <= $1 AND status = 'customer_pending'
+                        UNION SELECT id FROM tickets WHERE close_pending_due_at <= $1 AND status = 'customer_pending'
+                        UNION SELECT id FROM tickets WHERE auto_close_due_at <= $1 AND status = 'close_pending'
+                        UNION SELECT id FROM tickets WHERE escalation_due_at <= $1 AND escalated_at IS NULL
+                              AND status NOT IN ('close_pending', 'closed')
+                        UNION SELECT id FROM tickets WHERE response_due_at <= $1 AND first_response_at IS NULL
+                              AND response_breach_at IS NULL AND status NOT IN ('close_pending', 'closed')
+                        UNION SELECT id FROM tickets WHERE resolution_due_at <= $1 AND resolved_at IS NULL
+                              AND resolution_breach_at IS NULL AND status NOT IN ('close_pending', 'closed')
+                     ) ORDER BY id LIMIT $2{}",
+                    $skip_locked
+                );
+                let ids: Vec<i64> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, _>>()?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                load_tickets(conn, ids, true).await
             }
 
             async fn queue(&mut self, m: &QueuedMail, at: DateTime<Utc>) -> Result<(), StoreError> {

@@ -102,4 +102,4 @@ impl SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, SqliteTx, Sqlite, "");
+sql_store!(SqliteStore, SqliteTx, Sqlite, "", "");
