@@ -1796,7 +1796,7 @@ mod tests {
             },
             Action::Duplicate { .. } => Want::Duplicate,
             Action::Report(r) => Want::Report(r.ticket),
-            Action::Quarantine(_) => panic!("quarantine"),
+            Action::Quarantine(_) | Action::Scheduled { .. } => panic!("{:?}", d.action),
         }
     }
 

@@ -103,7 +103,7 @@ pub enum Threading {
     /// A participant (or a newly joined colleague, staff or account manager) adds to a ticket.
     Join {
         /// The ticket's state.
-        ticket: TicketState,
+        ticket: Box<TicketState>,
         /// How it matched.
         by: MatchedBy,
         /// The sender's role in it.
@@ -177,7 +177,7 @@ pub fn thread(
         reopens = true;
     }
     Threading::Join {
-        ticket: ticket.clone(),
+        ticket: Box::new(ticket.clone()),
         by,
         role,
         joins,
