@@ -44,6 +44,9 @@ enum Command {
     Ingest {
         /// The raw message; `-` or nothing reads standard input.
         file: Option<PathBuf>,
+        /// Take it as of this instant (RFC 3339) instead of now: travel in time.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Say what postdesk would do with one message, changing nothing.
     Explain {
@@ -52,6 +55,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Judge it as of this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Look at tickets.
     Tickets {
@@ -231,7 +237,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Ingest { file } => ingest(&config, file).await,
+            Command::Ingest { file, now } => match parse_now(now.as_deref()) {
+                Ok(now) => ingest(&config, file, now).await,
+                Err(code) => code,
+            },
             other => match dispatch(&config, other).await {
                 Ok(code) => code,
                 Err(e) => {
@@ -273,13 +282,16 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { .. } => unreachable!("handled in main"),
-        Command::Explain { file, json } => {
+        Command::Explain { file, json, now } => {
+            let now = match parse_now(now.as_deref()) {
+                Ok(n) => n,
+                Err(code) => return Ok(code),
+            };
             let desk = match load_desk(config) {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
             let raw = read_input(Some(file))?;
-            let now = Utc::now();
             let explanation = match &config.database_url {
                 DatabaseUrl::Sqlite(url) => match SqliteStore::open_read_only(url).await {
                     Ok(store) => pipeline::explain(Some(&store), &desk, &raw, now).await,
@@ -398,13 +410,9 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                 );
                 return Ok(ExitCode::from(64));
             }
-            let now = match now.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
-                None => chrono::Utc::now(),
-                Some(Ok(t)) => t.with_timezone(&chrono::Utc),
-                Some(Err(e)) => {
-                    eprintln!("postdesk: --now: expected an RFC 3339 instant ({e})");
-                    return Ok(ExitCode::from(64));
-                }
+            let now = match parse_now(now.as_deref()) {
+                Ok(n) => n,
+                Err(code) => return Ok(code),
             };
             let desk = match load_desk(config) {
                 Ok(d) => d,
@@ -434,13 +442,9 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
         Command::Sla {
             command: SlaCommand::Explain { number, json, now },
         } => {
-            let now = match now.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
-                None => chrono::Utc::now(),
-                Some(Ok(t)) => t.with_timezone(&chrono::Utc),
-                Some(Err(e)) => {
-                    eprintln!("postdesk: --now: expected an RFC 3339 instant ({e})");
-                    return Ok(ExitCode::from(64));
-                }
+            let now = match parse_now(now.as_deref()) {
+                Ok(n) => n,
+                Err(code) => return Ok(code),
             };
             let policy = config.policy();
             with_store!(config, |store| {
@@ -629,7 +633,21 @@ fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
 }
 
 /// `postdesk ingest`: the MTA contract is the exit code, so every failure maps to one.
-async fn ingest(config: &Config, file: Option<PathBuf>) -> ExitCode {
+/// `--now`: an RFC 3339 instant, or the clock's now.
+fn parse_now(now: Option<&str>) -> Result<chrono::DateTime<Utc>, ExitCode> {
+    match now.map(chrono::DateTime::parse_from_rfc3339) {
+        None => Ok(Utc::now()),
+        Some(Ok(t)) => Ok(t.with_timezone(&Utc)),
+        Some(Err(e)) => {
+            eprintln!(
+                "postdesk: --now: expected an RFC 3339 instant like 2026-11-30T08:00:00Z ({e})"
+            );
+            Err(ExitCode::from(64))
+        }
+    }
+}
+
+async fn ingest(config: &Config, file: Option<PathBuf>, now: chrono::DateTime<Utc>) -> ExitCode {
     let desk = match load_desk(config) {
         Ok(d) => d,
         Err(code) => return code,
@@ -650,7 +668,7 @@ async fn ingest(config: &Config, file: Option<PathBuf>) -> ExitCode {
     let result: Result<_, StoreError> = async {
         with_store!(config, |store| {
             store.migrate().await?;
-            pipeline::ingest_batch(&store, &desk, std::slice::from_ref(&item), Utc::now()).await
+            pipeline::ingest_batch(&store, &desk, std::slice::from_ref(&item), now).await
         })
     }
     .await;

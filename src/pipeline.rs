@@ -403,15 +403,16 @@ pub async fn sweep<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    let mut seen = std::collections::HashSet::new();
+    let paused = desk.policy.sla.pause_when_customer_pending;
+    let mut after = 0;
     loop {
         let mut tx = store.begin().await?;
-        let due = tx.due_tickets(now, SWEEP_BATCH).await?;
-        let fresh: Vec<_> = due.into_iter().filter(|t| seen.insert(t.number)).collect();
-        if fresh.is_empty() {
+        let fresh = tx.due_tickets(now, after, SWEEP_BATCH, paused).await?;
+        let Some(last) = fresh.iter().map(|t| t.number).max() else {
             tx.commit().await?;
             return Ok(report);
-        }
+        };
+        after = last;
         report.due += fresh.len();
         for ticket in fresh {
             let Some(decision) = crate::sla::tick::sweep(&ticket, &desk.policy, now) else {

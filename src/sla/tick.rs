@@ -89,6 +89,10 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
     let mut sla: Option<SlaPlan> = None;
     let mut said: Vec<String> = Vec::new();
     let resolved = matches!(ticket.status, Status::ClosePending | Status::Closed);
+    // While the clock is paused for the customer, deadlines neither escalate nor breach: the
+    // waited open time is added back when the customer answers.
+    let stopped = resolved
+        || (ticket.status == Status::CustomerPending && policy.sla.pause_when_customer_pending);
 
     // The time-driven status rules.
     let moved = match ticket.status {
@@ -195,7 +199,7 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
     }
 
     // Escalation, once.
-    if !resolved
+    if !stopped
         && c.escalated_at.is_none()
         && let Some(at) = due(c.escalation_due, now)
     {
@@ -221,7 +225,7 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
 
     // Breaches, once per deadline.
     let triage: Vec<&str> = policy.triage_owners.iter().map(String::as_str).collect();
-    if !resolved
+    if !stopped
         && ticket.first_response_at.is_none()
         && c.response_breach_at.is_none()
         && let Some(at) = due(c.response_due, now)
@@ -241,7 +245,7 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
         ));
         said.push("response breached".into());
     }
-    if !resolved
+    if !stopped
         && c.resolved_at.is_none()
         && c.resolution_breach_at.is_none()
         && let Some(at) = due(c.resolution_due, now)
@@ -282,4 +286,381 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
         outbound,
         at: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::desk::decide::CustomerDomain;
+    use crate::desk::severity::{DowngradeMap, Severity, SeverityReading};
+    use crate::desk::ticket::{Clocks, Member, Role};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-02T18:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            support_addresses: vec!["support@example.com".into()],
+            default_severity: Severity::Sev4,
+            downgrade: DowngradeMap::default(),
+            max_auto_replies_per_hour: 10,
+            tag_prefix: "#".into(),
+            staff_domains: vec!["example.com".into()],
+            staff_addresses: vec![],
+            customers: vec![CustomerDomain {
+                domain: "acme.test".into(),
+                account_manager: Some("am@example.com".into()),
+                calendar: None,
+            }],
+            reopen_window: Duration::days(14),
+            same_domain_joins: true,
+            triage_owners: vec!["triage@example.com".into()],
+            require_authenticated: false,
+            after_engineer_reply: Status::CustomerPending,
+            sla: crate::sla::policy::SlaPolicy::default(),
+            calendars: crate::sla::clock::Calendars::default(),
+            escalation_contacts: vec!["director@example.com".into(), "TRIAGE@example.com".into()],
+        }
+    }
+
+    fn ticket(status: Status, clocks: Clocks) -> TicketState {
+        let m = |a: &str, role| Member {
+            address: a.into(),
+            name: None,
+            role,
+        };
+        TicketState {
+            number: 7,
+            status,
+            severity: SeverityReading {
+                requested: Some(Severity::Sev3),
+                assigned: Severity::Sev3,
+                given: true,
+                downgraded: false,
+            },
+            subject: "x".into(),
+            participants: vec![
+                m("jane@acme.test", Role::Requester),
+                m("bob@acme.test", Role::Watcher),
+            ],
+            created_at: now() - Duration::days(3),
+            closed_at: None,
+            assignee: None,
+            first_response_at: None,
+            conversation: vec![],
+            requester_bounced: false,
+            clocks,
+        }
+    }
+
+    fn mails(d: &Decision) -> Vec<(Template, &str)> {
+        d.outbound
+            .iter()
+            .map(|m| (m.template, m.to.address.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn what_the_clock_does_when_something_is_due() {
+        use Status::*;
+        use Template as T;
+        let past = now() - Duration::hours(1);
+        let later = now() + Duration::hours(1);
+        let (j, b, t, d, a) = (
+            "jane@acme.test",
+            "bob@acme.test",
+            "triage@example.com",
+            "director@example.com",
+            "am@example.com",
+        );
+        // (case, status, clocks, first response met, status after, mails)
+        type Case<'a> = (
+            &'a str,
+            Status,
+            Clocks,
+            bool,
+            Option<Status>,
+            Vec<(Template, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "update_due_while_with_us_sends_a_status_update",
+                EngineerPending,
+                Clocks {
+                    update_due: Some(past),
+                    ..Clocks::default()
+                },
+                false,
+                None,
+                vec![(T::StatusUpdate, j), (T::StatusUpdate, b)],
+            ),
+            (
+                "update_not_yet_due_does_nothing",
+                InTriage,
+                Clocks {
+                    update_due: Some(later),
+                    ..Clocks::default()
+                },
+                false,
+                None,
+                vec![],
+            ),
+            (
+                "no_status_update_while_waiting_on_the_customer",
+                CustomerPending,
+                Clocks {
+                    update_due: Some(past),
+                    ..Clocks::default()
+                },
+                false,
+                None,
+                vec![],
+            ),
+            (
+                "reminder_after_a_day_of_silence",
+                CustomerPending,
+                Clocks {
+                    reminder_due: Some(past),
+                    close_pending_due: Some(later),
+                    ..Clocks::default()
+                },
+                true,
+                None,
+                vec![
+                    (T::CustomerPendingReminder, j),
+                    (T::CustomerPendingReminder, b),
+                ],
+            ),
+            (
+                "silence_moves_to_close_pending_and_tells_the_account_manager",
+                CustomerPending,
+                Clocks {
+                    reminder_due: Some(past),
+                    close_pending_due: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                Some(ClosePending),
+                vec![
+                    (T::ClosePending, j),
+                    (T::ClosePending, b),
+                    (T::EngineerNotification, a),
+                ],
+            ),
+            (
+                "close_pending_closes_by_itself",
+                ClosePending,
+                Clocks {
+                    auto_close_due: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                Some(Closed),
+                vec![(T::Closed, j), (T::Closed, b)],
+            ),
+            (
+                "escalation_tells_contacts_and_triage_once_each",
+                EngineerPending,
+                Clocks {
+                    escalation_due: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                None,
+                vec![(T::Escalation, d), (T::Escalation, t)],
+            ),
+            (
+                "escalated_already_is_not_escalated_again",
+                EngineerPending,
+                Clocks {
+                    escalation_due: Some(past),
+                    escalated_at: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                None,
+                vec![],
+            ),
+            (
+                "resolved_tickets_do_not_escalate_or_breach",
+                ClosePending,
+                Clocks {
+                    escalation_due: Some(past),
+                    resolution_due: Some(past),
+                    response_due: Some(past),
+                    ..Clocks::default()
+                },
+                false,
+                None,
+                vec![],
+            ),
+            (
+                "response_breach_tells_triage",
+                InTriage,
+                Clocks {
+                    response_due: Some(past),
+                    ..Clocks::default()
+                },
+                false,
+                None,
+                vec![(T::Breach, t)],
+            ),
+            (
+                "met_response_is_no_breach",
+                EngineerPending,
+                Clocks {
+                    response_due: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                None,
+                vec![],
+            ),
+            (
+                "a_breach_is_told_once",
+                InTriage,
+                Clocks {
+                    response_due: Some(past),
+                    response_breach_at: Some(past),
+                    ..Clocks::default()
+                },
+                false,
+                None,
+                vec![],
+            ),
+            (
+                "resolution_breach_tells_triage",
+                EngineerPending,
+                Clocks {
+                    resolution_due: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                None,
+                vec![(T::Breach, t)],
+            ),
+            (
+                "no_breach_or_escalation_while_the_clock_waits_on_the_customer",
+                CustomerPending,
+                Clocks {
+                    resolution_due: Some(past),
+                    escalation_due: Some(past),
+                    ..Clocks::default()
+                },
+                true,
+                None,
+                vec![],
+            ),
+        ];
+        for (name, status, clocks, responded, after, want) in cases {
+            let mut tk = ticket(status, clocks);
+            if responded {
+                tk.first_response_at = Some(now() - Duration::days(2));
+            }
+            let d = sweep(&tk, &policy(), now());
+            let got = d.as_ref().map(mails).unwrap_or_default();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(
+                d.as_ref()
+                    .and_then(|d| d.status_change.as_ref())
+                    .map(|c| c.to),
+                after,
+                "{name}"
+            );
+            if let Some(d) = &d {
+                assert!(
+                    d.outbound
+                        .iter()
+                        .all(|m| m.due.is_some_and(|due| due <= now())),
+                    "{name}: scheduled mail carries the instant it was due"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_rule_moves_or_clears_its_due_time() {
+        let past = now() - Duration::hours(1);
+        // The status update's next due time is an interval later.
+        let d = sweep(
+            &ticket(
+                Status::EngineerPending,
+                Clocks {
+                    update_due: Some(past),
+                    ..Clocks::default()
+                },
+            ),
+            &policy(),
+            now(),
+        );
+        let next = d.and_then(|d| d.sla).and_then(|p| p.next_update);
+        assert!(next.is_some_and(|n| n > now()), "{next:?}");
+        // The reminder clears itself and keeps the silence rule.
+        let close = now() + Duration::hours(5);
+        let d = sweep(
+            &ticket(
+                Status::CustomerPending,
+                Clocks {
+                    reminder_due: Some(past),
+                    close_pending_due: Some(close),
+                    ..Clocks::default()
+                },
+            ),
+            &policy(),
+            now(),
+        );
+        let timers = d.and_then(|d| d.sla).and_then(|p| p.timers);
+        assert_eq!(
+            timers.map(|t| (t.reminder, t.close_pending)),
+            Some((None, Some(close)))
+        );
+        // Close pending after silence sets the auto-close time.
+        let d = sweep(
+            &ticket(
+                Status::CustomerPending,
+                Clocks {
+                    close_pending_due: Some(past),
+                    ..Clocks::default()
+                },
+            ),
+            &policy(),
+            now(),
+        );
+        let timers = d.and_then(|d| d.sla).and_then(|p| p.timers);
+        assert!(
+            timers.is_some_and(
+                |t| t.auto_close.is_some_and(|a| a > now()) && t.close_pending.is_none()
+            )
+        );
+        // Escalation and breaches mark the ticket.
+        let d = sweep(
+            &ticket(
+                Status::InTriage,
+                Clocks {
+                    escalation_due: Some(past),
+                    response_due: Some(past),
+                    resolution_due: Some(past),
+                    ..Clocks::default()
+                },
+            ),
+            &policy(),
+            now(),
+        );
+        let u = d.map(|d| d.update).unwrap_or_default();
+        assert!(u.escalated && u.response_breach && u.resolution_breach);
+        // Nothing due: no decision.
+        assert!(
+            sweep(
+                &ticket(Status::EngineerPending, Clocks::default()),
+                &policy(),
+                now()
+            )
+            .is_none()
+        );
+    }
 }

@@ -202,6 +202,22 @@ pub struct TicketSummary {
     pub escalation_due_at: Option<DateTime<Utc>>,
     /// The next status update is due (SLA).
     pub update_due_at: Option<DateTime<Utc>>,
+    /// Customer pending: the reminder is due.
+    pub reminder_due_at: Option<DateTime<Utc>>,
+    /// Customer pending: close pending after silence is due.
+    pub close_pending_due_at: Option<DateTime<Utc>>,
+    /// Close pending: closing by itself is due.
+    pub auto_close_due_at: Option<DateTime<Utc>>,
+    /// When it escalated.
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// When triage was told the response deadline passed.
+    pub response_breach_at: Option<DateTime<Utc>>,
+    /// When triage was told the resolution deadline passed.
+    pub resolution_breach_at: Option<DateTime<Utc>>,
+    /// When the current status began.
+    pub status_since: Option<DateTime<Utc>>,
+    /// When the last public message went out.
+    pub last_public_out_at: Option<DateTime<Utc>>,
     /// False when the subject named no severity.
     pub severity_given: bool,
     /// True when email asked for Sev 1/2.
@@ -451,13 +467,16 @@ pub trait StoreTx: Send {
         keys: &ThreadKeys,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<MailContext, StoreError>> + Send;
-    /// The tickets whose SLA clock is due at `now` (at most `limit`, in id order), with their
-    /// state. On PostgreSQL the rows are locked until the transaction ends and rows another
-    /// sweep holds are skipped, so two workers never act on one ticket twice.
+    /// The tickets whose SLA clock is due at `now` with a number above `after` (at most
+    /// `limit`, in id order), with their state; `paused`: customer-pending tickets neither
+    /// escalate nor breach. On PostgreSQL the rows are locked until the transaction ends and rows
+    /// another sweep holds are skipped, so two workers never act on one ticket twice.
     fn due_tickets(
         &mut self,
         now: DateTime<Utc>,
+        after: i64,
         limit: i64,
+        paused: bool,
     ) -> impl Future<Output = Result<Vec<crate::desk::TicketState>, StoreError>> + Send;
     /// Applies a decision: the ticket it opens or changes, participants, the message and its
     /// attachments (or the quarantined bytes), history events, and the planned mails `render`

@@ -374,6 +374,14 @@ macro_rules! sql_store {
                 resolution_due_at: r.try_get("resolution_due_at")?,
                 escalation_due_at: r.try_get("escalation_due_at")?,
                 update_due_at: r.try_get("update_due_at")?,
+                reminder_due_at: r.try_get("reminder_due_at")?,
+                close_pending_due_at: r.try_get("close_pending_due_at")?,
+                auto_close_due_at: r.try_get("auto_close_due_at")?,
+                escalated_at: r.try_get("escalated_at")?,
+                response_breach_at: r.try_get("response_breach_at")?,
+                resolution_breach_at: r.try_get("resolution_breach_at")?,
+                status_since: r.try_get("status_since")?,
+                last_public_out_at: r.try_get("last_public_out_at")?,
                 severity_given: r.try_get("severity_given")?,
                 downgraded: r.try_get("downgraded")?,
                 created_at: r.try_get("created_at")?,
@@ -381,7 +389,7 @@ macro_rules! sql_store {
             })
         }
 
-        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, resolved_at, response_due_at, resolution_due_at, escalation_due_at, update_due_at, severity_given, downgraded, created_at, updated_at";
+        const TICKET_COLUMNS: &str = "id, subject, requester, requester_name, status, requested_severity, assigned_severity, linked_ticket, requester_bounced, closed_at, assignee, first_response_at, resolved_at, response_due_at, resolution_due_at, escalation_due_at, update_due_at, reminder_due_at, close_pending_due_at, auto_close_due_at, escalated_at, response_breach_at, resolution_breach_at, status_since, last_public_out_at, severity_given, downgraded, created_at, updated_at";
 
         impl Store for $store {
             type Tx = $tx;
@@ -928,30 +936,38 @@ macro_rules! sql_store {
             async fn due_tickets(
                 &mut self,
                 now: DateTime<Utc>,
+                after: i64,
                 limit: i64,
+                paused: bool,
             ) -> Result<Vec<TicketState>, StoreError> {
                 let conn: &mut Conn = &mut self.0;
-                // One indexed probe per rule (the partial indexes of migration 0003); rows another
+                // One indexed probe per rule (the partial indexes of migration 0003), tickets
+                // after `after` in id order (a cursor: every sweep makes progress); rows another
                 // sweep holds are skipped, not waited for (PostgreSQL), and stay locked until the
-                // transaction ends.
+                // transaction ends. While the clock is paused for the customer, a customer-pending
+                // ticket neither escalates nor breaches.
                 let sql = format!(
-                    "SELECT id FROM tickets WHERE id IN (
+                    "SELECT id FROM tickets WHERE id > $3 AND id IN (
                         SELECT id FROM tickets WHERE update_due_at <= $1 AND status IN ('in_triage', 'engineer_pending')
                         UNION SELECT id FROM tickets WHERE reminder_due_at <= $1 AND status = 'customer_pending'
                         UNION SELECT id FROM tickets WHERE close_pending_due_at <= $1 AND status = 'customer_pending'
                         UNION SELECT id FROM tickets WHERE auto_close_due_at <= $1 AND status = 'close_pending'
                         UNION SELECT id FROM tickets WHERE escalation_due_at <= $1 AND escalated_at IS NULL
-                              AND status NOT IN ('close_pending', 'closed')
+                              AND status NOT IN ('close_pending', 'closed') AND NOT ($4 AND status = 'customer_pending')
                         UNION SELECT id FROM tickets WHERE response_due_at <= $1 AND first_response_at IS NULL
                               AND response_breach_at IS NULL AND status NOT IN ('close_pending', 'closed')
+                              AND NOT ($4 AND status = 'customer_pending')
                         UNION SELECT id FROM tickets WHERE resolution_due_at <= $1 AND resolved_at IS NULL
                               AND resolution_breach_at IS NULL AND status NOT IN ('close_pending', 'closed')
+                              AND NOT ($4 AND status = 'customer_pending')
                      ) ORDER BY id LIMIT $2{}",
                     $skip_locked
                 );
                 let ids: Vec<i64> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(now)
                     .bind(limit)
+                    .bind(after)
+                    .bind(paused)
                     .fetch_all(&mut *conn)
                     .await?
                     .iter()
