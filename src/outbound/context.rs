@@ -474,7 +474,9 @@ impl StatusChangeView {
 pub struct UpdateView {
     /// When the last public message went out, in the customer's time zone.
     pub last_public_local: String,
-    /// The update interval of the ticket's severity (`24 h`).
+    /// The update interval of the ticket's severity, naming its clock: `1 h` on a 24x7 clock,
+    /// `24 business hours` on business hours (the customer reads a bare `24 h` as wall time,
+    /// and a weekend makes that look broken).
     pub interval: String,
 }
 

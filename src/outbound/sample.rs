@@ -84,7 +84,21 @@ pub fn sample(
     if template == Template::Digest {
         return Ok(sample_digest(variant, support));
     }
-    let created = now - Duration::hours(2);
+    // Mail sent by a timer is about an older ticket, opened so that the timer is due now on
+    // the Sev 3 business-hours clock (08:00-17:00 Chicago, Thanksgiving 11-26/27 off).
+    let created = now
+        - match template {
+            // Opened Wed 12:30, answered 13:00: 24 open hours later (now) an update is due.
+            Template::StatusUpdate => Duration::minutes(7050),
+            // Opened Wed 12:25: the 24 h response was due today 09:25.
+            Template::Breach => Duration::minutes(7055),
+            // Opened Thu 10:00: 2 business days later (now) it escalates.
+            Template::CustomerPendingReminder
+            | Template::ClosePending
+            | Template::Closed
+            | Template::Escalation => Duration::days(4),
+            _ => Duration::hours(2),
+        };
     let (subject, severity) = match (template, variant) {
         (Template::Acknowledgement, "not_given") => (
             "Invoice export is missing rows since Monday",
@@ -164,6 +178,33 @@ pub fn sample(
             next_update: Some(local(22 * 60)),
             escalation: Some(local(2 * 24 * 60)),
         };
+    }
+    // Timer mail of an answered ticket: the response is met (no longer shown), the resolution
+    // due 3 business days after opening; a solved or closed ticket has met both.
+    match template {
+        Template::StatusUpdate => {
+            ctx.deadlines.response = None;
+            ctx.deadlines.resolution = Some(local(150));
+            ctx.deadlines.next_update = Some(local(2 * 24 * 60 + 6 * 60));
+            ctx.deadlines.escalation = Some(local(-3 * 24 * 60 + 150));
+        }
+        Template::CustomerPendingReminder | Template::Escalation => {
+            ctx.deadlines.response = None;
+            ctx.deadlines.resolution = Some(local(24 * 60));
+            ctx.deadlines.next_update = None;
+            ctx.deadlines.escalation = Some(local(0));
+        }
+        Template::ClosePending | Template::Closed => {
+            ctx.deadlines.response = None;
+            ctx.deadlines.resolution = None;
+            ctx.deadlines.next_update = None;
+        }
+        Template::Breach => {
+            ctx.deadlines.response = Some(local(-35));
+            ctx.deadlines.resolution = Some(local(145));
+            ctx.deadlines.escalation = Some(local(-3 * 24 * 60 + 145));
+        }
+        _ => {}
     }
     ctx.audience = audience(template);
     ctx.recipient = match (template, variant) {
@@ -259,13 +300,17 @@ pub fn sample(
         }
         Template::StatusUpdate => {
             ctx.update = Some(UpdateView {
-                last_public_local: local(-24 * 60),
-                interval: "24 h".into(),
+                // The engineer's reply half an hour after opening.
+                last_public_local: format_local(created + Duration::minutes(30), zone),
+                // Sev 3 runs on business hours: say so, or 5 days of silence read as a broken
+                // promise of "every 24 h".
+                interval: "24 business hours".into(),
             });
         }
         Template::CustomerPendingReminder => {
             ctx.reminder = Some(ReminderView {
-                waiting_since_local: local(-24 * 60),
+                // The engineer asked on Friday; 2 business days of silence end Tuesday.
+                waiting_since_local: local(-3 * 24 * 60),
                 close_pending_local: local(24 * 60),
             });
         }
@@ -276,7 +321,8 @@ pub fn sample(
                 "solved by Sam Engineer",
             ));
             ctx.closing = Some(ClosingView {
-                auto_close_local: local(7 * 24 * 60),
+                // 5 business days from now: Thanksgiving and the day after are off.
+                auto_close_local: local(9 * 24 * 60),
                 business_days: 5,
                 confirm_word: "#close".into(),
                 reopen_days: 14,
