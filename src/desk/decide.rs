@@ -207,11 +207,13 @@ pub enum Template {
     CommandRejected,
     /// To triage (and the assignee): a mail could not be delivered, or the requester's address bounced.
     DeliveryFailure,
+    /// The daily digest of open tickets, to each account manager (their customers') and the triage owners (all).
+    Digest,
 }
 
 impl Template {
     /// Every template, in the order the README lists them.
-    pub const ALL: [Template; 13] = [
+    pub const ALL: [Template; 14] = [
         Template::Acknowledgement,
         Template::EngineerNotification,
         Template::Relay,
@@ -225,6 +227,7 @@ impl Template {
         Template::Breach,
         Template::CommandRejected,
         Template::DeliveryFailure,
+        Template::Digest,
     ];
 
     /// The template's directory name under `templates/`.
@@ -243,6 +246,7 @@ impl Template {
             Template::Breach => "breach",
             Template::CommandRejected => "command_rejected",
             Template::DeliveryFailure => "delivery_failure",
+            Template::Digest => "digest",
         }
     }
 

@@ -54,7 +54,8 @@ pub fn audience(template: Template) -> Audience {
         | Template::Escalation
         | Template::Breach
         | Template::CommandRejected
-        | Template::DeliveryFailure => Audience::Staff,
+        | Template::DeliveryFailure
+        | Template::Digest => Audience::Staff,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn sections(template: Template) -> &'static [&'static str] {
         Template::Breach => &["breach"],
         Template::CommandRejected => &["message", "rejection"],
         Template::DeliveryFailure => &["failure"],
+        Template::Digest => &["digest"],
     }
 }
 
@@ -103,7 +105,7 @@ pub fn optional_sections(template: Template) -> &'static [&'static str] {
 }
 
 /// Every optional section name.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "message",
     "notification",
     "status_change",
@@ -114,6 +116,7 @@ pub const SECTIONS: [&str; 10] = [
     "breach",
     "rejection",
     "failure",
+    "digest",
 ];
 
 /// Everything a template can see. Sections a template does not get are `None` (null).
@@ -163,6 +166,8 @@ pub struct TemplateContext {
     pub rejection: Option<RejectionView>,
     /// A mail that could not be delivered, or the requester's address bouncing.
     pub failure: Option<FailureView>,
+    /// The daily digest of open tickets (see [`DigestView`]).
+    pub digest: Option<DigestView>,
 }
 
 /// The ticket as templates see it.
@@ -469,7 +474,9 @@ impl StatusChangeView {
 pub struct UpdateView {
     /// When the last public message went out, in the customer's time zone.
     pub last_public_local: String,
-    /// The update interval of the ticket's severity (`24 h`).
+    /// The update interval of the ticket's severity, naming its clock: `1 h` on a 24x7 clock,
+    /// `24 business hours` on business hours (the customer reads a bare `24 h` as wall time,
+    /// and a weekend makes that look broken).
     pub interval: String,
 }
 
@@ -564,6 +571,73 @@ pub struct FailureView {
     pub message_id: String,
 }
 
+/// The daily digest (SPEC: SLA): the open tickets of one recipient, by status. A digest concerns
+/// no single ticket: its context's `ticket` is [`TicketView::none`] and the `digest` template
+/// uses no `ticket.*`. Built by [`crate::outbound::digest::digest_view`], which returns none when
+/// nothing is open (nothing is sent then).
+#[derive(Debug, Clone, Serialize)]
+pub struct DigestView {
+    /// The digest's day in the digest calendar's zone (`2026-11-30`).
+    pub date_local: String,
+    /// That zone (`America/Chicago`); every time below is in it.
+    pub zone: String,
+    /// `all` (triage owners: every open ticket) or `customers` (an account manager: their
+    /// customers' open tickets).
+    pub scope: String,
+    /// Open tickets in the digest.
+    pub total: usize,
+    /// How many of them breached their response or resolution deadline.
+    pub breached: usize,
+    /// How many of them are escalated.
+    pub escalated: usize,
+    /// The tickets by status, in the order of the statuses (in_triage, engineer_pending,
+    /// customer_pending, close_pending); a status without tickets has no group.
+    pub groups: Vec<DigestGroup>,
+}
+
+/// The digest's tickets of one status.
+#[derive(Debug, Clone, Serialize)]
+pub struct DigestGroup {
+    /// `in_triage`.
+    pub status: String,
+    /// `In Triage`.
+    pub status_label: String,
+    /// Its tickets, oldest first.
+    pub tickets: Vec<DigestTicket>,
+}
+
+/// One ticket of the digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct DigestTicket {
+    /// Number.
+    pub number: i64,
+    /// `[#42]`.
+    pub tag: String,
+    /// Subject on one line, as the customer wrote it.
+    pub subject: String,
+    /// The customer who opened it.
+    pub requester: PersonView,
+    /// The requester's company from `[[customers]]`, if configured.
+    pub company: Option<String>,
+    /// Assigned severity, 1-4.
+    pub severity: u8,
+    /// Time since it was opened, wall clock (`45 min`, `5 h`, `1 day`, `3 days`).
+    pub age: String,
+    /// When it was opened (`2026-11-23 10:00 CST`).
+    pub created_local: String,
+    /// The engineer it is assigned to (none: unassigned).
+    pub assignee: Option<PersonView>,
+    /// The next deadline still ahead: `response`, `resolution`, `escalation` or `update`
+    /// (none: no deadline ahead).
+    pub next_due_kind: Option<String>,
+    /// When it is due.
+    pub next_due_local: Option<String>,
+    /// The deadlines it missed: `response`, `resolution` (empty: none).
+    pub breaches: Vec<String>,
+    /// True when it passed its escalation time and was escalated.
+    pub escalated: bool,
+}
+
 /// The accepted engineer commands (SPEC: Engineers by mail), for rejection mails.
 pub const COMMAND_HELP: &str = "#status <in_triage|engineer_pending|customer_pending|close_pending|closed>\n#severity <1-4>\n#assign <me|address>\n#note\n#solved";
 
@@ -602,6 +676,7 @@ impl TemplateContext {
             breach: None,
             rejection: None,
             failure: None,
+            digest: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod compose;
 pub mod context;
+pub mod digest;
 pub mod handover;
 pub mod html_text;
 pub mod outbox;

@@ -10,11 +10,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::context::{
     AttachmentView, Audience, BreachView, COMMAND_HELP, ClosingView, CompanyView, DEFAULT_ZONE,
-    DeadlinesView, EscalationView, FailureView, MessageView, NotificationView, ParticipantView,
-    PersonView, RejectedCommand, RejectionView, ReminderView, SeverityView, StatusChangeView,
-    SupportView, TemplateContext, TicketView, UpdateView, audience, failure_kind, format_local,
-    notification_kind, size_label,
+    DeadlinesView, DigestView, EscalationView, FailureView, MessageView, NotificationView,
+    ParticipantView, PersonView, RejectedCommand, RejectionView, ReminderView, SeverityView,
+    StatusChangeView, SupportView, TemplateContext, TicketView, UpdateView, audience, failure_kind,
+    format_local, notification_kind, size_label,
 };
+use super::digest::{DigestRow, DigestScope, digest_context, digest_view};
 use crate::desk::Status;
 use crate::desk::decide::Template;
 
@@ -40,6 +41,7 @@ pub fn variants(template: Template) -> &'static [&'static str] {
         Template::Relay => &["html", "text_only"],
         Template::ClosePending | Template::Closed => &["plain", "with_message"],
         Template::DeliveryFailure => &["undeliverable", "requester_bounced"],
+        Template::Digest => &["triage", "account_manager"],
         _ => &["default"],
     }
 }
@@ -79,7 +81,24 @@ pub fn sample(
     };
     let now = sample_now();
     let zone = DEFAULT_ZONE;
-    let created = now - Duration::hours(2);
+    if template == Template::Digest {
+        return Ok(sample_digest(variant, support));
+    }
+    // Mail sent by a timer is about an older ticket, opened so that the timer is due now on
+    // the Sev 3 business-hours clock (08:00-17:00 Chicago, Thanksgiving 11-26/27 off).
+    let created = now
+        - match template {
+            // Opened Wed 12:30, answered 13:00: 24 open hours later (now) an update is due.
+            Template::StatusUpdate => Duration::minutes(7050),
+            // Opened Wed 12:25: the 24 h response was due today 09:25.
+            Template::Breach => Duration::minutes(7055),
+            // Opened Thu 10:00: 2 business days later (now) it escalates.
+            Template::CustomerPendingReminder
+            | Template::ClosePending
+            | Template::Closed
+            | Template::Escalation => Duration::days(4),
+            _ => Duration::hours(2),
+        };
     let (subject, severity) = match (template, variant) {
         (Template::Acknowledgement, "not_given") => (
             "Invoice export is missing rows since Monday",
@@ -159,6 +178,33 @@ pub fn sample(
             next_update: Some(local(22 * 60)),
             escalation: Some(local(2 * 24 * 60)),
         };
+    }
+    // Timer mail of an answered ticket: the response is met (no longer shown), the resolution
+    // due 3 business days after opening; a solved or closed ticket has met both.
+    match template {
+        Template::StatusUpdate => {
+            ctx.deadlines.response = None;
+            ctx.deadlines.resolution = Some(local(150));
+            ctx.deadlines.next_update = Some(local(2 * 24 * 60 + 6 * 60));
+            ctx.deadlines.escalation = Some(local(-3 * 24 * 60 + 150));
+        }
+        Template::CustomerPendingReminder | Template::Escalation => {
+            ctx.deadlines.response = None;
+            ctx.deadlines.resolution = Some(local(24 * 60));
+            ctx.deadlines.next_update = None;
+            ctx.deadlines.escalation = Some(local(0));
+        }
+        Template::ClosePending | Template::Closed => {
+            ctx.deadlines.response = None;
+            ctx.deadlines.resolution = None;
+            ctx.deadlines.next_update = None;
+        }
+        Template::Breach => {
+            ctx.deadlines.response = Some(local(-35));
+            ctx.deadlines.resolution = Some(local(145));
+            ctx.deadlines.escalation = Some(local(-3 * 24 * 60 + 145));
+        }
+        _ => {}
     }
     ctx.audience = audience(template);
     ctx.recipient = match (template, variant) {
@@ -254,13 +300,17 @@ pub fn sample(
         }
         Template::StatusUpdate => {
             ctx.update = Some(UpdateView {
-                last_public_local: local(-24 * 60),
-                interval: "24 h".into(),
+                // The engineer's reply half an hour after opening.
+                last_public_local: format_local(created + Duration::minutes(30), zone),
+                // Sev 3 runs on business hours: say so, or 5 days of silence read as a broken
+                // promise of "every 24 h".
+                interval: "24 business hours".into(),
             });
         }
         Template::CustomerPendingReminder => {
             ctx.reminder = Some(ReminderView {
-                waiting_since_local: local(-24 * 60),
+                // The engineer asked on Friday; 2 business days of silence end Tuesday.
+                waiting_since_local: local(-3 * 24 * 60),
                 close_pending_local: local(24 * 60),
             });
         }
@@ -271,7 +321,8 @@ pub fn sample(
                 "solved by Sam Engineer",
             ));
             ctx.closing = Some(ClosingView {
-                auto_close_local: local(7 * 24 * 60),
+                // 5 business days from now: Thanksgiving and the day after are off.
+                auto_close_local: local(9 * 24 * 60),
                 business_days: 5,
                 confirm_word: "#close".into(),
                 reopen_days: 14,
@@ -359,6 +410,8 @@ pub fn sample(
                 help: COMMAND_HELP.into(),
             });
         }
+        // Returned above.
+        Template::Digest => {}
         Template::DeliveryFailure => {
             ctx.failure = Some(if variant == "requester_bounced" {
                 FailureView {
@@ -380,6 +433,187 @@ pub fn sample(
         }
     }
     Ok(ctx)
+}
+
+/// The digest samples: `triage` has every open ticket (every status, two breaches, one
+/// escalation, a subject with markup to escape, a requester of no configured company);
+/// `account_manager` the Globex tickets only.
+fn sample_digest(variant: &str, support: &SupportView) -> TemplateContext {
+    let now = sample_now();
+    let zone = DEFAULT_ZONE;
+    let h = |hours: i64| Some(now + Duration::hours(hours));
+    let sam = Some(("sam@example.com", "Sam Engineer"));
+    let dana = Some(("dana@example.com", "Dana Dev"));
+    let globex = Some("Globex Corporation");
+    let initech = Some("Initech");
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        i64,
+        &str,
+        (&str, Option<&str>),
+        Option<&str>,
+        Status,
+        u8,
+        i64,
+        Option<(&str, &str)>,
+    )> = vec![
+        (
+            57,
+            "Sev-2: Checkout page returns 500 for EU customers",
+            ("lena.vogel@initech.test", Some("Lena Vogel")),
+            initech,
+            Status::InTriage,
+            4,
+            0,
+            None,
+        ),
+        (
+            51,
+            "Cannot log in after password reset",
+            ("pat.kim@example.org", None),
+            None,
+            Status::InTriage,
+            3,
+            -30,
+            None,
+        ),
+        (
+            42,
+            "SEV 3 Invoice export is missing rows since Monday",
+            ("raj.patel@globex.test", Some("Raj Patel")),
+            globex,
+            Status::EngineerPending,
+            3,
+            -75,
+            sam,
+        ),
+        (
+            48,
+            "API rate limit <429> & retries on \"bulk\" import",
+            ("mia.wong@globex.test", Some("Mia Wong")),
+            globex,
+            Status::EngineerPending,
+            3,
+            -26,
+            dana,
+        ),
+        (
+            45,
+            "SSO certificate rotation for the staging tenant",
+            ("lena.vogel@initech.test", Some("Lena Vogel")),
+            initech,
+            Status::CustomerPending,
+            4,
+            -50,
+            sam,
+        ),
+        (
+            39,
+            "Duplicate emails from the notification service",
+            ("raj.patel@globex.test", Some("Raj Patel")),
+            globex,
+            Status::ClosePending,
+            4,
+            -146,
+            dana,
+        ),
+    ];
+    let rows: Vec<DigestRow> = rows
+        .into_iter()
+        .map(
+            |(
+                number,
+                subject,
+                (requester, requester_name),
+                company,
+                status,
+                severity,
+                created,
+                assignee,
+            )| {
+                let created_at = now + Duration::hours(created) - Duration::minutes(40);
+                let mut row = DigestRow {
+                    number,
+                    subject: subject.into(),
+                    requester: requester.into(),
+                    requester_name: requester_name.map(str::to_string),
+                    company: company.map(str::to_string),
+                    status,
+                    severity,
+                    created_at,
+                    assignee: assignee.map(|a| a.0.to_string()),
+                    assignee_name: assignee.map(|a| a.1.to_string()),
+                    response_due_at: None,
+                    resolution_due_at: None,
+                    update_due_at: None,
+                    escalation_due_at: None,
+                    first_response_at: None,
+                    resolved: status == Status::ClosePending,
+                    escalated: false,
+                };
+                match number {
+                    // New: the response is due tomorrow morning.
+                    57 => {
+                        row.response_due_at = h(23);
+                        row.resolution_due_at = h(5 * 24);
+                        row.escalation_due_at = h(3 * 24);
+                    }
+                    // Nobody answered in time.
+                    51 => {
+                        row.response_due_at = h(-2);
+                        row.resolution_due_at = h(2 * 24);
+                        row.escalation_due_at = h(24);
+                    }
+                    // Answered, but unresolved past its escalation and resolution times.
+                    42 => {
+                        row.first_response_at = h(-70);
+                        row.response_due_at = h(-60);
+                        row.escalation_due_at = h(-25);
+                        row.resolution_due_at = h(-1);
+                        row.update_due_at = h(6);
+                        row.escalated = true;
+                    }
+                    48 => {
+                        row.first_response_at = h(-24);
+                        row.response_due_at = h(-3);
+                        row.update_due_at = h(5);
+                        row.escalation_due_at = h(22);
+                        row.resolution_due_at = h(46);
+                    }
+                    45 => {
+                        row.first_response_at = h(-48);
+                        row.response_due_at = h(-10);
+                        row.escalation_due_at = h(20);
+                        row.resolution_due_at = h(70);
+                    }
+                    _ => {
+                        row.first_response_at = h(-140);
+                        row.response_due_at = h(-120);
+                    }
+                }
+                row
+            },
+        )
+        .filter(|r| variant != "account_manager" || r.company.as_deref() == globex)
+        .collect();
+    let (scope, recipient) = if variant == "account_manager" {
+        (
+            DigestScope::Customers,
+            person("Alex Account", "am@example.com"),
+        )
+    } else {
+        (DigestScope::All, person("Triage", "triage@example.com"))
+    };
+    let view = digest_view(&rows, scope, now, zone, "#").unwrap_or_else(|| DigestView {
+        date_local: String::new(),
+        zone: zone.name().into(),
+        scope: scope.as_str().into(),
+        total: 0,
+        breached: 0,
+        escalated: 0,
+        groups: Vec::new(),
+    });
+    digest_context(view, recipient, support.clone(), now, zone)
 }
 
 /// The engineer's text that came with a command (`#solved`): plain text, no attachments.
