@@ -6,6 +6,14 @@
 //! file named by `POSTDESK_..._FILE` (for secrets), and secret keys also accept `<key>_file` in
 //! the TOML file. A bad value is reported with where it came from (file or variable), the key
 //! and what was expected; `main` exits 78 (EX_CONFIG) on it.
+//!
+//! Flat keys and the nested `[sla.sevN]` tables go through the key table below (file, then
+//! environment, then `_FILE`, each value remembering its origin). `[calendars.NAME]` tables
+//! are typed serde structs with `deny_unknown_fields`, deserialized one table at a time so an
+//! error names `calendars.NAME.<key>`. figment was considered (it resolves and builds here) but
+//! not taken: its environment provider cannot map `POSTDESK_MAILBOX_PROCESSED_FOLDER` to
+//! `mailbox.processed_folder` without this key table anyway, has no comma lists or `_FILE`
+//! secrets, and its errors would need rewriting to keep this wording.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +22,12 @@ use std::time::Duration;
 
 use crate::desk::{DowngradeMap, Policy, Severity, Status};
 use crate::mail::parse::is_usable_address;
+use crate::sla::calendar::{Calendar, CalendarError, HolidayRule, WeekHours, us_holidays};
+use crate::sla::clock::Calendars;
+use crate::sla::policy::{BadSpan, ClockKind, SlaPolicy, Span};
+
+/// `digest.schedule` when none is configured: 08:00 on weekdays.
+pub const DEFAULT_DIGEST_SCHEDULE: &str = "0 0 8 * * Mon-Fri";
 
 /// The kind of value a key holds, which decides how an environment string is read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -67,6 +81,33 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("staff", "max_attachment_size", Kind::Str),
     ("staff", "dkim_resolver", Kind::Str),
     ("statuses", "after_engineer_reply", Kind::Str),
+    ("statuses", "reminder_after", Kind::Str),
+    ("statuses", "close_pending_after", Kind::Str),
+    ("statuses", "auto_close_after", Kind::Str),
+    ("sla", "pause_when_customer_pending", Kind::Bool),
+    ("sla.sev1", "response", Kind::Str),
+    ("sla.sev1", "resolution", Kind::Str),
+    ("sla.sev1", "update_every", Kind::Str),
+    ("sla.sev1", "escalate_after", Kind::Str),
+    ("sla.sev1", "clock", Kind::Str),
+    ("sla.sev2", "response", Kind::Str),
+    ("sla.sev2", "resolution", Kind::Str),
+    ("sla.sev2", "update_every", Kind::Str),
+    ("sla.sev2", "escalate_after", Kind::Str),
+    ("sla.sev2", "clock", Kind::Str),
+    ("sla.sev3", "response", Kind::Str),
+    ("sla.sev3", "resolution", Kind::Str),
+    ("sla.sev3", "update_every", Kind::Str),
+    ("sla.sev3", "escalate_after", Kind::Str),
+    ("sla.sev3", "clock", Kind::Str),
+    ("sla.sev4", "response", Kind::Str),
+    ("sla.sev4", "resolution", Kind::Str),
+    ("sla.sev4", "update_every", Kind::Str),
+    ("sla.sev4", "escalate_after", Kind::Str),
+    ("sla.sev4", "clock", Kind::Str),
+    ("calendars", "default", Kind::Str),
+    ("digest", "schedule", Kind::Str),
+    ("digest", "calendar", Kind::Str),
     ("threading", "reopen_window", Kind::Str),
     ("threading", "same_domain_joins", Kind::Bool),
     ("triage", "owners", Kind::List),
@@ -82,6 +123,70 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("worker", "batch_size", Kind::Int),
     ("log", "format", Kind::Str),
 ];
+
+/// `POSTDESK_*` variables that are not configuration keys: the config file, the log filter, and
+/// those the tests and benchmarks read.
+const OTHER_VARS: &[&str] = &[
+    "POSTDESK_CONFIG",
+    "POSTDESK_LOG",
+    "POSTDESK_BLESS",
+    "POSTDESK_KEEP_MAILSTACK",
+    "POSTDESK_KILL_WAIT_MS",
+    "POSTDESK_TEST_POSTGRES_URL",
+    "POSTDESK_BENCH_BACKLOG_N",
+    "POSTDESK_BENCH_DATABASE",
+    "POSTDESK_BENCH_FILE_OUTBOX",
+    "POSTDESK_BENCH_LATENCY_N",
+    "POSTDESK_BENCH_ONLY",
+    "POSTDESK_BENCH_RELAY_N",
+];
+
+/// One warning line for each `POSTDESK_*` variable postdesk does not know (it would otherwise be
+/// ignored silently), naming the known one it is closest to when that is at most two edits away.
+pub fn unknown_env_warnings(env: &BTreeMap<String, String>) -> Vec<String> {
+    let mut known: Vec<String> = KEYS
+        .iter()
+        .flat_map(|(s, k, _)| {
+            let name = env_name(s, k);
+            [format!("{name}_FILE"), name]
+        })
+        .collect();
+    known.extend(OTHER_VARS.iter().map(|v| v.to_string()));
+    env.keys()
+        .filter(|v| v.starts_with("POSTDESK_") && !known.contains(v))
+        .map(|v| {
+            let closest = known
+                .iter()
+                .map(|k| (edit_distance(v, k), k))
+                .filter(|(d, _)| *d <= 2)
+                .min();
+            match closest {
+                Some((_, k)) => {
+                    format!("unknown environment variable {v} is ignored (did you mean {k}?)")
+                }
+                None => format!(
+                    "unknown environment variable {v} is ignored (see the README's config reference)"
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone)]
@@ -465,6 +570,15 @@ pub struct Config {
     pub customers: Vec<Customer>,
     /// IMAP and SMTP details.
     pub live: LiveMail,
+    /// SLA targets per severity and the status timers (`[sla.sevN]`, `[statuses]`).
+    pub sla: SlaPolicy,
+    /// The built-in and configured business-hours calendars (`[calendars.NAME]`).
+    pub calendars: Calendars,
+    /// When the daily digest goes out: a cron expression (`digest.schedule`), checked for its
+    /// shape only here.
+    pub digest_schedule: String,
+    /// The calendar whose zone the digest schedule runs in (`digest.calendar`).
+    pub digest_calendar: String,
 }
 
 impl Config {
@@ -493,8 +607,8 @@ impl Config {
             triage_owners: self.triage_owners.clone(),
             require_authenticated: self.staff_require_authenticated,
             after_engineer_reply: self.after_engineer_reply,
-            sla: crate::sla::policy::SlaPolicy::default(),
-            calendars: crate::sla::clock::Calendars::default(),
+            sla: self.sla.clone(),
+            calendars: self.calendars.clone(),
             escalation_contacts: self.escalation_contacts.clone(),
         }
     }
@@ -531,6 +645,17 @@ impl Config {
 struct Values {
     map: BTreeMap<String, (toml::Value, Origin)>,
     customers: Vec<(toml::Table, Origin)>,
+    /// `[calendars.NAME]` tables, by name (file only).
+    calendars: Vec<(String, toml::Table, Origin)>,
+}
+
+/// The environment name of a key: `[sla.sev3] response` -> `POSTDESK_SLA_SEV3_RESPONSE`.
+fn env_name(section: &str, key: &str) -> String {
+    format!(
+        "POSTDESK_{}_{}",
+        section.to_uppercase().replace(['.', '-'], "_"),
+        key.to_uppercase()
+    )
 }
 
 fn err(origin: &Origin, key: &str, problem: impl Into<String>) -> ConfigError {
@@ -590,38 +715,71 @@ impl Values {
                     format!("expected a [{section}] table, found {}", describe(&value)),
                 ));
             };
-            for (key, v) in entries {
-                let dotted = format!("{section}.{key}");
-                if let Some(base) = key.strip_suffix("_file")
-                    && kind_of(&section, base) == Some(Kind::Secret)
+            self.read_table(&section, entries, &origin)?;
+        }
+        Ok(())
+    }
+
+    /// The keys of one `[section]` (or nested `[section.sub]`) table of the file.
+    fn read_table(
+        &mut self,
+        section: &str,
+        entries: toml::Table,
+        origin: &Origin,
+    ) -> Result<(), ConfigError> {
+        for (key, v) in entries {
+            let dotted = format!("{section}.{key}");
+            // `[calendars.NAME]` tables are calendars (file only); `calendars.default` is a key.
+            if section == "calendars" && key != "default" {
+                let toml::Value::Table(t) = v else {
+                    return Err(err(
+                        origin,
+                        &dotted,
+                        format!(
+                            "expected a [calendars.{key}] table (zone, hours, holidays), found {}",
+                            describe(&v)
+                        ),
+                    ));
+                };
+                self.calendars.retain(|(n, _, _)| *n != key);
+                self.calendars.push((key, t, origin.clone()));
+                continue;
+            }
+            if let Some(base) = key.strip_suffix("_file")
+                && kind_of(section, base) == Some(Kind::Secret)
+            {
+                let toml::Value::String(p) = &v else {
+                    return Err(err(origin, &dotted, "expected a file path string"));
+                };
+                let secret = read_secret_file(Path::new(p)).map_err(|e| err(origin, &dotted, e))?;
+                self.map.insert(
+                    format!("{section}.{base}"),
+                    (toml::Value::String(secret), origin.clone()),
+                );
+                continue;
+            }
+            if kind_of(section, &key).is_none() {
+                // A nested table of known keys (`[sla.sev3]`).
+                if let toml::Value::Table(t) = v
+                    && KEYS.iter().any(|(s, _, _)| *s == dotted)
                 {
-                    let toml::Value::String(p) = &v else {
-                        return Err(err(&origin, &dotted, "expected a file path string"));
-                    };
-                    let secret =
-                        read_secret_file(Path::new(p)).map_err(|e| err(&origin, &dotted, e))?;
-                    self.map.insert(
-                        format!("{section}.{base}"),
-                        (toml::Value::String(secret), origin.clone()),
-                    );
+                    self.read_table(&dotted, t, origin)?;
                     continue;
                 }
-                if kind_of(&section, &key).is_none() {
-                    return Err(err(
-                        &origin,
-                        &dotted,
-                        "unknown key (see the README's config reference)",
-                    ));
-                }
-                self.map.insert(dotted, (v, origin.clone()));
+                return Err(err(
+                    origin,
+                    &dotted,
+                    "unknown key (see the README's config reference)",
+                ));
             }
+            self.map.insert(dotted, (v, origin.clone()));
         }
         Ok(())
     }
 
     fn read_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
         for (section, key, kind) in KEYS {
-            let name = format!("POSTDESK_{}_{}", section.to_uppercase(), key.to_uppercase());
+            let name = env_name(section, key);
             let dotted = format!("{section}.{key}");
             let file_name = format!("{name}_FILE");
             let (raw, origin) = if let Some(v) = env.get(&name) {
@@ -1058,6 +1216,37 @@ impl Values {
             ));
         }
 
+        let calendars = self.calendars()?;
+        let known_calendar = |key: &str, name: &str, origin: &Origin| -> Result<(), ConfigError> {
+            if calendars.get(name).is_none() {
+                return Err(err(
+                    origin,
+                    key,
+                    format!(
+                        "unknown calendar \"{name}\": expected one of {}",
+                        calendars.names().join(", ")
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let sla = self.sla_policy(&known_calendar)?;
+        let (digest_schedule, schedule_origin) =
+            self.str_or("digest.schedule", DEFAULT_DIGEST_SCHEDULE)?;
+        check_cron(&digest_schedule).map_err(|p| {
+            err(
+                &schedule_origin.unwrap_or(Origin::Default),
+                "digest.schedule",
+                p,
+            )
+        })?;
+        let (digest_calendar, digest_origin) = self.str_or("digest.calendar", "us-central")?;
+        known_calendar(
+            "digest.calendar",
+            &digest_calendar,
+            &digest_origin.unwrap_or(Origin::Default),
+        )?;
+
         let mut customers = Vec::new();
         for (t, o) in &self.customers {
             let get = |k: &str| -> Result<Option<String>, ConfigError> {
@@ -1094,7 +1283,7 @@ impl Values {
             let company = get("company")?.unwrap_or_else(|| domain.clone());
             let calendar = get("calendar")?;
             if let Some(c) = &calendar {
-                let known = crate::sla::clock::Calendars::default();
+                let known = &calendars;
                 if known.get(c).is_none() {
                     return Err(err(
                         o,
@@ -1168,7 +1357,84 @@ impl Values {
             log_format: log_format.0,
             customers,
             live,
+            sla,
+            calendars,
+            digest_schedule,
+            digest_calendar,
         })
+    }
+
+    /// The SLA targets: SPEC's table with each configured `[sla.sevN]` key and the
+    /// `[statuses]` timers applied.
+    fn sla_policy(
+        &self,
+        known_calendar: &dyn Fn(&str, &str, &Origin) -> Result<(), ConfigError>,
+    ) -> Result<SlaPolicy, ConfigError> {
+        let mut policy = SlaPolicy::default();
+        let span = |key: &str, target: &mut Span| -> Result<(), ConfigError> {
+            if let Some((s, o)) = self.opt_str(key)? {
+                *target = s
+                    .parse()
+                    .map_err(|e: BadSpan| err(&o, key, e.to_string()))?;
+            }
+            Ok(())
+        };
+        for (i, t) in policy.targets.iter_mut().enumerate() {
+            let section = format!("sla.sev{}", i + 1);
+            span(&format!("{section}.response"), &mut t.response)?;
+            span(&format!("{section}.resolution"), &mut t.resolution)?;
+            span(&format!("{section}.update_every"), &mut t.update_every)?;
+            span(&format!("{section}.escalate_after"), &mut t.escalate_after)?;
+            let key = format!("{section}.clock");
+            if let Some((s, o)) = self.opt_str(&key)? {
+                let clock: ClockKind = s.parse().map_err(|p: String| err(&o, &key, p))?;
+                if let ClockKind::Named(name) = &clock {
+                    known_calendar(&key, name, &o).map_err(|mut e| {
+                        e.problem = format!(
+                            "{} (or \"24x7\", or \"business\" for the customer's calendar)",
+                            e.problem
+                        );
+                        e
+                    })?;
+                }
+                t.clock = clock;
+            }
+        }
+        policy.pause_when_customer_pending =
+            self.bool_or("sla.pause_when_customer_pending", true)?;
+        span("statuses.reminder_after", &mut policy.timers.reminder_after)?;
+        span(
+            "statuses.close_pending_after",
+            &mut policy.timers.close_pending_after,
+        )?;
+        span(
+            "statuses.auto_close_after",
+            &mut policy.timers.auto_close_after,
+        )?;
+        Ok(policy)
+    }
+
+    /// The built-in calendars, each `[calendars.NAME]` table (replacing a built-in of that
+    /// name), and `calendars.default`.
+    fn calendars(&self) -> Result<Calendars, ConfigError> {
+        let mut calendars = Calendars::default();
+        for (name, table, origin) in &self.calendars {
+            calendars.insert(parse_calendar(name, table, origin)?);
+        }
+        if let Some((name, origin)) = self.opt_str("calendars.default")? {
+            if calendars.get(&name).is_none() {
+                return Err(err(
+                    &origin,
+                    "calendars.default",
+                    format!(
+                        "unknown calendar \"{name}\": expected one of {}",
+                        calendars.names().join(", ")
+                    ),
+                ));
+            }
+            calendars.business_default = name;
+        }
+        Ok(calendars)
     }
 
     fn size_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
@@ -1202,6 +1468,234 @@ impl Values {
             )
         })
     }
+}
+
+/// Checks a cron expression's shape: 6 or 7 fields (seconds first, an optional year last) of
+/// digits, names (`Mon-Fri`, `JAN`) and `* , - / ?`. The scheduler checks the rest.
+fn check_cron(s: &str) -> Result<(), String> {
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    let expected = || {
+        format!(
+            "expected a cron expression of 6 or 7 fields (sec min hour day month weekday [year]) like \"{DEFAULT_DIGEST_SCHEDULE}\", found \"{s}\""
+        )
+    };
+    if !(6..=7).contains(&fields.len()) {
+        return Err(expected());
+    }
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || c.is_whitespace() || "*,-/?#".contains(*c)))
+    {
+        return Err(format!("{} ('{bad}' is not allowed)", expected()));
+    }
+    Ok(())
+}
+
+/// One `[calendars.NAME]` table as written. Unknown keys are errors.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalendarToml {
+    /// IANA time zone.
+    zone: Option<String>,
+    /// Open hours per weekday; an absent day is closed.
+    #[serde(default)]
+    hours: HoursToml,
+    /// `"us"`, a rule name (`"new_years_day"`), or `"2026-12-24 [name]"`.
+    #[serde(default)]
+    holidays: Vec<String>,
+}
+
+/// `hours.monday = "08:00-17:00"` ... `hours.sunday`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HoursToml {
+    monday: Option<String>,
+    tuesday: Option<String>,
+    wednesday: Option<String>,
+    thursday: Option<String>,
+    friday: Option<String>,
+    saturday: Option<String>,
+    sunday: Option<String>,
+}
+
+const WEEKDAY_KEYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+/// A serde error inside the table at `prefix`, as our key and problem: toml names the path
+/// below the table (`in `hours.monday``) and serde the unknown field.
+fn serde_error(origin: &Origin, prefix: &str, e: &toml::de::Error) -> ConfigError {
+    let text = e.to_string();
+    let (problem, path) = match text.split_once("\nin `") {
+        Some((p, rest)) => (p.trim(), rest.trim().trim_end_matches('`')),
+        None => (text.trim(), ""),
+    };
+    let mut key = prefix.to_string();
+    if !path.is_empty() {
+        key = format!("{key}.{path}");
+    }
+    if let Some(field) = problem
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(f, _)| f)
+    {
+        key = format!("{key}.{field}");
+        let expected = problem.split_once(", ").map(|(_, e)| e).unwrap_or("");
+        return err(origin, &key, format!("unknown key ({expected})"));
+    }
+    err(origin, &key, problem.to_string())
+}
+
+/// `"08:00-17:00"`, `"09:00-12:00,13:00-17:00"` or `"closed"`; `24:00` ends at midnight.
+fn parse_hours(s: &str) -> Option<Vec<(chrono::NaiveTime, chrono::NaiveTime)>> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("closed") {
+        return Some(Vec::new());
+    }
+    let time = |t: &str| -> Option<chrono::NaiveTime> {
+        let t = t.trim();
+        let (h, m) = t.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        if (h, m) == (24, 0) {
+            return Some(chrono::NaiveTime::MIN);
+        }
+        chrono::NaiveTime::from_hms_opt(h, m, 0)
+    };
+    s.split(',')
+        .map(|p| {
+            let (a, b) = p.split_once('-')?;
+            Some((time(a)?, time(b)?))
+        })
+        .collect()
+}
+
+/// The seven SPEC holidays by the names config uses (`new_years_day`, ..., `christmas_day`).
+fn holiday_slug(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().filter(|c| *c != '\'') {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('_') {
+            slug.push('_');
+        }
+    }
+    slug.trim_matches('_').to_string()
+}
+
+/// One `holidays` item: `"us"`, a rule name, or `"YYYY-MM-DD [name]"`.
+fn parse_holiday(item: &str) -> Result<Vec<HolidayRule>, String> {
+    let item = item.trim();
+    if item.eq_ignore_ascii_case("us") {
+        return Ok(us_holidays());
+    }
+    let wanted = match item.to_ascii_lowercase().as_str() {
+        "thanksgiving" => "thanksgiving_day".to_string(),
+        "christmas" => "christmas_day".to_string(),
+        "new_year" | "new_years" => "new_years_day".to_string(),
+        other => other.to_string(),
+    };
+    if let Some(rule) = us_holidays()
+        .into_iter()
+        .find(|r| holiday_slug(r.name()) == wanted)
+    {
+        return Ok(vec![rule]);
+    }
+    let (date, name) = match item.split_once(char::is_whitespace) {
+        Some((d, n)) => (d, n.trim()),
+        None => (item, ""),
+    };
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+        let name = if name.is_empty() {
+            format!("Holiday {date}")
+        } else {
+            name.to_string()
+        };
+        return Ok(vec![HolidayRule::Date { name, date }]);
+    }
+    let names: Vec<String> = us_holidays()
+        .iter()
+        .map(|r| holiday_slug(r.name()))
+        .collect();
+    Err(format!(
+        "expected \"us\", one of {} or a date like \"2026-12-24 Christmas Eve\", found \"{item}\"",
+        names.join(", ")
+    ))
+}
+
+/// Builds one `[calendars.NAME]` table; errors name `calendars.NAME.<key>`.
+fn parse_calendar(
+    name: &str,
+    table: &toml::Table,
+    origin: &Origin,
+) -> Result<Calendar, ConfigError> {
+    let prefix = format!("calendars.{name}");
+    let raw: CalendarToml = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e| serde_error(origin, &prefix, &e))?;
+    let zone = raw.zone.ok_or_else(|| {
+        err(
+            origin,
+            &format!("{prefix}.zone"),
+            "every calendar needs a zone: an IANA name such as \"America/Chicago\"",
+        )
+    })?;
+    let h = &raw.hours;
+    let days = [
+        &h.monday,
+        &h.tuesday,
+        &h.wednesday,
+        &h.thursday,
+        &h.friday,
+        &h.saturday,
+        &h.sunday,
+    ];
+    let mut hours: WeekHours = Default::default();
+    for (i, day) in days.iter().enumerate() {
+        if let Some(text) = day {
+            hours[i] = parse_hours(text).ok_or_else(|| {
+                err(
+                    origin,
+                    &format!("{prefix}.hours.{}", WEEKDAY_KEYS[i]),
+                    format!(
+                        "expected \"HH:MM-HH:MM\" (several comma-separated, or \"closed\"), found \"{text}\""
+                    ),
+                )
+            })?;
+        }
+    }
+    let mut holidays = Vec::new();
+    for item in &raw.holidays {
+        holidays.extend(
+            parse_holiday(item).map_err(|p| err(origin, &format!("{prefix}.holidays"), p))?,
+        );
+    }
+    Calendar::new(name, &zone, hours, holidays).map_err(|e| {
+        let weekday_key = |w: chrono::Weekday| {
+            format!(
+                "{prefix}.hours.{}",
+                WEEKDAY_KEYS[w.num_days_from_monday() as usize]
+            )
+        };
+        let key = match &e {
+            CalendarError::NoName => prefix.clone(),
+            CalendarError::UnknownZone { .. } => format!("{prefix}.zone"),
+            CalendarError::EmptyPeriod { weekday, .. }
+            | CalendarError::FractionalTime { weekday, .. }
+            | CalendarError::Overlap { weekday, .. } => weekday_key(*weekday),
+            CalendarError::NeverOpen { .. } => format!("{prefix}.hours"),
+            CalendarError::BadHoliday { .. } => format!("{prefix}.holidays"),
+        };
+        err(origin, &key, e.to_string())
+    })
 }
 
 fn read_secret_file(path: &Path) -> Result<String, String> {
@@ -1467,6 +1961,382 @@ mod tests {
             .unwrap_or_else(|| panic!("accepted"));
         assert!(e.to_string().contains("POSTDESK_SEVERITY_DEFAULT"), "{e}");
         assert_eq!(e.key, "severity.default");
+    }
+
+    fn load_err(text: &str, vars: &[(&str, &str)]) -> ConfigError {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(dir.path(), text);
+        Config::load_with_env(Some(&p), &env(vars))
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {text} {vars:?}"))
+    }
+
+    fn load_ok(text: &str, vars: &[(&str, &str)]) -> Config {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = write(dir.path(), text);
+        Config::load_with_env(Some(&p), &env(vars)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn sla_defaults_are_specs_table_and_keys_override_one_figure_each() {
+        let c = load_ok("", &[]);
+        assert_eq!(c.sla, SlaPolicy::default());
+        assert_eq!(c.policy().sla, SlaPolicy::default());
+        let c = load_ok(
+            "[sla]\npause_when_customer_pending = false\n[sla.sev3]\nresponse = \"12h\"\nclock = \"24x7\"\n\
+             [sla.sev1]\nescalate_after = \"30 min\"\n\
+             [statuses]\nauto_close_after = \"10 days\"\n",
+            &[
+                ("POSTDESK_SLA_SEV4_RESOLUTION", "7 days"),
+                ("POSTDESK_STATUSES_REMINDER_AFTER", "2 days"),
+            ],
+        );
+        let d = SlaPolicy::default();
+        assert_eq!(c.sla.of(Severity::Sev3).response, Span::OpenMinutes(720));
+        assert_eq!(c.sla.of(Severity::Sev3).clock, ClockKind::AroundTheClock);
+        // Unset keys keep SPEC's figure for that severity.
+        assert_eq!(
+            c.sla.of(Severity::Sev3).resolution,
+            d.of(Severity::Sev3).resolution
+        );
+        assert_eq!(
+            c.sla.of(Severity::Sev1).escalate_after,
+            Span::OpenMinutes(30)
+        );
+        assert_eq!(
+            c.sla.of(Severity::Sev1).response,
+            d.of(Severity::Sev1).response
+        );
+        assert_eq!(c.sla.of(Severity::Sev4).resolution, Span::BusinessDays(7));
+        assert!(!c.sla.pause_when_customer_pending);
+        assert_eq!(c.sla.timers.auto_close_after, Span::BusinessDays(10));
+        assert_eq!(c.sla.timers.reminder_after, Span::BusinessDays(2));
+        assert_eq!(c.sla.timers.close_pending_after, Span::BusinessDays(2));
+        assert_eq!(c.policy().sla, c.sla);
+    }
+
+    #[test]
+    fn calendars_from_the_file_add_to_and_replace_the_built_ins() {
+        let c = load_ok("", &[]);
+        assert_eq!(
+            c.calendars.names(),
+            vec!["us-central", "us-east-engineering", "24x7"]
+        );
+        assert_eq!(c.calendars.business_default, "us-central");
+        assert_eq!(c.digest_schedule, "0 0 8 * * Mon-Fri");
+        assert_eq!(c.digest_calendar, "us-central");
+        let c = load_ok(
+            "[calendars]\ndefault = \"emea\"\n\
+             [calendars.emea]\nzone = \"Europe/Berlin\"\nhours.monday = \"08:00-17:00\"\n\
+             hours.friday = \"09:00-12:00,13:00-17:00\"\nhours.saturday = \"closed\"\n\
+             holidays = [\"christmas_day\", \"2026-12-24 Christmas Eve\", \"2026-12-31\"]\n\
+             [calendars.us-central]\nzone = \"America/Chicago\"\nhours.monday = \"08:00-24:00\"\nholidays = [\"us\"]\n\
+             [digest]\nschedule = \"0 30 7 * * Mon-Fri *\"\ncalendar = \"emea\"\n\
+             [[customers]]\ndomain = \"acme.test\"\ncalendar = \"emea\"\n\
+             [sla.sev2]\nclock = \"emea\"\n",
+            &[],
+        );
+        assert_eq!(c.calendars.business_default, "emea");
+        assert_eq!(
+            c.calendars.names(),
+            vec!["us-central", "us-east-engineering", "24x7", "emea"]
+        );
+        let emea = c.calendars.get("emea").unwrap_or_else(|| panic!("no emea"));
+        assert_eq!(emea.zone(), chrono_tz::Europe::Berlin);
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
+        assert_eq!(emea.holiday(day("2026-12-24")), Some("Christmas Eve"));
+        assert_eq!(emea.holiday(day("2026-12-25")), Some("Christmas Day"));
+        assert!(emea.holiday(day("2026-12-31")).is_some());
+        assert!(emea.is_business_day(day("2026-02-09")), "a Monday");
+        assert!(
+            !emea.is_business_day(day("2026-02-10")),
+            "Tuesday is closed"
+        );
+        // The configured us-central replaced the built-in: Mondays only, until midnight.
+        let central = c.calendars.get("us-central").unwrap_or_else(|| panic!());
+        assert!(!central.is_business_day(day("2026-02-10")));
+        assert_eq!(central.holiday(day("2026-11-26")), Some("Thanksgiving Day"));
+        assert_eq!(c.digest_calendar, "emea");
+        assert_eq!(c.digest_schedule, "0 30 7 * * Mon-Fri *");
+        assert_eq!(
+            c.sla.of(Severity::Sev2).clock,
+            ClockKind::Named("emea".into())
+        );
+        assert_eq!(c.policy().calendars.business_default, "emea");
+    }
+
+    #[test]
+    fn new_table_errors_name_file_or_variable_key_and_expectation() {
+        // (case, file text, env, key, expected in the problem, expected in the origin)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a str,
+            &'a str,
+            &'a str,
+        );
+        let cases: &[Case] = &[
+            (
+                "bad_span",
+                "[sla.sev3]\nresponse = \"soon\"\n",
+                &[],
+                "sla.sev3.response",
+                "expected a span like \"15 min\"",
+                "postdesk.toml",
+            ),
+            (
+                "bad_span_env",
+                "",
+                &[("POSTDESK_SLA_SEV1_UPDATE_EVERY", "hourly")],
+                "sla.sev1.update_every",
+                "found \"hourly\"",
+                "POSTDESK_SLA_SEV1_UPDATE_EVERY",
+            ),
+            (
+                "unknown_clock",
+                "[sla.sev4]\nclock = \"mars\"\n",
+                &[],
+                "sla.sev4.clock",
+                "unknown calendar \"mars\"",
+                "postdesk.toml",
+            ),
+            (
+                "unknown_severity_table",
+                "[sla.sev5]\nresponse = \"1h\"\n",
+                &[],
+                "sla.sev5",
+                "unknown key",
+                "postdesk.toml",
+            ),
+            (
+                "unknown_sla_key",
+                "[sla.sev1]\nrespond = \"1h\"\n",
+                &[],
+                "sla.sev1.respond",
+                "unknown key",
+                "postdesk.toml",
+            ),
+            (
+                "bad_timer_env",
+                "",
+                &[("POSTDESK_STATUSES_AUTO_CLOSE_AFTER", "never")],
+                "statuses.auto_close_after",
+                "span",
+                "POSTDESK_STATUSES_AUTO_CLOSE_AFTER",
+            ),
+            (
+                "bad_pause",
+                "[sla]\npause_when_customer_pending = \"yes\"\n",
+                &[],
+                "sla.pause_when_customer_pending",
+                "true or false",
+                "postdesk.toml",
+            ),
+            (
+                "bad_hours",
+                "[calendars.emea]\nzone = \"Europe/Berlin\"\nhours.monday = \"8-17\"\n",
+                &[],
+                "calendars.emea.hours.monday",
+                "expected \"HH:MM-HH:MM\" (several comma-separated, or \"closed\"), found \"8-17\"",
+                "postdesk.toml",
+            ),
+            (
+                "hours_end_before_start",
+                "[calendars.emea]\nzone = \"Europe/Berlin\"\nhours.tuesday = \"17:00-08:00\"\n",
+                &[],
+                "calendars.emea.hours.tuesday",
+                "does not end after it starts",
+                "postdesk.toml",
+            ),
+            (
+                "hours_overlap",
+                "[calendars.emea]\nzone = \"Europe/Berlin\"\nhours.friday = \"08:00-12:00,11:00-17:00\"\n",
+                &[],
+                "calendars.emea.hours.friday",
+                "overlap",
+                "postdesk.toml",
+            ),
+            (
+                "never_open",
+                "[calendars.emea]\nzone = \"Europe/Berlin\"\nhours.sunday = \"closed\"\n",
+                &[],
+                "calendars.emea.hours",
+                "never run",
+                "postdesk.toml",
+            ),
+            (
+                "unknown_zone",
+                "[calendars.emea]\nzone = \"Europe/Atlantis\"\nhours.monday = \"08:00-17:00\"\n",
+                &[],
+                "calendars.emea.zone",
+                "unknown time zone",
+                "postdesk.toml",
+            ),
+            (
+                "missing_zone",
+                "[calendars.emea]\nhours.monday = \"08:00-17:00\"\n",
+                &[],
+                "calendars.emea.zone",
+                "needs a zone",
+                "postdesk.toml",
+            ),
+            (
+                "unknown_weekday",
+                "[calendars.emea]\nzone = \"UTC\"\nhours.mondy = \"08:00-17:00\"\n",
+                &[],
+                "calendars.emea.hours.mondy",
+                "unknown key",
+                "postdesk.toml",
+            ),
+            (
+                "unknown_calendar_key",
+                "[calendars.emea]\nzone = \"UTC\"\nholiday = [\"us\"]\n",
+                &[],
+                "calendars.emea.holiday",
+                "unknown key",
+                "postdesk.toml",
+            ),
+            (
+                "hours_not_a_string",
+                "[calendars.emea]\nzone = \"UTC\"\nhours.monday = 8\n",
+                &[],
+                "calendars.emea.hours.monday",
+                "expected a string",
+                "postdesk.toml",
+            ),
+            (
+                "bad_holiday",
+                "[calendars.emea]\nzone = \"UTC\"\nhours.monday = \"08:00-17:00\"\nholidays = [\"boxing_day\"]\n",
+                &[],
+                "calendars.emea.holidays",
+                "new_years_day",
+                "postdesk.toml",
+            ),
+            (
+                "calendar_not_a_table",
+                "[calendars]\nemea = \"Europe/Berlin\"\n",
+                &[],
+                "calendars.emea",
+                "table",
+                "postdesk.toml",
+            ),
+            (
+                "unknown_default_calendar",
+                "",
+                &[("POSTDESK_CALENDARS_DEFAULT", "emea")],
+                "calendars.default",
+                "unknown calendar \"emea\"",
+                "POSTDESK_CALENDARS_DEFAULT",
+            ),
+            (
+                "customer_on_unconfigured_calendar",
+                "[[customers]]\ndomain = \"acme.test\"\ncalendar = \"emea\"\n",
+                &[],
+                "customers.calendar",
+                "unknown calendar \"emea\"",
+                "postdesk.toml",
+            ),
+            (
+                "cron_field_count",
+                "[digest]\nschedule = \"0 8 * * *\"\n",
+                &[],
+                "digest.schedule",
+                "6 or 7 fields",
+                "postdesk.toml",
+            ),
+            (
+                "cron_characters",
+                "",
+                &[("POSTDESK_DIGEST_SCHEDULE", "0 0 8 * * Mon;Fri")],
+                "digest.schedule",
+                "';' is not allowed",
+                "POSTDESK_DIGEST_SCHEDULE",
+            ),
+            (
+                "digest_calendar",
+                "[digest]\ncalendar = \"emea\"\n",
+                &[],
+                "digest.calendar",
+                "unknown calendar \"emea\"",
+                "postdesk.toml",
+            ),
+        ];
+        for (name, text, vars, key, problem, origin) in cases {
+            let e = load_err(text, vars);
+            assert_eq!(e.key, *key, "{name}: {e}");
+            assert!(e.problem.contains(problem), "{name}: {e}");
+            assert!(e.origin.contains(origin), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_postdesk_variables_are_warned_with_the_closest_known_name() {
+        let w = unknown_env_warnings(&env(&[
+            ("POSTDESK_DATBASE_URL", "sqlite:x"),
+            ("POSTDESK_SLA_SEV3_RESPONS", "1h"),
+            ("POSTDESK_NOTHING_LIKE_IT", "1"),
+            ("POSTDESK_DATABASE_URL", "sqlite:x"),
+            ("POSTDESK_MAILBOX_PASSWORD_FILE", "/x"),
+            ("POSTDESK_CONFIG", "x"),
+            ("POSTDESK_LOG", "x"),
+            ("POSTDESK_BENCH_ONLY", "x"),
+            ("POSTDESK_TEST_POSTGRES_URL", "x"),
+            ("POSTDESK_DIGEST_SCHEDULE", "x"),
+            ("HOME", "/root"),
+        ]));
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w.iter().any(|l| l.contains("POSTDESK_DATBASE_URL")
+                && l.contains("did you mean POSTDESK_DATABASE_URL?")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter().any(|l| l.contains("POSTDESK_SLA_SEV3_RESPONS ")
+                && l.contains("POSTDESK_SLA_SEV3_RESPONSE?")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|l| l.contains("POSTDESK_NOTHING_LIKE_IT") && !l.contains("did you mean")),
+            "{w:?}"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn hours_holidays_and_cron_shapes() {
+        let t = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default();
+        assert_eq!(parse_hours("08:00-17:00"), Some(vec![(t(8, 0), t(17, 0))]));
+        assert_eq!(
+            parse_hours("09:00-12:00, 13:00-17:00"),
+            Some(vec![(t(9, 0), t(12, 0)), (t(13, 0), t(17, 0))])
+        );
+        assert_eq!(parse_hours("Closed"), Some(vec![]));
+        assert_eq!(parse_hours("20:00-24:00"), Some(vec![(t(20, 0), t(0, 0))]));
+        for bad in ["8-17", "08:00", "8:00-17:00", "08:00-25:00", ""] {
+            assert_eq!(parse_hours(bad), None, "{bad}");
+        }
+        assert_eq!(parse_holiday("us").map(|v| v.len()), Ok(7));
+        for name in [
+            "new_years_day",
+            "memorial_day",
+            "independence_day",
+            "labor_day",
+            "thanksgiving_day",
+            "day_after_thanksgiving",
+            "christmas_day",
+            "thanksgiving",
+            "christmas",
+        ] {
+            assert_eq!(parse_holiday(name).map(|v| v.len()), Ok(1), "{name}");
+        }
+        assert!(parse_holiday("2026-02-30").is_err());
+        assert!(check_cron("0 0 8 * * Mon-Fri").is_ok());
+        assert!(check_cron("0 */15 8-17 ? * MON-FRI 2026").is_ok());
+        assert!(check_cron("0 0 8 * *").is_err());
+        assert!(check_cron("0 0 8 * * * * *").is_err());
+        assert!(check_cron("0 0 8 * * Mon|Fri").is_err());
     }
 
     #[test]

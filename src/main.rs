@@ -211,9 +211,30 @@ macro_rules! with_store {
     };
 }
 
+/// Like `with_store!`, for commands that only read: a SQLite database must exist already
+/// (it is never created) and a missing one is an error naming its URL.
+macro_rules! with_existing_store {
+    ($config:expr, |$store:ident| $body:expr) => {
+        match &$config.database_url {
+            DatabaseUrl::Sqlite(url) => {
+                let $store = SqliteStore::open_existing(url).await?;
+                $body
+            }
+            DatabaseUrl::Postgres(url) => {
+                let $store = PgStore::open(url).await?;
+                $body
+            }
+        }
+    };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    for warning in postdesk::config::unknown_env_warnings(&env) {
+        eprintln!("postdesk: warning: {warning}");
+    }
+    let config = match Config::load_with_env(cli.config.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postdesk: {e}");
@@ -295,7 +316,10 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             let explanation = match &config.database_url {
                 DatabaseUrl::Sqlite(url) => match SqliteStore::open_read_only(url).await {
                     Ok(store) => pipeline::explain(Some(&store), &desk, &raw, now).await,
-                    Err(_) => pipeline::explain::<SqliteStore>(None, &desk, &raw, now).await,
+                    Err(e) => {
+                        eprintln!("postdesk: note: {e}; judging the message as the first one seen");
+                        pipeline::explain::<SqliteStore>(None, &desk, &raw, now).await
+                    }
                 },
                 DatabaseUrl::Postgres(url) => {
                     let store = PgStore::open(url).await?;
@@ -398,7 +422,7 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         Command::Tickets { command } => {
-            with_store!(config, |store| {
+            with_existing_store!(config, |store| {
                 store.migrate().await?;
                 tickets(&store, command).await
             })
@@ -447,7 +471,7 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                 Err(code) => return Ok(code),
             };
             let policy = config.policy();
-            with_store!(config, |store| {
+            with_existing_store!(config, |store| {
                 store.migrate().await?;
                 match store.ticket_detail(number).await {
                     Ok(detail) => {
@@ -711,7 +735,7 @@ async fn templates(config: &Config, command: TemplatesCommand) -> anyhow::Result
         TemplatesCommand::Preview(args) => {
             let detail = match args.ticket {
                 None => None,
-                Some(n) => match with_store!(config, |store| {
+                Some(n) => match with_existing_store!(config, |store| {
                     store.migrate().await?;
                     store.ticket_detail(n).await
                 }) {

@@ -526,15 +526,16 @@ fn run_notices_new_mail_and_exits_0_on_sigterm() {
     assert_eq!(sb.tickets().len(), 1);
 }
 
-/// Two processes starting on a new database at once (the worker and `tickets list`) both get
-/// the schema: the one that loses the race looks again instead of failing.
+/// Several processes starting on a new database at once (`migrate` from several deploy hooks,
+/// say) all get the schema: the one that loses the race looks again instead of failing.
+/// (`tickets list` used to serve here; it no longer creates a database.)
 #[test]
 fn concurrent_first_starts_on_a_new_database_all_succeed() {
     for _ in 0..20 {
         let sb = Sandbox::new();
         let children: Vec<_> = (0..8)
             .map(|_| {
-                sb.command(&["tickets", "list", "--json"])
+                sb.command(&["migrate"])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -685,4 +686,156 @@ fn sla_explain_shows_deadlines_and_their_recomputation() {
         "{text}"
     );
     assert_eq!(code(&sb.run(&["sla", "explain", "9"])), 1);
+}
+
+/// A typo'd variable is warned about (with the name it probably meant), and the read-only
+/// `tickets list` then finds no database: it says which one and how to make it, exits non-zero
+/// and creates nothing.
+#[test]
+fn typo_in_an_env_var_is_warned_and_tickets_list_creates_no_database() {
+    let sb = Sandbox::new();
+    let out = sb
+        .command(&["tickets", "list"])
+        .env_remove("POSTDESK_DATABASE_URL")
+        .env("POSTDESK_DATBASE_URL", "sqlite:./elsewhere.db")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(code(&out), 0, "{err}");
+    assert!(
+        err.contains("warning")
+            && err.contains("POSTDESK_DATBASE_URL")
+            && err.contains("did you mean POSTDESK_DATABASE_URL?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("database sqlite:./postdesk.db does not exist")
+            && err.contains("postdesk migrate"),
+        "{err}"
+    );
+    assert!(!sb.path().join("postdesk.db").exists());
+    assert!(!sb.path().join("elsewhere.db").exists());
+
+    // sla explain and tickets show are read-only too; explain judges without a database.
+    for args in [&["tickets", "show", "1"][..], &["sla", "explain", "1"][..]] {
+        let out = sb.run(args);
+        assert_ne!(code(&out), 0, "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let f = repo().join("fixtures/outlook-sev3-plain.eml");
+    let out = sb.run(&["explain", f.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("new_ticket"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(!sb.db().exists());
+
+    // Known variables, including the tests' own, are not warned about.
+    let out = sb
+        .command(&["tickets", "list"])
+        .env("POSTDESK_TEST_POSTGRES_URL", "postgres://x@h/db")
+        .env("POSTDESK_SLA_SEV3_RESPONSE", "12h")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A variable far from any known one is still named.
+    let out = sb
+        .command(&["tickets", "list"])
+        .env("POSTDESK_SOMETHING_ELSE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown environment variable POSTDESK_SOMETHING_ELSE")
+            && !err.contains("did you mean"),
+        "{err}"
+    );
+}
+
+/// A database that cannot be opened is named (password hidden) instead of SQLite's bare
+/// "unable to open database file".
+#[test]
+fn a_database_that_cannot_be_opened_is_named() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path().join("dir.db")).unwrap();
+    let url = format!("sqlite:{}", sb.path().join("dir.db").display());
+    let out = sb
+        .command(&["tickets", "list"])
+        .env("POSTDESK_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(code(&out), 0);
+    assert!(err.contains(&url), "{err}");
+    let out = sb
+        .command(&["tickets", "list"])
+        .env(
+            "POSTDESK_DATABASE_URL",
+            "postgres://postdesk:hunter2@127.0.0.1:1/none",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(code(&out), 0);
+    assert!(
+        err.contains("postgres://postdesk:***@127.0.0.1:1/none") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
+/// The SLA, calendar and digest tables from a file reach `sla explain`; their errors exit 78
+/// naming the file or variable and the key.
+#[test]
+fn sla_and_calendar_tables_configure_deadlines_and_bad_ones_exit_78() {
+    let sb = Sandbox::new();
+    let cfg = sb.path().join("postdesk.toml");
+    std::fs::write(
+        &cfg,
+        "[sla.sev3]\nresponse = \"2h\"\nclock = \"emea\"\n\
+         [calendars.emea]\nzone = \"Europe/Berlin\"\nhours.monday = \"08:00-17:00\"\n\
+         hours.tuesday = \"08:00-12:00,13:00-17:00\"\nholidays = [\"us\", \"2026-12-24 Christmas Eve\"]\n\
+         [digest]\nschedule = \"0 30 7 * * Mon-Fri\"\ncalendar = \"emea\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let f = repo().join("fixtures/outlook-sev3-plain.eml");
+    let out = sb.run(&["--config", c, "ingest", f.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let e = sb.json(&["--config", c, "sla", "explain", "1", "--json"]);
+    assert_eq!(e["calendar"], "emea", "{e}");
+    assert_eq!(e["zone"], "Europe/Berlin", "{e}");
+
+    std::fs::write(
+        &cfg,
+        "[calendars.emea]\nzone = \"Europe/Berlin\"\nhours.monday = \"8-17\"\n",
+    )
+    .unwrap();
+    let out = sb.run(&["--config", c, "tickets", "list"]);
+    assert_eq!(code(&out), 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("postdesk.toml")
+            && err.contains("calendars.emea.hours.monday")
+            && err.contains("expected \"HH:MM-HH:MM\"")
+            && err.contains("found \"8-17\""),
+        "{err}"
+    );
+    let out = sb
+        .command(&["tickets", "list"])
+        .env("POSTDESK_SLA_SEV3_RESPONSE", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("POSTDESK_SLA_SEV3_RESPONSE") && err.contains("sla.sev3.response"),
+        "{err}"
+    );
 }

@@ -94,6 +94,19 @@ impl Calendars {
         self.calendars.iter().find(|c| c.name() == name)
     }
 
+    /// Adds a calendar, replacing one of the same name (a configured `us-central` replaces the
+    /// built-in).
+    pub fn insert(&mut self, calendar: Calendar) {
+        match self
+            .calendars
+            .iter_mut()
+            .find(|c| c.name() == calendar.name())
+        {
+            Some(slot) => *slot = calendar,
+            None => self.calendars.push(calendar),
+        }
+    }
+
     /// Every calendar's name.
     pub fn names(&self) -> Vec<&str> {
         self.calendars.iter().map(Calendar::name).collect()

@@ -42,6 +42,22 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
+    /// A command that only reads found no database at the URL (it never creates one).
+    #[error(
+        "database {0} does not exist (set database.url or POSTDESK_DATABASE_URL; `postdesk migrate` creates it)"
+    )]
+    Missing(String),
+}
+
+/// `e` from opening the database at `url`, saying which one (the password hidden).
+pub(crate) fn naming_url(url: &str, e: StoreError) -> StoreError {
+    let url = crate::config::redact_url_password(url);
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("cannot open {url}: {m}")),
+        StoreError::Database(m) => StoreError::Database(format!("cannot open {url}: {m}")),
+        StoreError::Migrate(m) => StoreError::Migrate(format!("{url}: {m}")),
+        other => other,
+    }
 }
 
 impl StoreError {

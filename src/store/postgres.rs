@@ -7,8 +7,6 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
-use crate::config::redact_url_password;
-
 /// The PostgreSQL store.
 #[derive(Clone)]
 pub struct PgStore {
@@ -29,12 +27,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Unavailable(m) => {
-                    StoreError::Unavailable(format!("{}: {m}", redact_url_password(url)))
-                }
-                other => other,
-            })?;
+            .map_err(|e| super::naming_url(url, e.into()))?;
         Ok(PgStore { pool })
     }
 

@@ -24,9 +24,26 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating when missing) the database at a `sqlite:` URL.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, true).await
+    }
+
+    /// Opens the database at a `sqlite:` URL only if it exists (for commands that only read:
+    /// `tickets`, `sla explain`); a missing file is [`StoreError::Missing`] and stays missing.
+    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
+        check_exists(url)?;
+        Self::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, create: bool) -> Result<Self, StoreError> {
+        Self::connect(url, create)
+            .await
+            .map_err(|e| super::naming_url(url, e))
+    }
+
+    async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Database(format!("bad sqlite URL {url}: {e}")))?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
@@ -58,8 +75,16 @@ impl SqliteStore {
         })
     }
 
-    /// Opens an existing database without ever writing to it (for `explain`).
+    /// Opens an existing database without ever writing to it (for `explain`); a missing file
+    /// is [`StoreError::Missing`].
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        check_exists(url)?;
+        Self::connect_read_only(url)
+            .await
+            .map_err(|e| super::naming_url(url, e))
+    }
+
+    async fn connect_read_only(url: &str) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Database(format!("bad sqlite URL {url}: {e}")))?
             .read_only(true)
@@ -99,6 +124,21 @@ impl SqliteStore {
     ) -> Result<(sqlx::Transaction<'static, Sqlite>, WriterTurn), StoreError> {
         let turn = self.writer.clone().lock_owned().await;
         Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(turn)))
+    }
+}
+
+/// [`StoreError::Missing`] when the file a `sqlite:` URL names does not exist (in-memory
+/// databases always do).
+fn check_exists(url: &str) -> Result<(), StoreError> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Database(format!("bad sqlite URL {url}: {e}")))?;
+    if opts.get_filename().exists() {
+        Ok(())
+    } else {
+        Err(StoreError::Missing(url.to_string()))
     }
 }
 
