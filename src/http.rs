@@ -85,13 +85,18 @@ async fn handle<S: Store>(mut conn: TcpStream, store: &S) -> std::io::Result<()>
 async fn healthz<S: Store>(store: &S) -> (&'static str, &'static str, String) {
     let imap = METRICS.imap_state();
     let db = store.outbox_backlog().await;
-    let healthy = db.is_ok() && matches!(imap, ImapState::Connected | ImapState::NotUsed);
+    // The SLA clock sweeps every minute; three minutes without a sweep is a stuck clock.
+    let last_tick = METRICS.last_tick.load(std::sync::atomic::Ordering::Relaxed);
+    let clock_ok = last_tick == 0 || chrono::Utc::now().timestamp() - last_tick <= 180;
+    let healthy =
+        db.is_ok() && clock_ok && matches!(imap, ImapState::Connected | ImapState::NotUsed);
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "database": match &db { Ok(_) => "ok".to_string(), Err(e) => e.to_string() },
         "imap": imap.label(),
         "outbox_pending": db.as_ref().ok().map(|b| b.pending),
         "templates_broken": METRICS.templates_broken.load(std::sync::atomic::Ordering::Relaxed),
+        "sla_clock": if last_tick == 0 { "not_started" } else if clock_ok { "ok" } else { "stuck" },
     });
     (
         if healthy {
@@ -186,6 +191,18 @@ pub async fn metrics_text<S: Store>(store: &S) -> String {
         m.imap_connects.load(Relaxed).to_string(),
     );
     metric(
+        "postdesk_sla_last_tick_seconds",
+        "gauge",
+        "Unix time of the SLA clock's last sweep (0: none yet).",
+        m.last_tick.load(Relaxed).to_string(),
+    );
+    metric(
+        "postdesk_sla_escalations_total",
+        "counter",
+        "Tickets escalated by the SLA clock.",
+        m.escalations.load(Relaxed).to_string(),
+    );
+    metric(
         "postdesk_templates_broken",
         "gauge",
         "Template errors in the files on disk (the last good version keeps serving).",
@@ -197,5 +214,15 @@ pub async fn metrics_text<S: Store>(store: &S) -> String {
         "Successful template reloads.",
         m.templates_reloads.load(Relaxed).to_string(),
     );
+    out.push_str("# HELP postdesk_sla_breaches_total SLA deadlines reported breached.\n# TYPE postdesk_sla_breaches_total counter\n");
+    for (k, kind) in ["response", "resolution"].iter().enumerate() {
+        for sev in 0..4 {
+            out.push_str(&format!(
+                "postdesk_sla_breaches_total{{kind=\"{kind}\",severity=\"{}\"}} {}\n",
+                sev + 1,
+                m.breaches[k][sev].load(Relaxed)
+            ));
+        }
+    }
     out
 }

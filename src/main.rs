@@ -77,6 +77,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Queue the daily digest of open tickets now (`postdesk run` sends it at `digest.schedule`).
+    Digest {
+        /// Queue it once and exit (for cron and tests).
+        #[arg(long)]
+        once: bool,
+        /// As of this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<String>,
+    },
     /// Service levels.
     Sla {
         #[command(subcommand)]
@@ -460,6 +469,37 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                         report.tickets.len()
                     );
                 }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Digest { once, now } => {
+            if !once {
+                eprintln!(
+                    "postdesk: `postdesk digest` queues the digest with --once (`postdesk run` sends it on schedule)"
+                );
+                return Ok(ExitCode::from(64));
+            }
+            let now = match parse_now(now.as_deref()) {
+                Ok(n) => n,
+                Err(code) => return Ok(code),
+            };
+            let desk = match load_desk(config) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            let zone = desk
+                .policy
+                .calendars
+                .get(&config.digest_calendar)
+                .map(|c| c.zone())
+                .unwrap_or(chrono_tz::America::Chicago);
+            with_store!(config, |store| {
+                store.migrate().await?;
+                let queued = pipeline::digest(&store, &desk, zone, now).await?;
+                for q in &queued {
+                    println!("queued {} to {}", q.template, q.to);
+                }
+                println!("{} digest(s) queued", queued.len());
                 Ok(ExitCode::SUCCESS)
             })
         }

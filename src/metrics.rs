@@ -61,6 +61,12 @@ pub struct Metrics {
     pub templates_broken: AtomicU64,
     /// Successful template reloads.
     pub templates_reloads: AtomicU64,
+    /// When the SLA clock last swept, in Unix seconds (0: never, or no clock in this process).
+    pub last_tick: AtomicI64,
+    /// SLA breaches reported, per kind (response, resolution) and severity 1-4.
+    pub breaches: [[AtomicU64; 4]; 2],
+    /// Tickets escalated by the clock.
+    pub escalations: AtomicU64,
 }
 
 /// The process's metrics.
@@ -74,6 +80,22 @@ pub static METRICS: Metrics = Metrics {
     imap_state: AtomicI64::new(ImapState::NotUsed as i64),
     templates_broken: AtomicU64::new(0),
     templates_reloads: AtomicU64::new(0),
+    last_tick: AtomicI64::new(0),
+    breaches: [
+        [
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+        ],
+        [
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+        ],
+    ],
+    escalations: AtomicU64::new(0),
 };
 
 impl Metrics {

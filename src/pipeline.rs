@@ -388,6 +388,14 @@ pub struct SweptTicket {
     pub reason: String,
     /// Mails queued.
     pub queued: Vec<Queued>,
+    /// Its assigned severity.
+    pub severity: u8,
+    /// It escalated.
+    pub escalated: bool,
+    /// Its response deadline was reported breached.
+    pub response_breach: bool,
+    /// Its resolution deadline was reported breached.
+    pub resolution_breach: bool,
 }
 
 /// Tickets claimed per transaction by a sweep.
@@ -418,6 +426,7 @@ pub async fn sweep<S: Store>(
             let Some(decision) = crate::sla::tick::sweep(&ticket, &desk.policy, now) else {
                 continue;
             };
+            let severity = ticket.severity.assigned.number();
             let ctx = MailContext {
                 tickets: vec![ticket],
                 ..MailContext::default()
@@ -438,6 +447,10 @@ pub async fn sweep<S: Store>(
                 ticket: number.unwrap_or_default(),
                 reason: decision.reason.clone(),
                 queued,
+                severity,
+                escalated: decision.update.escalated,
+                response_breach: decision.update.response_breach,
+                resolution_breach: decision.update.resolution_breach,
             });
         }
         tx.commit().await?;
@@ -1155,4 +1168,150 @@ fn display_subject(s: &str) -> String {
         .collect::<String>()
         .trim()
         .to_string()
+}
+
+/// Queues the daily digest (SPEC: SLA, daily digest): each account manager gets their
+/// customers' open tickets, the triage owners all of them, times in `zone` (`digest.calendar`).
+/// Nothing goes to someone with nothing open. The Message-ID is made of the recipient and the
+/// local date, so a second run on the same day (another worker, a restart) queues nothing new.
+pub async fn digest<S: Store>(
+    store: &S,
+    desk: &Desk,
+    zone: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Result<Vec<Queued>, StoreError> {
+    use crate::outbound::digest::{DigestRow, DigestScope, digest_context, digest_view};
+    let open: Vec<DigestRow> = store
+        .list_tickets(None)
+        .await?
+        .into_iter()
+        .filter_map(|t| {
+            let status: Status = t.status.parse().ok()?;
+            (status != Status::Closed).then(|| {
+                let requester = Mailbox {
+                    name: t.requester_name.clone(),
+                    address: t.requester.clone(),
+                };
+                DigestRow {
+                    number: t.number,
+                    subject: t.subject.clone(),
+                    company: desk.company_of(&requester).map(|c| c.company.clone()),
+                    requester: t.requester.clone(),
+                    requester_name: t.requester_name.clone(),
+                    status,
+                    severity: u8::try_from(t.assigned_severity).unwrap_or(4),
+                    created_at: t.created_at,
+                    assignee: t.assignee.clone(),
+                    assignee_name: None,
+                    response_due_at: t.response_due_at,
+                    resolution_due_at: t.resolution_due_at,
+                    update_due_at: t.update_due_at,
+                    escalation_due_at: t.escalation_due_at,
+                    first_response_at: t.first_response_at,
+                    resolved: t.resolved_at.is_some() || status == Status::ClosePending,
+                    escalated: t.escalated_at.is_some(),
+                }
+            })
+        })
+        .collect();
+    let mut recipients: Vec<(String, DigestScope, Vec<DigestRow>)> = desk
+        .policy
+        .triage_owners
+        .iter()
+        .map(|a| (a.clone(), DigestScope::All, open.clone()))
+        .collect();
+    for c in &desk.policy.customers {
+        let Some(am) = &c.account_manager else {
+            continue;
+        };
+        let theirs: Vec<DigestRow> = open
+            .iter()
+            .filter(|r| {
+                r.requester
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&c.domain))
+            })
+            .cloned()
+            .collect();
+        match recipients
+            .iter_mut()
+            .find(|(a, s, _)| a == am && *s == DigestScope::Customers)
+        {
+            Some((_, _, rows)) => rows.extend(theirs),
+            None => recipients.push((am.clone(), DigestScope::Customers, theirs)),
+        }
+    }
+    let date = now.with_timezone(&zone).format("%Y-%m-%d").to_string();
+    let renderer = desk.templates.current();
+    let mut tx = store.begin().await?;
+    let mut queued = Vec::new();
+    for (address, scope, rows) in recipients {
+        let Some(view) = digest_view(&rows, scope, now, zone, &desk.tag_prefix) else {
+            continue;
+        };
+        let to = Mailbox {
+            name: None,
+            address: address.clone(),
+        };
+        let ctx = digest_context(
+            view,
+            PersonView::from_mailbox(&to),
+            desk.support_view(),
+            now,
+            zone,
+        );
+        let rendered = match renderer.render(Template::Digest, &Variant::default(), &ctx, "") {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(to = %address, error = %e, "digest not queued: the template failed");
+                continue;
+            }
+        };
+        let message_id = outbound_message_id(
+            0,
+            Template::Digest.name(),
+            &format!("digest:{date}"),
+            &to.key(),
+            &desk.from_address,
+        );
+        let raw = match compose(&Letter {
+            from_name: &desk.from_name,
+            from_address: &desk.from_address,
+            to: &to,
+            subject: &rendered.subject,
+            text: &rendered.text,
+            html: &rendered.html,
+            message_id: &message_id,
+            in_reply_to: None,
+            references: &[],
+            ticket: 0,
+            auto_submitted: AutoSubmitted::AutoGenerated,
+            date: now,
+            reply_to: Some(&desk.from_address),
+            attachments: &[],
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(to = %address, error = %e, "digest not queued");
+                continue;
+            }
+        };
+        let q = QueuedMail {
+            ticket: None,
+            message_id: message_id.clone(),
+            template: Template::Digest.name().to_string(),
+            to: to.key(),
+            automatic: true,
+            rendered: raw,
+        };
+        if tx.queue(&q, now).await? {
+            queued.push(Queued {
+                template: q.template,
+                to: q.to,
+                message_id,
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(queued)
 }

@@ -155,6 +155,20 @@ pub async fn run<S: Store>(
         crate::outbound::watch::spawn_template_watcher(&desk.templates, config, shutdown.clone());
 
     let wake_sender = Arc::new(Notify::new());
+    let desk = Arc::new(desk);
+    // The SLA clock: a sweep every minute and the daily digest, on cron schedules. Not when the
+    // worker only drains what is there (`--exit-when-idle`): `postdesk sweep --once` is that.
+    let clock_task = (!options.exit_when_idle).then(|| {
+        let store = store.clone();
+        let desk = desk.clone();
+        let wake = wake_sender.clone();
+        let shutdown = shutdown.clone();
+        let digest = (
+            config.digest_schedule.clone(),
+            config.digest_calendar.clone(),
+        );
+        tokio::spawn(async move { clock_loop(&store, &desk, digest, shutdown, &wake).await })
+    });
     let (source_done_tx, source_done_rx) = watch::channel(false);
     let source_task = {
         let store = store.clone();
@@ -162,6 +176,7 @@ pub async fn run<S: Store>(
         let shutdown = shutdown.clone();
         let batch = config.batch_size;
         let options = options.clone();
+        let desk = desk.clone();
         tokio::spawn(async move {
             let r = match source {
                 Source::Maildir(m) => {
@@ -205,6 +220,10 @@ pub async fn run<S: Store>(
     }
     if let Some(h) = http {
         h.abort();
+    }
+    // A sweep cut short rolls back whole; the next worker's first tick does it again.
+    if let Some(c) = clock_task {
+        c.abort();
     }
     let mut summary = source_result??;
     summary.sent = sent;
@@ -327,6 +346,135 @@ fn count<K>(summary: &mut RunSummary, done: &[(K, Outcome)], started: Instant, r
         summary
             .latencies
             .extend(std::iter::repeat_n(elapsed, done.len()));
+    }
+}
+
+/// What the clock's cron jobs ask for.
+#[derive(Debug, Clone, Copy)]
+enum Tick {
+    Sweep,
+    Digest,
+}
+
+/// The SLA clock inside `postdesk run`: tokio-cron-scheduler fires a sweep at second 0 of every
+/// minute and the digest at `digest.schedule` in the zone of `digest.calendar` (cron-expression
+/// jobs only: its repeated-interval jobs can stop firing under load, upstream issue #113). The
+/// jobs only send a tick on a channel; the sweep and the digest run here, one at a time, from
+/// due-time queries, so a restart after downtime catches up on the first tick and nothing is
+/// kept in memory. A sweep runs at start too.
+async fn clock_loop<S: Store>(
+    store: &S,
+    desk: &Desk,
+    (digest_schedule, digest_calendar): (String, String),
+    mut shutdown: watch::Receiver<bool>,
+    wake: &Notify,
+) -> Result<(), WorkerError> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let zone = desk
+        .policy
+        .calendars
+        .get(&digest_calendar)
+        .map(|c| c.zone())
+        .unwrap_or(chrono_tz::America::Chicago);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Tick>(8);
+    let scheduler = async {
+        let sched = JobScheduler::new().await?;
+        let sweep_tx = tx.clone();
+        sched
+            .add(Job::new_async("0 * * * * *", move |_, _| {
+                let tx = sweep_tx.clone();
+                Box::pin(async move {
+                    let _ = tx.try_send(Tick::Sweep);
+                })
+            })?)
+            .await?;
+        let digest_tx = tx.clone();
+        sched
+            .add(Job::new_async_tz(
+                digest_schedule.as_str(),
+                zone,
+                move |_, _| {
+                    let tx = digest_tx.clone();
+                    Box::pin(async move {
+                        let _ = tx.try_send(Tick::Digest);
+                    })
+                },
+            )?)
+            .await?;
+        sched.start().await?;
+        Ok::<_, tokio_cron_scheduler::JobSchedulerError>(sched)
+    }
+    .await;
+    let mut sched = match scheduler {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "the SLA clock's scheduler did not start: sweeping every minute without it");
+            None
+        }
+    };
+    let _ = tx.try_send(Tick::Sweep);
+    let mut fallback = tokio::time::interval(Duration::from_secs(60));
+    fallback.tick().await;
+    loop {
+        let tick = tokio::select! {
+            t = rx.recv() => t,
+            _ = fallback.tick(), if sched.is_none() => Some(Tick::Sweep),
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(tick) = tick else { break };
+        let now = chrono::Utc::now();
+        match tick {
+            Tick::Sweep => match crate::pipeline::sweep(store, desk, now).await {
+                Ok(report) => {
+                    METRICS
+                        .last_tick
+                        .store(now.timestamp(), std::sync::atomic::Ordering::Relaxed);
+                    count_clock(&report);
+                    if report.tickets.iter().any(|t| !t.queued.is_empty()) {
+                        wake.notify_one();
+                    }
+                    for t in &report.tickets {
+                        tracing::info!(ticket = t.ticket, queued = t.queued.len(), "{}", t.reason);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "SLA sweep failed; the next tick retries"),
+            },
+            Tick::Digest => match crate::pipeline::digest(store, desk, zone, now).await {
+                Ok(queued) => {
+                    tracing::info!(mails = queued.len(), "daily digest queued");
+                    if !queued.is_empty() {
+                        wake.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "daily digest failed"),
+            },
+        }
+    }
+    if let Some(s) = sched.as_mut() {
+        let _ = s.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Counts breaches and escalations of a sweep for `/metrics`.
+fn count_clock(report: &crate::pipeline::SweepReport) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for t in &report.tickets {
+        let sev = usize::from(t.severity.saturating_sub(1)).min(3);
+        if t.response_breach {
+            METRICS.breaches[0][sev].fetch_add(1, Relaxed);
+        }
+        if t.resolution_breach {
+            METRICS.breaches[1][sev].fetch_add(1, Relaxed);
+        }
+        if t.escalated {
+            METRICS.escalations.fetch_add(1, Relaxed);
+        }
     }
 }
 

@@ -242,8 +242,6 @@ async fn two_sweeps_racing_on_postgres_send_each_mail_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let store = postdesk::store::PgStore::open(&url).await.unwrap();
-    let _ = store;
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let rows: Vec<(String, i64)> =
@@ -282,4 +280,133 @@ async fn postdesk_drop(admin: &str, name: &str) {
         .execute(&mut conn)
         .await;
     }
+}
+
+/// The digest: each account manager gets their customers' open tickets, triage all of them;
+/// nobody with nothing open gets one; once per day.
+#[test]
+fn the_digest_goes_to_triage_and_each_account_manager_with_their_tickets() {
+    let sb = Sandbox::new();
+    let config = sb.path().join("postdesk.toml");
+    std::fs::write(
+        &config,
+        "[[customers]]\ndomain = \"acme.test\"\ncompany = \"Acme\"\naccount_manager = \"am@example.com\"\n\
+         [[customers]]\ndomain = \"globex.test\"\ncompany = \"Globex\"\naccount_manager = \"gm@example.com\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let go = |args: &[&str]| {
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        run(&sb, &all)
+    };
+    for (i, from) in ["jane@acme.test", "joe@acme.test", "carol@other.test"]
+        .iter()
+        .enumerate()
+    {
+        let path = sb.path().join(format!("d{i}.eml"));
+        std::fs::write(
+            &path,
+            customer_mail(from, "SEV 4 question", &format!("digest-{i}@x.test")),
+        )
+        .unwrap();
+        assert_eq!(code(&go(&["ingest", path.to_str().unwrap()])), 0);
+    }
+    // Now (the rows it queues are due at once), and again a second later: the same local day.
+    let now = Utc::now();
+    let out = go(&["digest", "--once", "--now", &now.to_rfc3339()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("queued digest to triage@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("queued digest to am@example.com"), "{text}");
+    assert!(
+        !text.contains("gm@example.com"),
+        "nothing open for Globex: {text}"
+    );
+    assert!(text.contains("2 digest(s) queued"), "{text}");
+    // The same day again: nothing new.
+    let again = go(&[
+        "digest",
+        "--once",
+        "--now",
+        &(now + Duration::seconds(1)).to_rfc3339(),
+    ]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 digest(s) queued"));
+    // What each got: deliver the outbox to files and read them.
+    assert!(go(&["run", "--exit-when-idle"]).status.success());
+    let digests: Vec<String> = sb
+        .outbox_files()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .filter(|m| m.contains("postdesk.0.digest."))
+        .collect();
+    assert_eq!(digests.len(), 2);
+    let for_am = digests
+        .iter()
+        .find(|m| m.contains("To: am@example.com"))
+        .unwrap();
+    let for_triage = digests
+        .iter()
+        .find(|m| m.contains("To: triage@example.com"))
+        .unwrap();
+    let body = |m: &str| {
+        mail_parser::MessageParser::default()
+            .parse(m.as_bytes())
+            .and_then(|p| p.body_text(0).map(|t| t.into_owned()))
+            .unwrap_or_default()
+    };
+    let (am, triage) = (body(for_am), body(for_triage));
+    // Tickets 1 and 2 are Acme's, 3 is another company's.
+    assert!(am.contains("[#1]") && am.contains("[#2]"), "{am}");
+    assert!(!am.contains("[#3]"), "another company's ticket: {am}");
+    for tag in ["[#1]", "[#2]", "[#3]"] {
+        assert!(triage.contains(tag), "{tag} missing:\n{triage}");
+    }
+}
+
+/// `postdesk run` fires the digest at `digest.schedule` (a cron expression, here every two
+/// seconds) and sweeps on its own clock.
+#[test]
+fn the_worker_sends_the_digest_on_its_cron_schedule() {
+    let sb = Sandbox::new();
+    let first = sb.path().join("first.eml");
+    std::fs::write(
+        &first,
+        customer_mail("jane@acme.test", "SEV 3 x", "cron-1@acme.test"),
+    )
+    .unwrap();
+    assert_eq!(code(&run(&sb, &["ingest", first.to_str().unwrap()])), 0);
+    let mut worker = sb
+        .command(&["run"])
+        .env("POSTDESK_TRIAGE_OWNERS", "triage@example.com")
+        .env("POSTDESK_DIGEST_SCHEDULE", "*/2 * * * * *")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let found = loop {
+        let digest = sb.outbox_files().iter().any(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("postdesk.0.digest.")
+        });
+        if digest || std::time::Instant::now() > deadline {
+            break digest;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    terminate(&mut worker);
+    assert!(found, "no digest within 60 s");
+}
+
+/// Stops the worker with SIGTERM (it finishes what it holds) and reaps it.
+fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }

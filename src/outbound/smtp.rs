@@ -730,7 +730,9 @@ impl SmtpOutbox {
             }
             for owner in &to {
                 match self.failure_notice(item, owner, why, now, detail.as_ref()) {
-                    Ok(q) => tx.queue(&q, now).await?,
+                    Ok(q) => {
+                        tx.queue(&q, now).await?;
+                    }
                     Err(e) => {
                         tracing::error!(to = %owner, error = %e, "could not compose the delivery-failure notice")
                     }

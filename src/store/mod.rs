@@ -503,12 +503,13 @@ pub trait StoreTx: Send {
         inbound: InboundRecord<'_>,
         render: &mut RenderFn<'_>,
     ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
-    /// Puts a rendered mail in the outbox and records it in the ticket's history.
+    /// Puts a rendered mail in the outbox and records it in the ticket's history; false when a
+    /// mail with its Message-ID is already there (nothing is written).
     fn queue(
         &mut self,
         mail: &QueuedMail,
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Gives up on an outbox row (permanent failure) and records why on its ticket.
     fn fail_outbox(
         &mut self,

@@ -338,10 +338,11 @@ macro_rules! sql_store {
             insert_events(conn, &[(ticket, e, None, message_id)]).await
         }
 
-        async fn insert_outbox(conn: &mut Conn, m: &QueuedMail, at: DateTime<Utc>) -> Result<(), StoreError> {
-            sqlx::query(
+        async fn insert_outbox(conn: &mut Conn, m: &QueuedMail, at: DateTime<Utc>) -> Result<bool, StoreError> {
+            let done = sqlx::query(
                 "INSERT INTO outbox (ticket_id, message_id, template, to_addr, automatic, rendered, created_at, next_attempt_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                 ON CONFLICT (message_id) DO NOTHING",
             )
             .bind(m.ticket)
             .bind(&m.message_id)
@@ -352,7 +353,8 @@ macro_rules! sql_store {
             .bind(at)
             .execute(&mut *conn)
             .await?;
-            Ok(())
+            // The same Message-ID again is the same mail (a replayed or racing scheduled mail).
+            Ok(done.rows_affected() == 1)
         }
 
         fn ticket_from_row(r: &DbRow) -> Result<TicketSummary, StoreError> {
@@ -979,9 +981,11 @@ macro_rules! sql_store {
                 load_tickets(conn, ids, true).await
             }
 
-            async fn queue(&mut self, m: &QueuedMail, at: DateTime<Utc>) -> Result<(), StoreError> {
+            async fn queue(&mut self, m: &QueuedMail, at: DateTime<Utc>) -> Result<bool, StoreError> {
                 let conn: &mut Conn = &mut self.0;
-                insert_outbox(conn, m, at).await?;
+                if !insert_outbox(conn, m, at).await? {
+                    return Ok(false);
+                }
                 let e = Event {
                     at,
                     actor: "postdesk".into(),
@@ -991,7 +995,8 @@ macro_rules! sql_store {
                     reason: format!("{} queued", m.template),
                     related_ticket: None,
                 };
-                insert_event(conn, m.ticket, &e, Some(&m.message_id)).await
+                insert_event(conn, m.ticket, &e, Some(&m.message_id)).await?;
+                Ok(true)
             }
 
             async fn fail_outbox(
