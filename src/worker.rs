@@ -388,18 +388,8 @@ async fn clock_loop<S: Store>(
                 })
             })?)
             .await?;
-        let digest_tx = tx.clone();
         sched
-            .add(Job::new_async_tz(
-                digest_schedule.as_str(),
-                zone,
-                move |_, _| {
-                    let tx = digest_tx.clone();
-                    Box::pin(async move {
-                        let _ = tx.try_send(Tick::Digest);
-                    })
-                },
-            )?)
+            .add(digest_job(&digest_schedule, zone, tx.clone())?)
             .await?;
         sched.start().await?;
         Ok::<_, tokio_cron_scheduler::JobSchedulerError>(sched)
@@ -459,6 +449,20 @@ async fn clock_loop<S: Store>(
         let _ = s.shutdown().await;
     }
     Ok(())
+}
+
+/// The digest's cron job: `schedule` read in `zone` (08:00 in Chicago, not 08:00 UTC).
+fn digest_job(
+    schedule: &str,
+    zone: chrono_tz::Tz,
+    tx: tokio::sync::mpsc::Sender<Tick>,
+) -> Result<tokio_cron_scheduler::Job, tokio_cron_scheduler::JobSchedulerError> {
+    tokio_cron_scheduler::Job::new_async_tz(schedule, zone, move |_, _| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let _ = tx.try_send(Tick::Digest);
+        })
+    })
 }
 
 /// Counts breaches and escalations of a sweep for `/metrics`.
@@ -1145,6 +1149,47 @@ async fn sender_loop<S: Store>(
             _ = tokio::time::sleep(poll) => {}
             _ = shutdown.changed() => {}
             _ = source_done.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use chrono::{Datelike, Timelike, Utc};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_digest_fires_at_its_hour_in_its_calendars_zone_on_weekdays() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        // (zone, schedule, local hour)
+        let cases = [
+            (chrono_tz::America::Chicago, "0 0 8 * * Mon-Fri", 8),
+            (chrono_tz::America::New_York, "0 30 9 * * Mon-Fri", 9),
+        ];
+        for (zone, schedule, hour) in cases {
+            let Ok(mut sched) = tokio_cron_scheduler::JobScheduler::new().await else {
+                panic!("scheduler");
+            };
+            let job = match digest_job(schedule, zone, tx.clone()) {
+                Ok(j) => j,
+                Err(e) => panic!("{schedule}: {e}"),
+            };
+            let id = match sched.add(job).await {
+                Ok(id) => id,
+                Err(e) => panic!("{e}"),
+            };
+            let next = match sched.next_tick_for_job(id).await {
+                Ok(Some(n)) => n,
+                other => panic!("{schedule}: no next tick: {other:?}"),
+            };
+            let local = next.with_timezone(&zone);
+            assert_eq!(local.hour(), hour, "{schedule} in {zone}: {local}");
+            assert!(local.weekday().num_days_from_monday() < 5, "{local}");
+            assert!(next > Utc::now());
+            // Not the same hour in UTC: the zone was applied.
+            assert_ne!(next.hour(), hour, "{schedule} was read in UTC");
+            let _ = sched.shutdown().await;
         }
     }
 }
