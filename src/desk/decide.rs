@@ -99,6 +99,12 @@ impl Policy {
             .and_then(|c| c.calendar.as_deref())
     }
 
+    /// The business-hours calendar of a ticket's customer (`[[customers]] calendar` of the
+    /// requester's domain).
+    pub fn customer_calendar(&self, ticket: &TicketState) -> Option<&str> {
+        ticket.requester_domain().and_then(|d| self.calendar_of(d))
+    }
+
     /// The SLA clock of a ticket of `severity` created at `created_at` by `requester`.
     pub fn sla_from_creation(
         &self,

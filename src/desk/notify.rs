@@ -54,9 +54,8 @@ fn account_managers<'a>(
     ticket: &'a TicketState,
 ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
     let configured = ticket
-        .requester()
-        .and_then(|r| r.address.rsplit_once('@'))
-        .and_then(|(_, d)| policy.account_manager_of(d));
+        .requester_domain()
+        .and_then(|d| policy.account_manager_of(d));
     ticket
         .participants
         .iter()

@@ -248,10 +248,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
     // The SLA clock: a new severity recomputes every deadline from creation; a public message
     // restarts the status-update interval.
     let severity_now = update.severity.unwrap_or(ticket.severity.assigned);
-    let customer_calendar = ticket
-        .requester()
-        .and_then(|r| r.address.rsplit_once('@'))
-        .and_then(|(_, d)| policy.calendar_of(d));
+    let customer_calendar = policy.customer_calendar(ticket);
     let restarts_updates = public || to_customers_sent;
     let update_plan = || {
         SlaPlan::update_from(

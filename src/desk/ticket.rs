@@ -163,6 +163,13 @@ impl TicketState {
         self.participants.iter().find(|m| m.role == Role::Requester)
     }
 
+    /// The mail domain of the requester.
+    pub fn requester_domain(&self) -> Option<&str> {
+        self.requester()
+            .and_then(|r| r.address.rsplit_once('@'))
+            .map(|(_, d)| d)
+    }
+
     /// The customer side: requester first, then watchers.
     pub fn customers(&self) -> impl Iterator<Item = &Member> {
         self.participants

@@ -202,14 +202,10 @@ pub fn on_status_change(
         .as_ref()
         .map(|p| p.severity)
         .unwrap_or(ticket.severity.assigned);
-    let customer_calendar = ticket
-        .requester()
-        .and_then(|r| r.address.rsplit_once('@'))
-        .and_then(|(_, d)| policy.calendar_of(d));
     let targets = policy.sla.of(severity);
     let calendar = policy
         .calendars
-        .for_clock(&targets.clock, customer_calendar);
+        .for_clock(&targets.clock, policy.customer_calendar(ticket));
     let mut plan = plan.unwrap_or_else(|| SlaPlan {
         calendar: calendar.name().to_string(),
         severity,

@@ -168,13 +168,9 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
     {
         outbound.extend(to_customers(ticket, Template::StatusUpdate, at));
         let targets = policy.sla.of(ticket.severity.assigned);
-        let calendar = policy.calendars.for_clock(
-            &targets.clock,
-            ticket
-                .requester()
-                .and_then(|r| r.address.rsplit_once('@'))
-                .and_then(|(_, d)| policy.calendar_of(d)),
-        );
+        let calendar = policy
+            .calendars
+            .for_clock(&targets.clock, policy.customer_calendar(ticket));
         let next = next_update(targets, calendar, now);
         events.push(event(
             "status_update",
