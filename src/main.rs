@@ -487,12 +487,7 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            let zone = desk
-                .policy
-                .calendars
-                .get(&config.digest_calendar)
-                .map(|c| c.zone())
-                .unwrap_or(chrono_tz::America::Chicago);
+            let zone = desk.policy.calendars.zone_of(&config.digest_calendar);
             with_store!(config, |store| {
                 store.migrate().await?;
                 let queued = pipeline::digest(&store, &desk, zone, now).await?;

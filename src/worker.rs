@@ -370,12 +370,7 @@ async fn clock_loop<S: Store>(
     wake: &Notify,
 ) -> Result<(), WorkerError> {
     use tokio_cron_scheduler::{Job, JobScheduler};
-    let zone = desk
-        .policy
-        .calendars
-        .get(&digest_calendar)
-        .map(|c| c.zone())
-        .unwrap_or(chrono_tz::America::Chicago);
+    let zone = desk.policy.calendars.zone_of(&digest_calendar);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Tick>(8);
     let scheduler = async {
         let sched = JobScheduler::new().await?;

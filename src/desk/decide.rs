@@ -1185,11 +1185,7 @@ fn customer_reply(input: &Incoming<'_>, reopens: bool, policy: &Policy) -> Decis
             if event == StatusEvent::CustomerReopens {
                 match &no_reply {
                     Some(why) => notes.push(format!("no reopened notice: {why}")),
-                    None => outbound.extend(
-                        ticket
-                            .customers()
-                            .map(|m| PlannedMail::new(Template::Reopened, m.mailbox())),
-                    ),
+                    None => outbound.extend(notify::customers(ticket, Template::Reopened)),
                 }
             }
         }

@@ -8,6 +8,9 @@
 //!   no engineer touched yet) goes to the triage owners too.
 //! - A resolution (close pending or closed): the account manager.
 //! - A requester whose address bounces: the triage owners and the assignee.
+//! - An escalation: the escalation contacts and the triage owners; a breached deadline: the
+//!   triage owners.
+//! - Customer-facing mail (relay, notices, reminders): the requester and the watchers.
 //!
 //! Nobody is told of their own mail, and nobody twice.
 
@@ -62,6 +65,32 @@ fn account_managers<'a>(
         .filter(|m| m.role == Role::AccountManager)
         .map(|m| (m.address.as_str(), m.name.as_deref()))
         .chain(configured.map(|a| (a, None)))
+}
+
+/// Mail of `template` to the customer side: the requester and the watchers.
+pub fn customers(ticket: &TicketState, template: Template) -> Vec<PlannedMail> {
+    ticket
+        .customers()
+        .map(|m| PlannedMail::new(template, m.mailbox()))
+        .collect()
+}
+
+/// The ticket passed its escalation time: the escalation contacts and the triage owners.
+pub fn escalated(policy: &Policy) -> Vec<PlannedMail> {
+    let contacts = policy
+        .escalation_contacts
+        .iter()
+        .map(|a| (a.as_str(), None));
+    notices(
+        people(contacts.chain(triage(policy)), ""),
+        Template::Escalation,
+        Notice::Escalated,
+    )
+}
+
+/// A response or resolution deadline passed (`why`): the triage owners.
+pub fn breached(policy: &Policy, why: Notice) -> Vec<PlannedMail> {
+    notices(people(triage(policy), ""), Template::Breach, why)
 }
 
 /// A new ticket from `requester`: the triage owners and the company's account manager.

@@ -218,10 +218,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
         };
         if let Some(t) = to_customers {
             to_customers_sent = true;
-            let customers: Vec<PlannedMail> = ticket
-                .customers()
-                .map(|m| PlannedMail::new(t, m.mailbox()))
-                .collect();
+            let customers = notify::customers(ticket, t);
             said.push(format!(
                 "{t} to {}",
                 customers

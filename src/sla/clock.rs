@@ -107,6 +107,14 @@ impl Calendars {
         }
     }
 
+    /// The time zone of the calendar of that name (the digest's, `digest.calendar`); Chicago,
+    /// SPEC's business-hours zone, when none has that name (config rejects such a name).
+    pub fn zone_of(&self, name: &str) -> chrono_tz::Tz {
+        self.get(name)
+            .map(Calendar::zone)
+            .unwrap_or(chrono_tz::America::Chicago)
+    }
+
     /// Every calendar's name.
     pub fn names(&self) -> Vec<&str> {
         self.calendars.iter().map(Calendar::name).collect()

@@ -30,41 +30,12 @@ fn due(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     at.filter(|d| *d <= now)
 }
 
-fn to_customers(ticket: &TicketState, template: Template, due: DateTime<Utc>) -> Vec<PlannedMail> {
-    ticket
-        .customers()
-        .map(|m| PlannedMail {
-            due: Some(due),
-            ..PlannedMail::new(template, m.mailbox())
-        })
+/// Scheduled mail carries the instant it was due (its Message-ID is made of it).
+fn due_at(mails: Vec<PlannedMail>, at: DateTime<Utc>) -> Vec<PlannedMail> {
+    mails
+        .into_iter()
+        .map(|m| PlannedMail { due: Some(at), ..m })
         .collect()
-}
-
-fn to_staff(
-    addresses: &[&str],
-    template: Template,
-    why: Notice,
-    due: DateTime<Utc>,
-) -> Vec<PlannedMail> {
-    let mut out: Vec<PlannedMail> = Vec::new();
-    for a in addresses {
-        let a = a.trim().to_ascii_lowercase();
-        if a.is_empty() || out.iter().any(|m| m.to.address == a) {
-            continue;
-        }
-        out.push(PlannedMail {
-            due: Some(due),
-            ..PlannedMail::notice(
-                template,
-                Mailbox {
-                    name: None,
-                    address: a,
-                },
-                why,
-            )
-        });
-    }
-    out
 }
 
 /// What the clock does to `ticket` at `now`; None when nothing is due.
@@ -100,7 +71,10 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
             match (due(c.close_pending_due, now), due(c.reminder_due, now)) {
                 (Some(at), _) => Some((Status::ClosePending, StatusEvent::CustomerSilent, at)),
                 (None, Some(at)) => {
-                    outbound.extend(to_customers(ticket, Template::CustomerPendingReminder, at));
+                    outbound.extend(due_at(
+                        notify::customers(ticket, Template::CustomerPendingReminder),
+                        at,
+                    ));
                     events.push(event(
                         "reminder",
                         None,
@@ -150,12 +124,12 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
         } else {
             Template::ClosePending
         };
-        outbound.extend(to_customers(ticket, template, at));
+        outbound.extend(due_at(notify::customers(ticket, template), at));
         if to == Status::ClosePending {
-            for mut m in notify::resolved(policy, ticket, &Mailbox::default()) {
-                m.due = Some(at);
-                outbound.push(m);
-            }
+            outbound.extend(due_at(
+                notify::resolved(policy, ticket, &Mailbox::default()),
+                at,
+            ));
         }
         let (plan, _) = on_status_change(policy, ticket, ticket.status, to, None, now);
         sla = Some(plan);
@@ -166,7 +140,10 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
     if with_us(ticket.status)
         && let Some(at) = due(c.update_due, now)
     {
-        outbound.extend(to_customers(ticket, Template::StatusUpdate, at));
+        outbound.extend(due_at(
+            notify::customers(ticket, Template::StatusUpdate),
+            at,
+        ));
         let targets = policy.sla.of(ticket.severity.assigned);
         let calendar = policy
             .calendars
@@ -200,13 +177,7 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
         && let Some(at) = due(c.escalation_due, now)
     {
         update.escalated = true;
-        let mut to: Vec<&str> = policy
-            .escalation_contacts
-            .iter()
-            .map(String::as_str)
-            .collect();
-        to.extend(policy.triage_owners.iter().map(String::as_str));
-        outbound.extend(to_staff(&to, Template::Escalation, Notice::Escalated, at));
+        outbound.extend(due_at(notify::escalated(policy), at));
         events.push(event(
             "escalated",
             None,
@@ -220,17 +191,14 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
     }
 
     // Breaches, once per deadline.
-    let triage: Vec<&str> = policy.triage_owners.iter().map(String::as_str).collect();
     if !stopped
         && ticket.first_response_at.is_none()
         && c.response_breach_at.is_none()
         && let Some(at) = due(c.response_due, now)
     {
         update.response_breach = true;
-        outbound.extend(to_staff(
-            &triage,
-            Template::Breach,
-            Notice::ResponseBreached,
+        outbound.extend(due_at(
+            notify::breached(policy, Notice::ResponseBreached),
             at,
         ));
         events.push(event(
@@ -247,10 +215,8 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
         && let Some(at) = due(c.resolution_due, now)
     {
         update.resolution_breach = true;
-        outbound.extend(to_staff(
-            &triage,
-            Template::Breach,
-            Notice::ResolutionBreached,
+        outbound.extend(due_at(
+            notify::breached(policy, Notice::ResolutionBreached),
             at,
         ));
         events.push(event(
