@@ -19,6 +19,8 @@ fn run(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     sb.command(args)
         .env("POSTDESK_TRIAGE_OWNERS", "triage@example.com")
         .env("POSTDESK_ESCALATION_CONTACTS", "director@example.com")
+        // Long enough for the close-pending wait to span Christmas.
+        .env("POSTDESK_STATUSES_AUTO_CLOSE_AFTER", "15 days")
         .output()
         .unwrap()
 }
@@ -178,6 +180,35 @@ fn a_sev3_tickets_clock_fires_each_rule_once_at_its_instant() {
     );
     assert_eq!(ticket(&sb)["status"], "closed");
     assert!(queued(&sweep(&sb, closes + Duration::days(30))).is_empty());
+
+    // The close-pending notice names the instant the tick closed it: 15 business days on the
+    // customer's calendar, past Christmas (Friday December 25, 2026), not 15 weekdays. (Read from the
+    // outbox row: its mail is due in the travelled-to future, so no worker would send it now.)
+    let notice = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            use postdesk::store::Store;
+            let url = format!("sqlite:{}", sb.db().display());
+            let store = postdesk::store::SqliteStore::open_existing(&url)
+                .await
+                .unwrap();
+            let far = closes + Duration::days(365);
+            store.claim_outbox("test", far, far, 100).await.unwrap()
+        })
+        .into_iter()
+        .find(|o| o.template == "close_pending")
+        .map(|o| String::from_utf8_lossy(&o.rendered).to_string())
+        .expect("the close-pending notice in the outbox")
+    };
+    let local = closes
+        .with_timezone(&chrono_tz::America::Chicago)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string();
+    assert!(
+        notice.contains(&format!("closes by itself on {local}"))
+            && notice.contains("(15 business days)"),
+        "expected {local} in\n{notice}"
+    );
 
     // Every scheduled mail went out exactly once.
     let mut all = sent(&sb);

@@ -494,8 +494,12 @@ pub struct ReminderView {
 pub struct ClosingView {
     /// When a close-pending ticket closes by itself (customer's time zone).
     pub auto_close_local: String,
-    /// Business days a ticket stays close pending.
+    /// Business days a ticket stays close pending (`statuses.auto_close_after` in days; 0 when
+    /// it is set in open hours).
     pub business_days: u32,
+    /// How long a ticket stays close pending, in words (`5 business days`, `40 h of business
+    /// hours`).
+    pub closes_after: String,
     /// What the customer writes on its own line to close now (`#close`).
     pub confirm_word: String,
     /// How long a closed ticket can be reopened by a reply, in days.

@@ -324,6 +324,7 @@ pub fn sample(
                 // 5 business days from now: Thanksgiving and the day after are off.
                 auto_close_local: local(9 * 24 * 60),
                 business_days: 5,
+                closes_after: "5 business days".into(),
                 confirm_word: "#close".into(),
                 reopen_days: 14,
             });
@@ -344,6 +345,7 @@ pub fn sample(
             ctx.closing = Some(ClosingView {
                 auto_close_local: local(0),
                 business_days: 5,
+                closes_after: "5 business days".into(),
                 confirm_word: "#close".into(),
                 reopen_days: 14,
             });
