@@ -7,18 +7,26 @@
 //! the TOML file. A bad value is reported with where it came from (file or variable), the key
 //! and what was expected; `main` exits 78 (EX_CONFIG) on it.
 //!
-//! Flat keys and the nested `[sla.sevN]` tables go through the key table below (file, then
-//! environment, then `_FILE`, each value remembering its origin). `[calendars.NAME]` tables
-//! are typed serde structs with `deny_unknown_fields`, deserialized one table at a time so an
-//! error names `calendars.NAME.<key>`. figment was considered (it resolves and builds here) but
-//! not taken: its environment provider cannot map `POSTDESK_MAILBOX_PROCESSED_FOLDER` to
-//! `mailbox.processed_folder` without this key table anyway, has no comma lists or `_FILE`
-//! secrets, and its errors would need rewriting to keep this wording.
+//! Three steps. `Sources`: the file's table, then each variable of `KEYS` (or its `_FILE`),
+//! merged into one `toml::Table` (the environment wins), with the origin of every dotted key
+//! kept beside it. `RawConfig`: that table deserialized once into typed serde structs with
+//! `deny_unknown_fields`, whose values are `Checked` kinds (a duration, a size, a severity, mail
+//! addresses, ...) that say what they expected and what they found; toml names the path of a
+//! serde error (``in `sla.sev2` ``), which is looked up in the origins. `build`: the defaults and
+//! the rules across keys (URLs with their TLS modes, calendar references, the xoauth2 token).
+//! A unit test proves `KEYS` and the fields of `RawConfig` are the same set.
+//!
+//! figment was considered (it resolves and builds here) but not taken: its environment provider
+//! cannot map `POSTDESK_MAILBOX_PROCESSED_FOLDER` to `mailbox.processed_folder` without this key
+//! list anyway, has no comma lists or `_FILE` secrets, and its errors would need rewriting to
+//! keep this wording; the merge it would do for us is the few lines of `Sources`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::desk::{DowngradeMap, Policy, Severity, Status};
 use crate::mail::parse::is_usable_address;
@@ -29,99 +37,104 @@ use crate::sla::policy::{BadSpan, ClockKind, SlaPolicy, Span};
 /// `digest.schedule` when none is configured: 08:00 on weekdays.
 pub const DEFAULT_DIGEST_SCHEDULE: &str = "0 0 8 * * Mon-Fri";
 
-/// The kind of value a key holds, which decides how an environment string is read.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// How an environment string becomes a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Str,
+    /// A string that the TOML file may also give as `<key>_file`.
     Secret,
+    /// Comma-separated.
     List,
     Int,
     Bool,
+    /// `1=3,2=4`.
     Map,
 }
 
-/// Every key postdesk knows, as (section, key, kind). The contract names from SPEC are all here.
-const KEYS: &[(&str, &str, Kind)] = &[
-    ("database", "url", Kind::Str),
-    ("mailbox", "url", Kind::Str),
-    ("mailbox", "password", Kind::Secret),
-    ("mailbox", "auth", Kind::Str),
-    ("mailbox", "processed_folder", Kind::Str),
-    ("mailbox", "quarantine_folder", Kind::Str),
-    ("mailbox", "poll_interval", Kind::Str),
-    ("mailbox", "tls", Kind::Str),
-    ("mailbox", "token_file", Kind::Str),
-    ("mailbox", "token_command", Kind::Str),
-    ("mailbox", "on_first_start", Kind::Str),
-    ("mailbox", "idle_renew", Kind::Str),
-    ("mailbox", "command_timeout", Kind::Str),
-    ("outbox", "url", Kind::Str),
-    ("outbox", "password", Kind::Secret),
-    ("outbox", "poll_interval", Kind::Str),
-    ("outbox", "tls", Kind::Str),
-    ("outbox", "envelope_sender", Kind::Str),
-    ("outbox", "concurrency", Kind::Int),
-    ("outbox", "retry_min", Kind::Str),
-    ("outbox", "retry_max", Kind::Str),
-    ("outbox", "max_attempts", Kind::Int),
-    ("outbox", "timeout", Kind::Str),
-    ("outbox", "journal", Kind::Str),
-    ("tls", "ca_file", Kind::Str),
-    ("tls", "accept_invalid_certs", Kind::Bool),
-    ("support", "addresses", Kind::List),
-    ("support", "name", Kind::Str),
-    ("support", "phone", Kind::Str),
-    ("support", "tag_prefix", Kind::Str),
-    ("staff", "domains", Kind::List),
-    ("staff", "addresses", Kind::List),
-    ("staff", "require_authenticated", Kind::Bool),
-    ("staff", "authserv_id", Kind::Str),
-    ("staff", "reveal_address", Kind::Bool),
-    ("staff", "show_name", Kind::Str),
-    ("staff", "max_attachment_size", Kind::Str),
-    ("staff", "dkim_resolver", Kind::Str),
-    ("statuses", "after_engineer_reply", Kind::Str),
-    ("statuses", "reminder_after", Kind::Str),
-    ("statuses", "close_pending_after", Kind::Str),
-    ("statuses", "auto_close_after", Kind::Str),
-    ("sla", "pause_when_customer_pending", Kind::Bool),
-    ("sla.sev1", "response", Kind::Str),
-    ("sla.sev1", "resolution", Kind::Str),
-    ("sla.sev1", "update_every", Kind::Str),
-    ("sla.sev1", "escalate_after", Kind::Str),
-    ("sla.sev1", "clock", Kind::Str),
-    ("sla.sev2", "response", Kind::Str),
-    ("sla.sev2", "resolution", Kind::Str),
-    ("sla.sev2", "update_every", Kind::Str),
-    ("sla.sev2", "escalate_after", Kind::Str),
-    ("sla.sev2", "clock", Kind::Str),
-    ("sla.sev3", "response", Kind::Str),
-    ("sla.sev3", "resolution", Kind::Str),
-    ("sla.sev3", "update_every", Kind::Str),
-    ("sla.sev3", "escalate_after", Kind::Str),
-    ("sla.sev3", "clock", Kind::Str),
-    ("sla.sev4", "response", Kind::Str),
-    ("sla.sev4", "resolution", Kind::Str),
-    ("sla.sev4", "update_every", Kind::Str),
-    ("sla.sev4", "escalate_after", Kind::Str),
-    ("sla.sev4", "clock", Kind::Str),
-    ("calendars", "default", Kind::Str),
-    ("digest", "schedule", Kind::Str),
-    ("digest", "calendar", Kind::Str),
-    ("threading", "reopen_window", Kind::Str),
-    ("threading", "same_domain_joins", Kind::Bool),
-    ("triage", "owners", Kind::List),
-    ("escalation", "contacts", Kind::List),
-    ("severity", "default", Kind::Int),
-    ("severity", "downgrade", Kind::Map),
-    ("templates", "dir", Kind::Str),
-    ("templates", "watch", Kind::Bool),
-    ("templates", "poll_interval", Kind::Str),
-    ("http", "listen", Kind::Str),
-    ("limits", "max_message_size", Kind::Str),
-    ("loops", "max_auto_replies_per_hour", Kind::Int),
-    ("worker", "batch_size", Kind::Int),
-    ("log", "format", Kind::Str),
+/// Every key with an environment name, as (dotted key, kind): the contract names from SPEC.
+/// `[calendars.NAME]` tables and `[[customers]]` are file-only. A unit test proves this list
+/// and the fields of `RawConfig` are the same set.
+const KEYS: &[(&str, Kind)] = &[
+    ("database.url", Kind::Str),
+    ("mailbox.url", Kind::Str),
+    ("mailbox.password", Kind::Secret),
+    ("mailbox.auth", Kind::Str),
+    ("mailbox.processed_folder", Kind::Str),
+    ("mailbox.quarantine_folder", Kind::Str),
+    ("mailbox.poll_interval", Kind::Str),
+    ("mailbox.tls", Kind::Str),
+    ("mailbox.token_file", Kind::Str),
+    ("mailbox.token_command", Kind::Str),
+    ("mailbox.on_first_start", Kind::Str),
+    ("mailbox.idle_renew", Kind::Str),
+    ("mailbox.command_timeout", Kind::Str),
+    ("outbox.url", Kind::Str),
+    ("outbox.password", Kind::Secret),
+    ("outbox.poll_interval", Kind::Str),
+    ("outbox.tls", Kind::Str),
+    ("outbox.envelope_sender", Kind::Str),
+    ("outbox.concurrency", Kind::Int),
+    ("outbox.retry_min", Kind::Str),
+    ("outbox.retry_max", Kind::Str),
+    ("outbox.max_attempts", Kind::Int),
+    ("outbox.timeout", Kind::Str),
+    ("outbox.journal", Kind::Str),
+    ("tls.ca_file", Kind::Str),
+    ("tls.accept_invalid_certs", Kind::Bool),
+    ("support.addresses", Kind::List),
+    ("support.name", Kind::Str),
+    ("support.phone", Kind::Str),
+    ("support.tag_prefix", Kind::Str),
+    ("staff.domains", Kind::List),
+    ("staff.addresses", Kind::List),
+    ("staff.require_authenticated", Kind::Bool),
+    ("staff.authserv_id", Kind::Str),
+    ("staff.reveal_address", Kind::Bool),
+    ("staff.show_name", Kind::Str),
+    ("staff.max_attachment_size", Kind::Str),
+    ("staff.dkim_resolver", Kind::Str),
+    ("statuses.after_engineer_reply", Kind::Str),
+    ("statuses.reminder_after", Kind::Str),
+    ("statuses.close_pending_after", Kind::Str),
+    ("statuses.auto_close_after", Kind::Str),
+    ("sla.pause_when_customer_pending", Kind::Bool),
+    ("sla.sev1.response", Kind::Str),
+    ("sla.sev1.resolution", Kind::Str),
+    ("sla.sev1.update_every", Kind::Str),
+    ("sla.sev1.escalate_after", Kind::Str),
+    ("sla.sev1.clock", Kind::Str),
+    ("sla.sev2.response", Kind::Str),
+    ("sla.sev2.resolution", Kind::Str),
+    ("sla.sev2.update_every", Kind::Str),
+    ("sla.sev2.escalate_after", Kind::Str),
+    ("sla.sev2.clock", Kind::Str),
+    ("sla.sev3.response", Kind::Str),
+    ("sla.sev3.resolution", Kind::Str),
+    ("sla.sev3.update_every", Kind::Str),
+    ("sla.sev3.escalate_after", Kind::Str),
+    ("sla.sev3.clock", Kind::Str),
+    ("sla.sev4.response", Kind::Str),
+    ("sla.sev4.resolution", Kind::Str),
+    ("sla.sev4.update_every", Kind::Str),
+    ("sla.sev4.escalate_after", Kind::Str),
+    ("sla.sev4.clock", Kind::Str),
+    ("calendars.default", Kind::Str),
+    ("digest.schedule", Kind::Str),
+    ("digest.calendar", Kind::Str),
+    ("threading.reopen_window", Kind::Str),
+    ("threading.same_domain_joins", Kind::Bool),
+    ("triage.owners", Kind::List),
+    ("escalation.contacts", Kind::List),
+    ("severity.default", Kind::Int),
+    ("severity.downgrade", Kind::Map),
+    ("templates.dir", Kind::Str),
+    ("templates.watch", Kind::Bool),
+    ("templates.poll_interval", Kind::Str),
+    ("http.listen", Kind::Str),
+    ("limits.max_message_size", Kind::Str),
+    ("loops.max_auto_replies_per_hour", Kind::Int),
+    ("worker.batch_size", Kind::Int),
+    ("log.format", Kind::Str),
 ];
 
 /// `POSTDESK_*` variables that are not configuration keys: the config file, the log filter, and
@@ -141,13 +154,18 @@ const OTHER_VARS: &[&str] = &[
     "POSTDESK_BENCH_RELAY_N",
 ];
 
+/// The environment name of a key: `sla.sev3.response` -> `POSTDESK_SLA_SEV3_RESPONSE`.
+fn env_name(key: &str) -> String {
+    format!("POSTDESK_{}", key.to_uppercase().replace(['.', '-'], "_"))
+}
+
 /// One warning line for each `POSTDESK_*` variable postdesk does not know (it would otherwise be
 /// ignored silently), naming the known one it is closest to when that is at most two edits away.
 pub fn unknown_env_warnings(env: &BTreeMap<String, String>) -> Vec<String> {
     let mut known: Vec<String> = KEYS
         .iter()
-        .flat_map(|(s, k, _)| {
-            let name = env_name(s, k);
+        .flat_map(|(key, _)| {
+            let name = env_name(key);
             [format!("{name}_FILE"), name]
         })
         .collect();
@@ -632,30 +650,14 @@ impl Config {
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let mut values = Values::default();
+        let mut sources = Sources::default();
         if let Some(path) = file {
-            values.read_file(path)?;
+            sources.read_file(path)?;
         }
-        values.read_env(env)?;
-        values.build(file)
+        sources.read_env(env)?;
+        let raw = sources.deserialize()?;
+        build(raw, &sources, file)
     }
-}
-
-#[derive(Default)]
-struct Values {
-    map: BTreeMap<String, (toml::Value, Origin)>,
-    customers: Vec<(toml::Table, Origin)>,
-    /// `[calendars.NAME]` tables, by name (file only).
-    calendars: Vec<(String, toml::Table, Origin)>,
-}
-
-/// The environment name of a key: `[sla.sev3] response` -> `POSTDESK_SLA_SEV3_RESPONSE`.
-fn env_name(section: &str, key: &str) -> String {
-    format!(
-        "POSTDESK_{}_{}",
-        section.to_uppercase().replace(['.', '-'], "_"),
-        key.to_uppercase()
-    )
 }
 
 fn err(origin: &Origin, key: &str, problem: impl Into<String>) -> ConfigError {
@@ -666,808 +668,1100 @@ fn err(origin: &Origin, key: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-fn kind_of(section: &str, key: &str) -> Option<Kind> {
-    KEYS.iter()
-        .find(|(s, k, _)| *s == section && *k == key)
-        .map(|(_, _, kind)| *kind)
-}
-
+/// A value as error messages show it: `"text"` for a string, else its type and TOML text.
 fn describe(v: &toml::Value) -> String {
     match v {
-        toml::Value::String(s) => format!("the string \"{s}\""),
+        toml::Value::String(s) => format!("\"{s}\""),
         other => format!("{} {other}", other.type_str()),
     }
 }
 
-impl Values {
+/// `expected {what}, found {v}`.
+fn expected(what: &str, v: &toml::Value) -> String {
+    format!("expected {what}, found {}", describe(v))
+}
+
+// Sources: the file and the environment merged into one table, each value's origin kept.
+
+/// The file's table with each variable of `KEYS` set over it, and where every dotted key came
+/// from (the file records each of its tables and values, a variable its key).
+#[derive(Default)]
+struct Sources {
+    table: toml::Table,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Sources {
     fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let origin = Origin::File(path.to_path_buf());
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(&origin, "-", format!("cannot read the file: {e}")))?;
-        let table: toml::Table = text
+        let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| err(&origin, "-", format!("not valid TOML: {e}")))?;
-        for (section, value) in table {
-            if section == "customers" {
-                let toml::Value::Array(items) = value else {
-                    return Err(err(
-                        &origin,
-                        "customers",
-                        "expected an array of tables ([[customers]])",
-                    ));
-                };
-                for item in items {
-                    let toml::Value::Table(t) = item else {
-                        return Err(err(
-                            &origin,
-                            "customers",
-                            "expected an array of tables ([[customers]])",
-                        ));
-                    };
-                    self.customers.push((t, origin.clone()));
-                }
+        // A secret key may be given as `<key>_file`: the value is that file's text.
+        for (key, _) in KEYS.iter().filter(|(_, kind)| *kind == Kind::Secret) {
+            let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+            let Some(t) = table.get_mut(section).and_then(toml::Value::as_table_mut) else {
                 continue;
-            }
-            let toml::Value::Table(entries) = value else {
-                return Err(err(
-                    &origin,
-                    &section,
-                    format!("expected a [{section}] table, found {}", describe(&value)),
-                ));
             };
-            self.read_table(&section, entries, &origin)?;
+            let Some(path) = t.remove(&format!("{name}_file")) else {
+                continue;
+            };
+            let file_key = format!("{key}_file");
+            let path = path
+                .as_str()
+                .ok_or_else(|| err(&origin, &file_key, expected("a file path string", &path)))?;
+            let secret =
+                read_secret_file(Path::new(path)).map_err(|e| err(&origin, &file_key, e))?;
+            t.insert(name.to_string(), toml::Value::String(secret));
         }
+        self.record("", &table, &origin);
+        self.table = table;
         Ok(())
     }
 
-    /// The keys of one `[section]` (or nested `[section.sub]`) table of the file.
-    fn read_table(
-        &mut self,
-        section: &str,
-        entries: toml::Table,
-        origin: &Origin,
-    ) -> Result<(), ConfigError> {
-        for (key, v) in entries {
-            let dotted = format!("{section}.{key}");
-            // `[calendars.NAME]` tables are calendars (file only); `calendars.default` is a key.
-            if section == "calendars" && key != "default" {
-                let toml::Value::Table(t) = v else {
-                    return Err(err(
-                        origin,
-                        &dotted,
-                        format!(
-                            "expected a [calendars.{key}] table (zone, hours, holidays), found {}",
-                            describe(&v)
-                        ),
-                    ));
-                };
-                self.calendars.retain(|(n, _, _)| *n != key);
-                self.calendars.push((key, t, origin.clone()));
-                continue;
+    /// Remembers `origin` for every table and value below `prefix`.
+    fn record(&mut self, prefix: &str, table: &toml::Table, origin: &Origin) {
+        for (k, v) in table {
+            let key = dotted(prefix, k);
+            if let toml::Value::Table(t) = v {
+                self.record(&key, t, origin);
             }
-            if let Some(base) = key.strip_suffix("_file")
-                && kind_of(section, base) == Some(Kind::Secret)
-            {
-                let toml::Value::String(p) = &v else {
-                    return Err(err(origin, &dotted, "expected a file path string"));
-                };
-                let secret = read_secret_file(Path::new(p)).map_err(|e| err(origin, &dotted, e))?;
-                self.map.insert(
-                    format!("{section}.{base}"),
-                    (toml::Value::String(secret), origin.clone()),
-                );
-                continue;
-            }
-            if kind_of(section, &key).is_none() {
-                // A nested table of known keys (`[sla.sev3]`).
-                if let toml::Value::Table(t) = v
-                    && KEYS.iter().any(|(s, _, _)| *s == dotted)
-                {
-                    self.read_table(&dotted, t, origin)?;
-                    continue;
-                }
-                return Err(err(
-                    origin,
-                    &dotted,
-                    "unknown key (see the README's config reference)",
-                ));
-            }
-            self.map.insert(dotted, (v, origin.clone()));
+            self.origins.insert(key, origin.clone());
         }
-        Ok(())
     }
 
+    /// Each key's variable, else its `_FILE` variable, over the file's value.
     fn read_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
-        for (section, key, kind) in KEYS {
-            let name = env_name(section, key);
-            let dotted = format!("{section}.{key}");
+        for (key, kind) in KEYS {
+            let name = env_name(key);
             let file_name = format!("{name}_FILE");
-            let (raw, origin) = if let Some(v) = env.get(&name) {
-                (v.clone(), Origin::Env(name.clone()))
+            let (text, origin) = if let Some(v) = env.get(&name) {
+                (v.clone(), Origin::Env(name))
             } else if let Some(p) = env.get(&file_name) {
-                let origin = Origin::EnvFile(file_name.clone(), PathBuf::from(p));
-                let v = read_secret_file(Path::new(p)).map_err(|e| err(&origin, &dotted, e))?;
+                let origin = Origin::EnvFile(file_name, PathBuf::from(p));
+                let v = read_secret_file(Path::new(p)).map_err(|e| err(&origin, key, e))?;
                 (v, origin)
             } else {
                 continue;
             };
-            let value = match kind {
-                Kind::Str | Kind::Secret => toml::Value::String(raw),
-                Kind::List => toml::Value::Array(
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| toml::Value::String(s.to_string()))
-                        .collect(),
-                ),
-                Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                    err(
-                        &origin,
-                        &dotted,
-                        format!("expected an integer, found \"{raw}\""),
-                    )
-                })?),
-                Kind::Bool => {
-                    toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
-                        "true" | "1" | "yes" | "on" => true,
-                        "false" | "0" | "no" | "off" => false,
-                        _ => {
-                            return Err(err(
-                                &origin,
-                                &dotted,
-                                format!("expected true or false, found \"{raw}\""),
-                            ));
-                        }
-                    })
-                }
-                Kind::Map => {
-                    let mut t = toml::Table::new();
-                    for pair in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        let (k, v) = pair.split_once('=').ok_or_else(|| {
-                            err(
-                                &origin,
-                                &dotted,
-                                format!("expected pairs like 1=3,2=4, found \"{raw}\""),
-                            )
-                        })?;
-                        let v: i64 = v.trim().parse().map_err(|_| {
-                            err(
-                                &origin,
-                                &dotted,
-                                format!("expected pairs like 1=3,2=4, found \"{raw}\""),
-                            )
-                        })?;
-                        t.insert(k.trim().to_string(), toml::Value::Integer(v));
-                    }
-                    toml::Value::Table(t)
-                }
-            };
-            self.map.insert(dotted, (value, origin));
+            let value = env_value(*kind, &text).map_err(|p| err(&origin, key, p))?;
+            self.set(key, value, origin);
         }
         Ok(())
     }
 
-    fn str_or(&self, key: &str, default: &str) -> Result<(String, Option<Origin>), ConfigError> {
-        match self.map.get(key) {
-            None => Ok((default.to_string(), None)),
-            Some((toml::Value::String(s), o)) => Ok((s.clone(), Some(o.clone()))),
-            Some((v, o)) => Err(err(
-                o,
-                key,
-                format!("expected a string, found {}", describe(v)),
-            )),
+    /// Sets the dotted `key`, making the tables above it. Where the file has a value that is
+    /// not a table on the way, that stays, and the deserializer reports it against the file.
+    fn set(&mut self, key: &str, value: toml::Value, origin: Origin) {
+        let (parents, name) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut table = &mut self.table;
+        for part in parents.split('.').filter(|p| !p.is_empty()) {
+            let entry = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                return;
+            };
+            table = t;
+        }
+        table.insert(name.to_string(), value);
+        self.origins.insert(key.to_string(), origin);
+    }
+
+    /// Where the value at `key` came from: its own origin or that of the nearest table above
+    /// it; the built-in defaults when nothing set it.
+    fn origin(&self, key: &str) -> Origin {
+        let mut k = key;
+        loop {
+            if let Some(o) = self.origins.get(k) {
+                return o.clone();
+            }
+            match k.rsplit_once('.') {
+                Some((parent, _)) => k = parent,
+                None => return Origin::Default,
+            }
         }
     }
 
-    fn opt_str(&self, key: &str) -> Result<Option<(String, Origin)>, ConfigError> {
-        match self.map.get(key) {
-            None => Ok(None),
-            Some((toml::Value::String(s), o)) => Ok(Some((s.clone(), o.clone()))),
-            Some((v, o)) => Err(err(
-                o,
-                key,
-                format!("expected a string, found {}", describe(v)),
-            )),
-        }
+    /// A problem with the value at `key`, named with its origin.
+    fn err(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        err(&self.origin(key), key, problem)
     }
 
-    fn int_or(&self, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some((toml::Value::Integer(n), _)) if (min..=max).contains(n) => Ok(*n),
-            Some((v, o)) => Err(err(
-                o,
-                key,
-                format!(
-                    "expected an integer from {min} to {max}, found {}",
-                    describe(v)
-                ),
-            )),
-        }
+    /// The merged table as typed structs (deserialized once; the table is used up).
+    fn deserialize(&mut self) -> Result<RawConfig, ConfigError> {
+        toml::Value::Table(std::mem::take(&mut self.table))
+            .try_into()
+            .map_err(|e| self.serde_error(&e))
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some((toml::Value::Boolean(b), _)) => Ok(*b),
-            Some((v, o)) => Err(err(
-                o,
-                key,
-                format!("expected true or false, found {}", describe(v)),
-            )),
-        }
-    }
-
-    fn address_list(&self, key: &str, default: &[&str]) -> Result<Vec<String>, ConfigError> {
-        let Some((v, o)) = self.map.get(key) else {
-            return Ok(default.iter().map(|s| s.to_string()).collect());
+    /// A serde error as our key and problem: toml names the path of the value that failed
+    /// (``in `sla.sev2` ``; arrays add no index, so a customer's key is `customers.<key>`), serde
+    /// an unknown field and the ones it expected.
+    fn serde_error(&self, e: &toml::de::Error) -> ConfigError {
+        let text = e.to_string();
+        let (problem, path) = match text.split_once("\nin `") {
+            Some((p, rest)) => (p.trim(), rest.trim().trim_end_matches('`')),
+            None => (text.trim(), ""),
         };
+        if let Some((field, expected)) = problem
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split_once('`'))
+        {
+            let expected = expected.trim_start_matches(',').trim();
+            return self.err(&dotted(path, field), format!("unknown key ({expected})"));
+        }
+        self.err(path, reword(problem))
+    }
+}
+
+/// `prefix.key`, or `key` at the top.
+fn dotted(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The TOML value of a variable's text. Numbers and booleans that do not parse stay strings,
+/// so the key's check says what it expected and found.
+fn env_value(kind: Kind, text: &str) -> Result<toml::Value, String> {
+    let string = || toml::Value::String(text.to_string());
+    Ok(match kind {
+        Kind::Str | Kind::Secret => string(),
+        Kind::List => toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        Kind::Int => text
+            .trim()
+            .parse()
+            .map_or_else(|_| string(), toml::Value::Integer),
+        Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => string(),
+        },
+        Kind::Map => {
+            let bad = || format!("expected pairs like 1=3,2=4, found \"{text}\"");
+            let mut t = toml::Table::new();
+            for pair in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (k, v) = pair.split_once('=').ok_or_else(bad)?;
+                let v: i64 = v.trim().parse().map_err(|_| bad())?;
+                t.insert(k.trim().to_string(), toml::Value::Integer(v));
+            }
+            toml::Value::Table(t)
+        }
+    })
+}
+
+/// serde's own wording (`invalid type: integer `5`, expected a string`) as ours (`expected a
+/// string, found integer 5`); our checks already speak that way.
+fn reword(problem: &str) -> String {
+    let Some((found, what)) = problem
+        .strip_prefix("invalid type: ")
+        .or_else(|| problem.strip_prefix("invalid value: "))
+        .and_then(|r| r.rsplit_once(", expected "))
+    else {
+        return problem.to_string();
+    };
+    let found = match found {
+        "sequence" => "an array".to_string(),
+        "map" => "a table".to_string(),
+        f => f.strip_prefix("string ").unwrap_or(f).replace('`', ""),
+    };
+    let what = if what == "a sequence" {
+        "an array"
+    } else {
+        what
+    };
+    format!("expected {what}, found {found}")
+}
+
+// The raw layer: the merged table as typed structs. Every table denies unknown keys; every
+// value is a `Checked` kind, so a bad one fails at its key with what was expected and found.
+
+/// How one kind of value is read from TOML.
+trait Check {
+    /// The value it gives.
+    type Out;
+    /// The value, or `expected ..., found ...`.
+    fn check(v: &toml::Value) -> Result<Self::Out, String>;
+}
+
+/// A value of kind `K`, checked as it is deserialized. It serializes back as written (only
+/// the key-list test serializes).
+struct Checked<K: Check> {
+    value: K::Out,
+    raw: toml::Value,
+}
+
+/// An optional key holding a value of kind `K`.
+type Opt<K> = Option<Checked<K>>;
+
+impl<'de, K: Check> Deserialize<'de> for Checked<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = toml::Value::deserialize(d)?;
+        let value = K::check(&raw).map_err(serde::de::Error::custom)?;
+        Ok(Checked { value, raw })
+    }
+}
+
+impl<K: Check> Serialize for Checked<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+/// The checked value of a key, if it is set.
+fn get<K: Check>(v: Opt<K>) -> Option<K::Out> {
+    v.map(|c| c.value)
+}
+
+/// A string that `parse` takes.
+fn parse_str<T>(
+    v: &toml::Value,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, String> {
+    v.as_str().and_then(parse).ok_or_else(|| expected(what, v))
+}
+
+/// One of the given words.
+fn one_of(v: &toml::Value, words: &[&str]) -> Result<String, String> {
+    let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+    let what = match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    parse_str(v, &what, |s| words.contains(&s).then(|| s.to_string()))
+}
+
+/// Any string.
+struct Text;
+impl Check for Text {
+    type Out = String;
+    fn check(v: &toml::Value) -> Result<String, String> {
+        parse_str(v, "a string", |s| Some(s.to_string()))
+    }
+}
+
+/// `true` or `false`.
+struct Flag;
+impl Check for Flag {
+    type Out = bool;
+    fn check(v: &toml::Value) -> Result<bool, String> {
+        v.as_bool().ok_or_else(|| expected("true or false", v))
+    }
+}
+
+/// An integer from `MIN` to `MAX`.
+struct Int<const MIN: i64, const MAX: i64>;
+impl<const MIN: i64, const MAX: i64> Check for Int<MIN, MAX> {
+    type Out = i64;
+    fn check(v: &toml::Value) -> Result<i64, String> {
+        v.as_integer()
+            .filter(|n| (MIN..=MAX).contains(n))
+            .ok_or_else(|| expected(&format!("an integer from {MIN} to {MAX}"), v))
+    }
+}
+
+/// A severity, 1 to 4.
+struct Sev;
+impl Check for Sev {
+    type Out = Severity;
+    fn check(v: &toml::Value) -> Result<Severity, String> {
+        v.as_integer()
+            .and_then(|n| Severity::try_from(n).ok())
+            .ok_or_else(|| expected("an integer from 1 to 4", v))
+    }
+}
+
+/// `{ 1 = 3, 2 = 4 }`: what email may not open.
+struct Downgrade;
+impl Check for Downgrade {
+    type Out = DowngradeMap;
+    fn check(v: &toml::Value) -> Result<DowngradeMap, String> {
+        let toml::Value::Table(t) = v else {
+            return Err(expected("a table like { 1 = 3, 2 = 4 }", v));
+        };
+        let mut pairs = Vec::new();
+        for (from, to) in t {
+            let from = from.parse::<Severity>().map_err(|e| e.to_string())?;
+            let to = to
+                .as_integer()
+                .and_then(|n| Severity::try_from(n).ok())
+                .ok_or_else(|| expected("severities 1-4 as values", to))?;
+            pairs.push((from, to));
+        }
+        Ok(DowngradeMap::new(pairs))
+    }
+}
+
+/// `30s`, `500ms`, `5m`, `1h`, `2d`.
+struct Dur;
+impl Check for Dur {
+    type Out = Duration;
+    fn check(v: &toml::Value) -> Result<Duration, String> {
+        parse_str(
+            v,
+            "a duration like \"30s\", \"500ms\", \"5m\" or \"1h\"",
+            parse_duration,
+        )
+    }
+}
+
+/// `mailbox.idle_renew`: a duration from 1s to 29m.
+struct IdleRenew;
+impl Check for IdleRenew {
+    type Out = Duration;
+    fn check(v: &toml::Value) -> Result<Duration, String> {
+        let range = Duration::from_secs(1)..=Duration::from_secs(29 * 60);
+        parse_str(
+            v,
+            "a duration between 1s and 29m (RFC 2177: re-issue IDLE at least every 29 minutes)",
+            |s| parse_duration(s).filter(|d| range.contains(d)),
+        )
+    }
+}
+
+/// `25MB`, `512KiB`, or a number of bytes.
+struct Size;
+impl Check for Size {
+    type Out = usize;
+    fn check(v: &toml::Value) -> Result<usize, String> {
+        match v {
+            toml::Value::Integer(n) if *n > 0 => usize::try_from(*n).map_err(|e| e.to_string()),
+            toml::Value::String(s) => {
+                parse_size(s).ok_or_else(|| expected("a size like \"25MB\"", v))
+            }
+            _ => Err(expected("a size like \"25MB\"", v)),
+        }
+    }
+}
+
+/// An SLA span: `15 min`, `4h`, `3 days`.
+struct SlaSpan;
+impl Check for SlaSpan {
+    type Out = Span;
+    fn check(v: &toml::Value) -> Result<Span, String> {
+        match v.as_str() {
+            Some(s) => s.parse().map_err(|e: BadSpan| e.to_string()),
+            None => Err(expected("a span like \"15 min\", \"4h\" or \"3 days\"", v)),
+        }
+    }
+}
+
+/// `24x7`, `business` or a calendar name (`build` checks the name).
+struct Clock;
+impl Check for Clock {
+    type Out = ClockKind;
+    fn check(v: &toml::Value) -> Result<ClockKind, String> {
+        match v.as_str() {
+            Some(s) => s.parse(),
+            None => Err(expected("\"24x7\", \"business\" or a calendar name", v)),
+        }
+    }
+}
+
+/// A ticket status name.
+struct StatusName;
+impl Check for StatusName {
+    type Out = Status;
+    fn check(v: &toml::Value) -> Result<Status, String> {
+        match v.as_str() {
+            Some(s) => s
+                .parse()
+                .map_err(|e: crate::desk::status::UnknownStatus| e.to_string()),
+            None => Err(expected("a status name such as \"customer_pending\"", v)),
+        }
+    }
+}
+
+/// A list of strings, trimmed and lower-cased.
+struct Lower;
+impl Check for Lower {
+    type Out = Vec<String>;
+    fn check(v: &toml::Value) -> Result<Vec<String>, String> {
         let toml::Value::Array(items) = v else {
-            return Err(err(
-                o,
-                key,
-                format!("expected a list of strings, found {}", describe(v)),
-            ));
+            return Err(expected("a list of strings", v));
         };
         items
             .iter()
-            .map(|i| match i {
-                toml::Value::String(s) => Ok(s.trim().to_ascii_lowercase()),
-                other => Err(err(
-                    o,
-                    key,
-                    format!("expected a list of strings, found {}", describe(other)),
-                )),
+            .map(|i| {
+                parse_str(i, "a list of strings", |s| {
+                    Some(s.trim().to_ascii_lowercase())
+                })
             })
             .collect()
     }
+}
 
-    fn build(self, file: Option<&Path>) -> Result<Config, ConfigError> {
-        let (db, db_origin) = self.str_or("database.url", "sqlite:./postdesk.db")?;
-        let database_url = DatabaseUrl::parse(&db).map_err(|p| {
-            err(
-                &db_origin.unwrap_or(Origin::Default),
-                "database.url",
-                format!("{p}, found \"{}\"", redact_url_password(&db)),
-            )
-        })?;
-
-        let (mb, mb_origin) = self.str_or("mailbox.url", "maildir:./mail")?;
-        let tls_none = |key: &str| -> Result<bool, ConfigError> {
-            let (v, o) = self.str_or(key, "required")?;
-            match v.as_str() {
-                "required" => Ok(false),
-                "none" => Ok(true),
-                other => Err(err(
-                    &o.unwrap_or(Origin::Default),
-                    key,
-                    format!("expected \"required\" or \"none\", found \"{other}\""),
-                )),
-            }
-        };
-        let mailbox_tls_none = tls_none("mailbox.tls")?;
-        let outbox_tls_none = tls_none("outbox.tls")?;
-        let mailbox_url = if let Some(path) = mb.strip_prefix("maildir:") {
-            MailboxUrl::Maildir(PathBuf::from(path))
-        } else if mb.starts_with("imaps://") || mb.starts_with("imap://") {
-            let plain = if mailbox_tls_none {
-                TlsMode::None
-            } else {
-                TlsMode::StartTls
-            };
-            let mut e = Endpoint::parse(
-                &mb,
-                &[("imaps", TlsMode::Implicit, 993), ("imap", plain, 143)],
-            )
-            .map_err(|p| {
-                err(
-                    &mb_origin.clone().unwrap_or(Origin::Default),
-                    "mailbox.url",
-                    p,
-                )
-            })?;
-            if e.user.is_none() {
-                return Err(err(
-                    &mb_origin.unwrap_or(Origin::Default),
-                    "mailbox.url",
-                    "expected the login name in the URL: imaps://user@host/INBOX (write @ in the name as %40)",
-                ));
-            }
-            if e.path.is_empty() {
-                e.path = "INBOX".into();
-            }
-            MailboxUrl::Imap(e)
-        } else {
-            return Err(err(
-                &mb_origin.unwrap_or(Origin::Default),
-                "mailbox.url",
-                format!("expected maildir:PATH, imaps://... or imap://..., found \"{mb}\""),
-            ));
-        };
-
-        let (ob, ob_origin) = self.str_or("outbox.url", "file:./outbox")?;
-        let outbox_url = if let Some(path) = ob.strip_prefix("file:") {
-            OutboxUrl::File(PathBuf::from(path))
-        } else if ob.starts_with("smtps://") || ob.starts_with("smtp://") {
-            let plain = if outbox_tls_none {
-                TlsMode::None
-            } else {
-                TlsMode::StartTls
-            };
-            OutboxUrl::Smtp(
-                Endpoint::parse(
-                    &ob,
-                    &[("smtps", TlsMode::Implicit, 465), ("smtp", plain, 587)],
-                )
-                .map_err(|p| {
-                    err(
-                        &ob_origin.clone().unwrap_or(Origin::Default),
-                        "outbox.url",
-                        p,
-                    )
-                })?,
-            )
-        } else {
-            return Err(err(
-                &ob_origin.unwrap_or(Origin::Default),
-                "outbox.url",
-                format!("expected file:PATH, smtps://... or smtp://..., found \"{ob}\""),
-            ));
-        };
-
-        let support_addresses = self.address_list("support.addresses", &["support@example.com"])?;
-        let bad_address = |key: &str, list: &[String]| -> Result<(), ConfigError> {
-            if let Some(bad) = list.iter().find(|a| !is_usable_address(a)) {
-                let origin = self
-                    .map
-                    .get(key)
-                    .map(|(_, o)| o.clone())
-                    .unwrap_or(Origin::Default);
-                return Err(err(
-                    &origin,
-                    key,
-                    format!("expected mail addresses, found \"{bad}\""),
-                ));
-            }
-            Ok(())
-        };
-        bad_address("support.addresses", &support_addresses)?;
-        if support_addresses.is_empty() {
-            let origin = self
-                .map
-                .get("support.addresses")
-                .map(|(_, o)| o.clone())
-                .unwrap_or(Origin::Default);
-            return Err(err(
-                &origin,
-                "support.addresses",
-                "expected at least one support address",
-            ));
+/// A list of mail addresses, lower-cased.
+struct Addresses;
+impl Check for Addresses {
+    type Out = Vec<String>;
+    fn check(v: &toml::Value) -> Result<Vec<String>, String> {
+        let list = Lower::check(v)?;
+        match list.iter().find(|a| !is_usable_address(a)) {
+            Some(bad) => Err(format!("expected mail addresses, found \"{bad}\"")),
+            None => Ok(list),
         }
-        let staff_addresses = self.address_list("staff.addresses", &[])?;
-        bad_address("staff.addresses", &staff_addresses)?;
-        let triage_owners = self.address_list("triage.owners", &[])?;
-        bad_address("triage.owners", &triage_owners)?;
-        let escalation_contacts = self.address_list("escalation.contacts", &[])?;
-        bad_address("escalation.contacts", &escalation_contacts)?;
+    }
+}
 
-        let default_severity =
-            Severity::try_from(self.int_or("severity.default", 4, 1, 4)?).unwrap_or(Severity::Sev4);
-        let downgrade = match self.map.get("severity.downgrade") {
-            None => DowngradeMap::default(),
-            Some((toml::Value::Table(t), o)) => {
-                let mut pairs = Vec::new();
-                for (k, v) in t {
-                    let from = k
-                        .parse::<Severity>()
-                        .map_err(|e| err(o, "severity.downgrade", e.to_string()))?;
-                    let to = v
-                        .as_integer()
-                        .and_then(|n| Severity::try_from(n).ok())
-                        .ok_or_else(|| {
-                            err(
-                                o,
-                                "severity.downgrade",
-                                format!("expected severities 1-4 as values, found {}", describe(v)),
-                            )
-                        })?;
-                    pairs.push((from, to));
-                }
-                DowngradeMap::new(pairs)
-            }
-            Some((v, o)) => {
-                return Err(err(
-                    o,
-                    "severity.downgrade",
-                    format!(
-                        "expected a table like {{ 1 = 3, 2 = 4 }}, found {}",
-                        describe(v)
-                    ),
-                ));
-            }
-        };
+/// One mail address, as written.
+struct Address;
+impl Check for Address {
+    type Out = String;
+    fn check(v: &toml::Value) -> Result<String, String> {
+        parse_str(v, "a mail address", |s| {
+            is_usable_address(s).then(|| s.to_string())
+        })
+    }
+}
 
-        let poll_interval = self.duration_or("mailbox.poll_interval", "30s")?;
-        let outbox_poll_interval = self.duration_or("outbox.poll_interval", "250ms")?;
-        let max_message_size = self.size_or("limits.max_message_size", 25 * 1024 * 1024)?;
-        let staff_max_attachment_size =
-            self.size_or("staff.max_attachment_size", 10 * 1024 * 1024)?;
-        let (after, after_origin) =
-            self.str_or("statuses.after_engineer_reply", "customer_pending")?;
-        let after_engineer_reply: Status =
-            after
-                .parse()
-                .map_err(|e: crate::desk::status::UnknownStatus| {
-                    err(
-                        &after_origin.unwrap_or(Origin::Default),
-                        "statuses.after_engineer_reply",
-                        e.to_string(),
-                    )
-                })?;
-        let (resolver, resolver_origin) = self.str_or("staff.dkim_resolver", "system")?;
-        let dkim_resolver = match resolver.trim() {
-            "system" => DkimResolver::System,
-            "off" | "none" => DkimResolver::Off,
-            list => {
-                let mut addrs = Vec::new();
-                for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                    let parsed = a
-                        .parse::<std::net::SocketAddr>()
-                        .or_else(|_| format!("{a}:53").parse::<std::net::SocketAddr>());
-                    match parsed {
-                        Ok(sa) => addrs.push(sa),
-                        Err(_) => {
-                            return Err(err(
-                                &resolver_origin.unwrap_or(Origin::Default),
-                                "staff.dkim_resolver",
-                                format!(
-                                    "expected \"system\", \"off\" or nameserver addresses like \"127.0.0.1:53\", found \"{a}\""
-                                ),
-                            ));
-                        }
+/// `sqlite:PATH` or `postgres://...`.
+struct DbUrl;
+impl Check for DbUrl {
+    type Out = DatabaseUrl;
+    fn check(v: &toml::Value) -> Result<DatabaseUrl, String> {
+        match v.as_str() {
+            Some(s) => DatabaseUrl::parse(s)
+                .map_err(|p| format!("{p}, found \"{}\"", redact_url_password(s))),
+            None => Err(expected("a URL starting with sqlite: or postgres://", v)),
+        }
+    }
+}
+
+/// `mailbox.tls`, `outbox.tls`: `"required"` (false) or `"none"` (true: no TLS at all).
+struct TlsNone;
+impl Check for TlsNone {
+    type Out = bool;
+    fn check(v: &toml::Value) -> Result<bool, String> {
+        one_of(v, &["required", "none"]).map(|w| w == "none")
+    }
+}
+
+/// `mailbox.auth`.
+struct Auth;
+impl Check for Auth {
+    type Out = String;
+    fn check(v: &toml::Value) -> Result<String, String> {
+        one_of(v, &["password", "xoauth2"])
+    }
+}
+
+/// `log.format`.
+struct LogFormat;
+impl Check for LogFormat {
+    type Out = String;
+    fn check(v: &toml::Value) -> Result<String, String> {
+        one_of(v, &["text", "json"])
+    }
+}
+
+/// `mailbox.on_first_start`.
+struct OnFirstStart;
+impl Check for OnFirstStart {
+    type Out = FirstStart;
+    fn check(v: &toml::Value) -> Result<FirstStart, String> {
+        Ok(
+            match one_of(v, &["process_unseen", "import_silently", "skip_existing"])?.as_str() {
+                "process_unseen" => FirstStart::ProcessUnseen,
+                "import_silently" => FirstStart::ImportSilently,
+                _ => FirstStart::SkipExisting,
+            },
+        )
+    }
+}
+
+/// `staff.dkim_resolver`: `"system"`, `"off"` or name servers (port 53 when none is given).
+struct Resolver;
+impl Check for Resolver {
+    type Out = DkimResolver;
+    fn check(v: &toml::Value) -> Result<DkimResolver, String> {
+        let what = "\"system\", \"off\" or nameserver addresses like \"127.0.0.1:53\"";
+        let list = v.as_str().ok_or_else(|| expected(what, v))?;
+        match list.trim() {
+            "system" => Ok(DkimResolver::System),
+            "off" | "none" => Ok(DkimResolver::Off),
+            list => list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    a.parse::<std::net::SocketAddr>()
+                        .or_else(|_| format!("{a}:53").parse())
+                        .map_err(|_| format!("expected {what}, found \"{a}\""))
+                })
+                .collect::<Result<_, _>>()
+                .map(DkimResolver::Nameservers),
+        }
+    }
+}
+
+/// `digest.schedule`: a cron expression of the right shape.
+struct Cron;
+impl Check for Cron {
+    type Out = String;
+    fn check(v: &toml::Value) -> Result<String, String> {
+        match v.as_str() {
+            Some(s) => check_cron(s).map(|()| s.to_string()),
+            None => Err(expected("a cron expression like \"0 0 8 * * Mon-Fri\"", v)),
+        }
+    }
+}
+
+/// The whole file (with the environment merged in). A missing table is an empty one.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    database: DatabaseToml,
+    mailbox: MailboxToml,
+    outbox: OutboxToml,
+    tls: TlsToml,
+    support: SupportToml,
+    staff: StaffToml,
+    statuses: StatusesToml,
+    sla: SlaToml,
+    calendars: CalendarsToml,
+    digest: DigestToml,
+    threading: ThreadingToml,
+    triage: TriageToml,
+    escalation: EscalationToml,
+    severity: SeverityToml,
+    templates: TemplatesToml,
+    http: HttpToml,
+    limits: LimitsToml,
+    loops: LoopsToml,
+    worker: WorkerToml,
+    log: LogToml,
+    customers: Vec<CustomerToml>,
+}
+
+/// `[database]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [database] table")]
+struct DatabaseToml {
+    url: Opt<DbUrl>,
+}
+
+/// `[mailbox]`; `password` may be given as `password_file` (read by `Sources`).
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [mailbox] table")]
+struct MailboxToml {
+    url: Opt<Text>,
+    password: Opt<Text>,
+    auth: Opt<Auth>,
+    processed_folder: Opt<Text>,
+    quarantine_folder: Opt<Text>,
+    poll_interval: Opt<Dur>,
+    tls: Opt<TlsNone>,
+    token_file: Opt<Text>,
+    token_command: Opt<Text>,
+    on_first_start: Opt<OnFirstStart>,
+    idle_renew: Opt<IdleRenew>,
+    command_timeout: Opt<Dur>,
+}
+
+/// `[outbox]`; `password` may be given as `password_file` (read by `Sources`).
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [outbox] table")]
+struct OutboxToml {
+    url: Opt<Text>,
+    password: Opt<Text>,
+    poll_interval: Opt<Dur>,
+    tls: Opt<TlsNone>,
+    envelope_sender: Opt<Address>,
+    concurrency: Opt<Int<1, 256>>,
+    retry_min: Opt<Dur>,
+    retry_max: Opt<Dur>,
+    max_attempts: Opt<Int<1, 100_000>>,
+    timeout: Opt<Dur>,
+    journal: Opt<Text>,
+}
+
+/// `[tls]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [tls] table")]
+struct TlsToml {
+    ca_file: Opt<Text>,
+    accept_invalid_certs: Opt<Flag>,
+}
+
+/// `[support]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [support] table")]
+struct SupportToml {
+    addresses: Opt<Addresses>,
+    name: Opt<Text>,
+    phone: Opt<Text>,
+    tag_prefix: Opt<Text>,
+}
+
+/// `[staff]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [staff] table")]
+struct StaffToml {
+    domains: Opt<Lower>,
+    addresses: Opt<Addresses>,
+    require_authenticated: Opt<Flag>,
+    authserv_id: Opt<Text>,
+    reveal_address: Opt<Flag>,
+    show_name: Opt<Text>,
+    max_attachment_size: Opt<Size>,
+    dkim_resolver: Opt<Resolver>,
+}
+
+/// `[statuses]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [statuses] table")]
+struct StatusesToml {
+    after_engineer_reply: Opt<StatusName>,
+    reminder_after: Opt<SlaSpan>,
+    close_pending_after: Opt<SlaSpan>,
+    auto_close_after: Opt<SlaSpan>,
+}
+
+/// `[sla]` and its `[sla.sevN]` tables.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "an [sla] table")]
+struct SlaToml {
+    pause_when_customer_pending: Opt<Flag>,
+    sev1: SevToml,
+    sev2: SevToml,
+    sev3: SevToml,
+    sev4: SevToml,
+}
+
+/// `[sla.sevN]`: each key overrides one figure of SPEC's table.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [sla.sevN] table")]
+struct SevToml {
+    response: Opt<SlaSpan>,
+    resolution: Opt<SlaSpan>,
+    update_every: Opt<SlaSpan>,
+    escalate_after: Opt<SlaSpan>,
+    clock: Opt<Clock>,
+}
+
+/// `[calendars]`: `default` is a key, every other entry a `[calendars.NAME]` table. (Not
+/// `#[serde(flatten)]`: that loses the path of an error inside a calendar.)
+#[derive(Serialize, Default)]
+struct CalendarsToml {
+    default: Opt<Text>,
+    #[serde(flatten)]
+    named: BTreeMap<String, CalendarToml>,
+}
+
+impl<'de> Deserialize<'de> for CalendarsToml {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Tables;
+        impl<'de> serde::de::Visitor<'de> for Tables {
+            type Value = CalendarsToml;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [calendars] table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<CalendarsToml, A::Error> {
+                let mut out = CalendarsToml::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "default" {
+                        out.default = Some(map.next_value()?);
+                    } else {
+                        out.named.insert(key, map.next_value()?);
                     }
                 }
-                DkimResolver::Nameservers(addrs)
+                Ok(out)
             }
-        };
+        }
+        d.deserialize_map(Tables)
+    }
+}
 
-        let auth = self.str_or("mailbox.auth", "password")?;
-        if auth.0 != "password" && auth.0 != "xoauth2" {
-            return Err(err(
-                &auth.1.unwrap_or(Origin::Default),
-                "mailbox.auth",
-                format!("expected \"password\" or \"xoauth2\", found \"{}\"", auth.0),
-            ));
-        }
-        let (first, first_origin) = self.str_or("mailbox.on_first_start", "process_unseen")?;
-        let on_first_start = match first.as_str() {
-            "process_unseen" => FirstStart::ProcessUnseen,
-            "import_silently" => FirstStart::ImportSilently,
-            "skip_existing" => FirstStart::SkipExisting,
-            other => {
-                return Err(err(
-                    &first_origin.unwrap_or(Origin::Default),
-                    "mailbox.on_first_start",
-                    format!(
-                        "expected \"process_unseen\", \"import_silently\" or \"skip_existing\", found \"{other}\""
-                    ),
-                ));
-            }
-        };
-        let idle_renew = self.duration_or("mailbox.idle_renew", "10m")?;
-        if idle_renew > Duration::from_secs(29 * 60) || idle_renew < Duration::from_secs(1) {
-            let o = self.map.get("mailbox.idle_renew").map(|(_, o)| o.clone());
-            return Err(err(
-                &o.unwrap_or(Origin::Default),
-                "mailbox.idle_renew",
-                "expected between 1s and 29m (RFC 2177: re-issue IDLE at least every 29 minutes)",
-            ));
-        }
-        let envelope_sender = match self.opt_str("outbox.envelope_sender")? {
-            Some((s, o)) => {
-                if !is_usable_address(&s) {
-                    return Err(err(
-                        &o,
-                        "outbox.envelope_sender",
-                        format!("expected a mail address, found \"{s}\""),
-                    ));
-                }
-                s
-            }
-            None => support_addresses[0].clone(),
-        };
-        let live = LiveMail {
-            token_file: self
-                .opt_str("mailbox.token_file")?
-                .map(|(s, _)| PathBuf::from(s)),
-            token_command: self.opt_str("mailbox.token_command")?.map(|(s, _)| s),
-            on_first_start,
-            idle_renew,
-            command_timeout: self.duration_or("mailbox.command_timeout", "60s")?,
-            envelope_sender,
-            concurrency: self.int_or("outbox.concurrency", 4, 1, 256)? as usize,
-            retry_min: self.duration_or("outbox.retry_min", "30s")?,
-            retry_max: self.duration_or("outbox.retry_max", "1h")?,
-            max_attempts: self.int_or("outbox.max_attempts", 60, 1, 100_000)? as u32,
-            smtp_timeout: self.duration_or("outbox.timeout", "60s")?,
-            accept_invalid_certs: self.bool_or("tls.accept_invalid_certs", false)?,
-            journal: self
-                .opt_str("outbox.journal")?
-                .map(|(s, _)| PathBuf::from(s)),
-        };
-        if auth.0 == "xoauth2"
-            && live.token_file.is_none()
-            && live.token_command.is_none()
-            && !self.map.contains_key("mailbox.password")
-            && matches!(mailbox_url, MailboxUrl::Imap(_))
-        {
-            return Err(err(
-                &auth.1.clone().unwrap_or(Origin::Default),
-                "mailbox.auth",
-                "xoauth2 needs the bearer token: set mailbox.token_file, mailbox.token_command or mailbox.password",
-            ));
-        }
-        let log_format = self.str_or("log.format", "text")?;
-        if log_format.0 != "text" && log_format.0 != "json" {
-            return Err(err(
-                &log_format.1.unwrap_or(Origin::Default),
-                "log.format",
-                format!("expected \"text\" or \"json\", found \"{}\"", log_format.0),
-            ));
-        }
+/// `[digest]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [digest] table")]
+struct DigestToml {
+    schedule: Opt<Cron>,
+    calendar: Opt<Text>,
+}
 
-        let calendars = self.calendars()?;
-        let known_calendar = |key: &str, name: &str, origin: &Origin| -> Result<(), ConfigError> {
-            if calendars.get(name).is_none() {
-                return Err(err(
-                    origin,
-                    key,
-                    format!(
-                        "unknown calendar \"{name}\": expected one of {}",
-                        calendars.names().join(", ")
-                    ),
-                ));
+/// `[threading]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [threading] table")]
+struct ThreadingToml {
+    reopen_window: Opt<Dur>,
+    same_domain_joins: Opt<Flag>,
+}
+
+/// `[triage]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [triage] table")]
+struct TriageToml {
+    owners: Opt<Addresses>,
+}
+
+/// `[escalation]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [escalation] table")]
+struct EscalationToml {
+    contacts: Opt<Addresses>,
+}
+
+/// `[severity]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [severity] table")]
+struct SeverityToml {
+    default: Opt<Sev>,
+    downgrade: Opt<Downgrade>,
+}
+
+/// `[templates]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [templates] table")]
+struct TemplatesToml {
+    dir: Opt<Text>,
+    watch: Opt<Flag>,
+    poll_interval: Opt<Dur>,
+}
+
+/// `[http]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [http] table")]
+struct HttpToml {
+    listen: Opt<Text>,
+}
+
+/// `[limits]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [limits] table")]
+struct LimitsToml {
+    max_message_size: Opt<Size>,
+}
+
+/// `[loops]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [loops] table")]
+struct LoopsToml {
+    max_auto_replies_per_hour: Opt<Int<0, 1_000_000>>,
+}
+
+/// `[worker]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [worker] table")]
+struct WorkerToml {
+    batch_size: Opt<Int<1, 10_000>>,
+}
+
+/// `[log]`.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [log] table")]
+struct LogToml {
+    format: Opt<LogFormat>,
+}
+
+/// One `[[customers]]` entry.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a [[customers]] table")]
+struct CustomerToml {
+    domain: Opt<Text>,
+    company: Opt<Text>,
+    account_manager: Opt<Text>,
+    language: Opt<Text>,
+    calendar: Opt<Text>,
+}
+
+// Conversion: the raw structs as the validated `Config`.
+
+/// The validated `Config`: defaults for what is unset, and the rules across keys (URLs with
+/// their TLS modes, the calendar names of `[[customers]]`, `digest.calendar`,
+/// `calendars.default` and `sla.sevN.clock`, the xoauth2 token). A problem names its key and
+/// that key's origin in `src`.
+fn build(raw: RawConfig, src: &Sources, file: Option<&Path>) -> Result<Config, ConfigError> {
+    let RawConfig {
+        database,
+        mailbox,
+        outbox,
+        tls,
+        support,
+        staff,
+        statuses,
+        sla,
+        calendars,
+        digest,
+        threading,
+        triage,
+        escalation,
+        severity,
+        templates,
+        http,
+        limits,
+        loops,
+        worker,
+        log,
+        customers,
+    } = raw;
+
+    let mailbox_url = mailbox_url(
+        &get(mailbox.url).unwrap_or_else(|| "maildir:./mail".into()),
+        get(mailbox.tls).unwrap_or(false),
+    )
+    .map_err(|p| src.err("mailbox.url", p))?;
+    let outbox_url = outbox_url(
+        &get(outbox.url).unwrap_or_else(|| "file:./outbox".into()),
+        get(outbox.tls).unwrap_or(false),
+    )
+    .map_err(|p| src.err("outbox.url", p))?;
+    let support_addresses =
+        get(support.addresses).unwrap_or_else(|| vec!["support@example.com".into()]);
+    if support_addresses.is_empty() {
+        return Err(src.err(
+            "support.addresses",
+            "expected at least one support address, found an empty list",
+        ));
+    }
+
+    let mailbox_password = get(mailbox.password).map(Secret);
+    let mailbox_auth = get(mailbox.auth).unwrap_or_else(|| "password".into());
+    let live = LiveMail {
+        token_file: get(mailbox.token_file).map(PathBuf::from),
+        token_command: get(mailbox.token_command),
+        on_first_start: get(mailbox.on_first_start).unwrap_or(FirstStart::ProcessUnseen),
+        idle_renew: get(mailbox.idle_renew).unwrap_or(Duration::from_secs(10 * 60)),
+        command_timeout: get(mailbox.command_timeout).unwrap_or(Duration::from_secs(60)),
+        envelope_sender: get(outbox.envelope_sender)
+            .unwrap_or_else(|| support_addresses[0].clone()),
+        concurrency: get(outbox.concurrency).unwrap_or(4) as usize,
+        retry_min: get(outbox.retry_min).unwrap_or(Duration::from_secs(30)),
+        retry_max: get(outbox.retry_max).unwrap_or(Duration::from_secs(60 * 60)),
+        max_attempts: get(outbox.max_attempts).unwrap_or(60) as u32,
+        smtp_timeout: get(outbox.timeout).unwrap_or(Duration::from_secs(60)),
+        accept_invalid_certs: get(tls.accept_invalid_certs).unwrap_or(false),
+        journal: get(outbox.journal).map(PathBuf::from),
+    };
+    if mailbox_auth == "xoauth2"
+        && live.token_file.is_none()
+        && live.token_command.is_none()
+        && mailbox_password.is_none()
+        && matches!(mailbox_url, MailboxUrl::Imap(_))
+    {
+        return Err(src.err(
+            "mailbox.auth",
+            "xoauth2 needs the bearer token: set mailbox.token_file, mailbox.token_command or mailbox.password",
+        ));
+    }
+
+    // The built-in calendars, each `[calendars.NAME]` (replacing a built-in of that name), and
+    // the names that refer to them.
+    let mut all = Calendars::default();
+    for (name, table) in calendars.named {
+        all.insert(parse_calendar(&name, table, src)?);
+    }
+    if let Some(name) = get(calendars.default) {
+        known_calendar(&all, &name).map_err(|p| src.err("calendars.default", p))?;
+        all.business_default = name;
+    }
+    let digest_calendar = get(digest.calendar).unwrap_or_else(|| "us-central".into());
+    known_calendar(&all, &digest_calendar).map_err(|p| src.err("digest.calendar", p))?;
+
+    // SPEC's SLA table with each configured `[sla.sevN]` key and `[statuses]` timer applied.
+    let mut policy = SlaPolicy::default();
+    let sevs = [sla.sev1, sla.sev2, sla.sev3, sla.sev4];
+    for (i, (target, sev)) in policy.targets.iter_mut().zip(sevs).enumerate() {
+        overwrite(&mut target.response, get(sev.response));
+        overwrite(&mut target.resolution, get(sev.resolution));
+        overwrite(&mut target.update_every, get(sev.update_every));
+        overwrite(&mut target.escalate_after, get(sev.escalate_after));
+        if let Some(clock) = get(sev.clock) {
+            if let ClockKind::Named(name) = &clock {
+                known_calendar(&all, name).map_err(|p| {
+                    src.err(
+                        &format!("sla.sev{}.clock", i + 1),
+                        format!("{p} (or \"24x7\", or \"business\" for the customer's calendar)"),
+                    )
+                })?;
             }
-            Ok(())
-        };
-        let sla = self.sla_policy(&known_calendar)?;
-        let (digest_schedule, schedule_origin) =
-            self.str_or("digest.schedule", DEFAULT_DIGEST_SCHEDULE)?;
-        check_cron(&digest_schedule).map_err(|p| {
-            err(
-                &schedule_origin.unwrap_or(Origin::Default),
-                "digest.schedule",
-                p,
+            target.clock = clock;
+        }
+    }
+    overwrite(
+        &mut policy.pause_when_customer_pending,
+        get(sla.pause_when_customer_pending),
+    );
+    let timers = &mut policy.timers;
+    overwrite(&mut timers.reminder_after, get(statuses.reminder_after));
+    overwrite(
+        &mut timers.close_pending_after,
+        get(statuses.close_pending_after),
+    );
+    overwrite(&mut timers.auto_close_after, get(statuses.auto_close_after));
+
+    let mut customer_list = Vec::new();
+    for c in customers {
+        let domain = get(c.domain).ok_or_else(|| {
+            src.err(
+                "customers.domain",
+                "every [[customers]] entry needs a domain",
             )
         })?;
-        let (digest_calendar, digest_origin) = self.str_or("digest.calendar", "us-central")?;
-        known_calendar(
-            "digest.calendar",
-            &digest_calendar,
-            &digest_origin.unwrap_or(Origin::Default),
-        )?;
-
-        let mut customers = Vec::new();
-        for (t, o) in &self.customers {
-            let get = |k: &str| -> Result<Option<String>, ConfigError> {
-                match t.get(k) {
-                    None => Ok(None),
-                    Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(v) => Err(err(
-                        o,
-                        &format!("customers.{k}"),
-                        format!("expected a string, found {}", describe(v)),
-                    )),
-                }
-            };
-            for k in t.keys() {
-                if ![
-                    "domain",
-                    "company",
-                    "account_manager",
-                    "language",
-                    "calendar",
-                ]
-                .contains(&k.as_str())
-                {
-                    return Err(err(o, &format!("customers.{k}"), "unknown key"));
-                }
-            }
-            let domain = get("domain")?.ok_or_else(|| {
-                err(
-                    o,
-                    "customers.domain",
-                    "every [[customers]] entry needs a domain",
-                )
-            })?;
-            let company = get("company")?.unwrap_or_else(|| domain.clone());
-            let calendar = get("calendar")?;
-            if let Some(c) = &calendar {
-                let known = &calendars;
-                if known.get(c).is_none() {
-                    return Err(err(
-                        o,
-                        "customers.calendar",
-                        format!(
-                            "unknown calendar \"{c}\" for {domain}: expected one of {}",
-                            known.names().join(", ")
-                        ),
-                    ));
-                }
-            }
-            customers.push(Customer {
-                domain: domain.to_ascii_lowercase(),
-                company,
-                account_manager: get("account_manager")?,
-                language: get("language")?,
-                calendar,
-            });
-        }
-
-        Ok(Config {
-            file: file.map(Path::to_path_buf),
-            database_url,
-            mailbox_url,
-            mailbox_password: self.opt_str("mailbox.password")?.map(|(s, _)| Secret(s)),
-            mailbox_auth: auth.0,
-            processed_folder: self
-                .str_or("mailbox.processed_folder", "postdesk/processed")?
-                .0,
-            quarantine_folder: self
-                .str_or("mailbox.quarantine_folder", "postdesk/quarantine")?
-                .0,
-            poll_interval,
-            outbox_url,
-            outbox_password: self.opt_str("outbox.password")?.map(|(s, _)| Secret(s)),
-            outbox_poll_interval,
-            tls_ca_file: self.opt_str("tls.ca_file")?.map(|(s, _)| PathBuf::from(s)),
-            support_addresses,
-            support_name: self.str_or("support.name", "Support")?.0,
-            support_phone: self.str_or("support.phone", "+1 555 0100")?.0,
-            tag_prefix: self.str_or("support.tag_prefix", "#")?.0,
-            staff_domains: self.address_list("staff.domains", &["example.com"])?,
-            staff_addresses,
-            staff_require_authenticated: self.bool_or("staff.require_authenticated", false)?,
-            staff_authserv_id: self
-                .opt_str("staff.authserv_id")?
-                .map(|(s, _)| s.trim().to_ascii_lowercase()),
-            staff_reveal_address: self.bool_or("staff.reveal_address", false)?,
-            staff_show_name: self.str_or("staff.show_name", "NAME (Support)")?.0,
-            staff_max_attachment_size,
-            dkim_resolver,
-            after_engineer_reply,
-            reopen_window: self.duration_or("threading.reopen_window", "14d")?,
-            same_domain_joins: self.bool_or("threading.same_domain_joins", true)?,
-            triage_owners,
-            escalation_contacts,
-            default_severity,
-            downgrade,
-            templates_dir: PathBuf::from(self.str_or("templates.dir", "./templates")?.0),
-            templates_watch: self.bool_or("templates.watch", true)?,
-            templates_poll_interval: self.duration_or("templates.poll_interval", "200ms")?,
-            http_listen: self.opt_str("http.listen")?.map(|(s, _)| s),
-            max_message_size,
-            max_auto_replies_per_hour: self.int_or(
-                "loops.max_auto_replies_per_hour",
-                20,
-                0,
-                1_000_000,
-            )? as u32,
-            batch_size: self.int_or("worker.batch_size", 64, 1, 10_000)? as usize,
-            log_format: log_format.0,
-            customers,
-            live,
-            sla,
-            calendars,
-            digest_schedule,
-            digest_calendar,
-        })
-    }
-
-    /// The SLA targets: SPEC's table with each configured `[sla.sevN]` key and the
-    /// `[statuses]` timers applied.
-    fn sla_policy(
-        &self,
-        known_calendar: &dyn Fn(&str, &str, &Origin) -> Result<(), ConfigError>,
-    ) -> Result<SlaPolicy, ConfigError> {
-        let mut policy = SlaPolicy::default();
-        let span = |key: &str, target: &mut Span| -> Result<(), ConfigError> {
-            if let Some((s, o)) = self.opt_str(key)? {
-                *target = s
-                    .parse()
-                    .map_err(|e: BadSpan| err(&o, key, e.to_string()))?;
-            }
-            Ok(())
-        };
-        for (i, t) in policy.targets.iter_mut().enumerate() {
-            let section = format!("sla.sev{}", i + 1);
-            span(&format!("{section}.response"), &mut t.response)?;
-            span(&format!("{section}.resolution"), &mut t.resolution)?;
-            span(&format!("{section}.update_every"), &mut t.update_every)?;
-            span(&format!("{section}.escalate_after"), &mut t.escalate_after)?;
-            let key = format!("{section}.clock");
-            if let Some((s, o)) = self.opt_str(&key)? {
-                let clock: ClockKind = s.parse().map_err(|p: String| err(&o, &key, p))?;
-                if let ClockKind::Named(name) = &clock {
-                    known_calendar(&key, name, &o).map_err(|mut e| {
-                        e.problem = format!(
-                            "{} (or \"24x7\", or \"business\" for the customer's calendar)",
-                            e.problem
-                        );
-                        e
-                    })?;
-                }
-                t.clock = clock;
-            }
-        }
-        policy.pause_when_customer_pending =
-            self.bool_or("sla.pause_when_customer_pending", true)?;
-        span("statuses.reminder_after", &mut policy.timers.reminder_after)?;
-        span(
-            "statuses.close_pending_after",
-            &mut policy.timers.close_pending_after,
-        )?;
-        span(
-            "statuses.auto_close_after",
-            &mut policy.timers.auto_close_after,
-        )?;
-        Ok(policy)
-    }
-
-    /// The built-in calendars, each `[calendars.NAME]` table (replacing a built-in of that
-    /// name), and `calendars.default`.
-    fn calendars(&self) -> Result<Calendars, ConfigError> {
-        let mut calendars = Calendars::default();
-        for (name, table, origin) in &self.calendars {
-            calendars.insert(parse_calendar(name, table, origin)?);
-        }
-        if let Some((name, origin)) = self.opt_str("calendars.default")? {
-            if calendars.get(&name).is_none() {
-                return Err(err(
-                    &origin,
-                    "calendars.default",
-                    format!(
-                        "unknown calendar \"{name}\": expected one of {}",
-                        calendars.names().join(", ")
-                    ),
-                ));
-            }
-            calendars.business_default = name;
-        }
-        Ok(calendars)
-    }
-
-    fn size_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some((toml::Value::Integer(n), _)) if *n > 0 => Ok(*n as usize),
-            Some((toml::Value::String(s), o)) => parse_size(s).ok_or_else(|| {
-                err(
-                    o,
-                    key,
-                    format!("expected a size like \"25MB\", found \"{s}\""),
-                )
-            }),
-            Some((v, o)) => Err(err(
-                o,
-                key,
-                format!("expected a size like \"25MB\", found {}", describe(v)),
-            )),
-        }
-    }
-
-    fn duration_or(&self, key: &str, default: &str) -> Result<Duration, ConfigError> {
-        let (s, origin) = self.str_or(key, default)?;
-        parse_duration(&s).ok_or_else(|| {
-            err(
-                &origin.unwrap_or(Origin::Default),
-                key,
+        let calendar = get(c.calendar);
+        if let Some(name) = &calendar
+            && all.get(name).is_none()
+        {
+            return Err(src.err(
+                "customers.calendar",
                 format!(
-                    "expected a duration like \"30s\", \"500ms\", \"5m\" or \"1h\", found \"{s}\""
+                    "unknown calendar \"{name}\" for {domain}: expected one of {}",
+                    all.names().join(", ")
                 ),
-            )
-        })
+            ));
+        }
+        customer_list.push(Customer {
+            domain: domain.to_ascii_lowercase(),
+            company: get(c.company).unwrap_or_else(|| domain.clone()),
+            account_manager: get(c.account_manager),
+            language: get(c.language),
+            calendar,
+        });
     }
+
+    Ok(Config {
+        file: file.map(Path::to_path_buf),
+        database_url: get(database.url)
+            .unwrap_or_else(|| DatabaseUrl::Sqlite("sqlite:./postdesk.db".into())),
+        mailbox_url,
+        mailbox_password,
+        mailbox_auth,
+        processed_folder: get(mailbox.processed_folder)
+            .unwrap_or_else(|| "postdesk/processed".into()),
+        quarantine_folder: get(mailbox.quarantine_folder)
+            .unwrap_or_else(|| "postdesk/quarantine".into()),
+        poll_interval: get(mailbox.poll_interval).unwrap_or(Duration::from_secs(30)),
+        outbox_url,
+        outbox_password: get(outbox.password).map(Secret),
+        outbox_poll_interval: get(outbox.poll_interval).unwrap_or(Duration::from_millis(250)),
+        tls_ca_file: get(tls.ca_file).map(PathBuf::from),
+        support_addresses,
+        support_name: get(support.name).unwrap_or_else(|| "Support".into()),
+        support_phone: get(support.phone).unwrap_or_else(|| "+1 555 0100".into()),
+        tag_prefix: get(support.tag_prefix).unwrap_or_else(|| "#".into()),
+        staff_domains: get(staff.domains).unwrap_or_else(|| vec!["example.com".into()]),
+        staff_addresses: get(staff.addresses).unwrap_or_default(),
+        staff_require_authenticated: get(staff.require_authenticated).unwrap_or(false),
+        staff_authserv_id: get(staff.authserv_id).map(|s| s.trim().to_ascii_lowercase()),
+        staff_reveal_address: get(staff.reveal_address).unwrap_or(false),
+        staff_show_name: get(staff.show_name).unwrap_or_else(|| "NAME (Support)".into()),
+        staff_max_attachment_size: get(staff.max_attachment_size).unwrap_or(10 * 1024 * 1024),
+        dkim_resolver: get(staff.dkim_resolver).unwrap_or(DkimResolver::System),
+        after_engineer_reply: get(statuses.after_engineer_reply).unwrap_or(Status::CustomerPending),
+        reopen_window: get(threading.reopen_window).unwrap_or(Duration::from_secs(14 * 86_400)),
+        same_domain_joins: get(threading.same_domain_joins).unwrap_or(true),
+        triage_owners: get(triage.owners).unwrap_or_default(),
+        escalation_contacts: get(escalation.contacts).unwrap_or_default(),
+        default_severity: get(severity.default).unwrap_or(Severity::Sev4),
+        downgrade: get(severity.downgrade).unwrap_or_default(),
+        templates_dir: get(templates.dir).map_or_else(|| "./templates".into(), PathBuf::from),
+        templates_watch: get(templates.watch).unwrap_or(true),
+        templates_poll_interval: get(templates.poll_interval).unwrap_or(Duration::from_millis(200)),
+        http_listen: get(http.listen),
+        max_message_size: get(limits.max_message_size).unwrap_or(25 * 1024 * 1024),
+        max_auto_replies_per_hour: get(loops.max_auto_replies_per_hour).unwrap_or(20) as u32,
+        batch_size: get(worker.batch_size).unwrap_or(64) as usize,
+        log_format: get(log.format).unwrap_or_else(|| "text".into()),
+        customers: customer_list,
+        live,
+        sla: policy,
+        calendars: all,
+        digest_schedule: get(digest.schedule).unwrap_or_else(|| DEFAULT_DIGEST_SCHEDULE.into()),
+        digest_calendar,
+    })
+}
+
+/// Replaces `target` with `value` when that is set.
+fn overwrite<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+/// Ok when `calendars` has one named `name`.
+fn known_calendar(calendars: &Calendars, name: &str) -> Result<(), String> {
+    match calendars.get(name) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "unknown calendar \"{name}\": expected one of {}",
+            calendars.names().join(", ")
+        )),
+    }
+}
+
+/// `mailbox.url`: `maildir:PATH`, or an IMAP URL with the login name (`imap://` is STARTTLS,
+/// or no TLS at all when `tls_none`).
+fn mailbox_url(url: &str, tls_none: bool) -> Result<MailboxUrl, String> {
+    if let Some(path) = url.strip_prefix("maildir:") {
+        return Ok(MailboxUrl::Maildir(PathBuf::from(path)));
+    }
+    let shown = redact_url_password(url);
+    if !(url.starts_with("imaps://") || url.starts_with("imap://")) {
+        return Err(format!(
+            "expected maildir:PATH, imaps://... or imap://..., found \"{shown}\""
+        ));
+    }
+    let plain = if tls_none {
+        TlsMode::None
+    } else {
+        TlsMode::StartTls
+    };
+    let mut e = Endpoint::parse(
+        url,
+        &[("imaps", TlsMode::Implicit, 993), ("imap", plain, 143)],
+    )
+    .map_err(|p| format!("{p}: expected imaps://user@host[:port][/MAILBOX], found \"{shown}\""))?;
+    if e.user.is_none() {
+        return Err(format!(
+            "expected the login name in the URL: imaps://user@host/INBOX (write @ in the name as %40), found \"{shown}\""
+        ));
+    }
+    if e.path.is_empty() {
+        e.path = "INBOX".into();
+    }
+    Ok(MailboxUrl::Imap(e))
+}
+
+/// `outbox.url`: `file:PATH`, or an SMTP URL (`smtp://` is STARTTLS, or no TLS at all when
+/// `tls_none`).
+fn outbox_url(url: &str, tls_none: bool) -> Result<OutboxUrl, String> {
+    if let Some(path) = url.strip_prefix("file:") {
+        return Ok(OutboxUrl::File(PathBuf::from(path)));
+    }
+    let shown = redact_url_password(url);
+    if !(url.starts_with("smtps://") || url.starts_with("smtp://")) {
+        return Err(format!(
+            "expected file:PATH, smtps://... or smtp://..., found \"{shown}\""
+        ));
+    }
+    let plain = if tls_none {
+        TlsMode::None
+    } else {
+        TlsMode::StartTls
+    };
+    Endpoint::parse(
+        url,
+        &[("smtps", TlsMode::Implicit, 465), ("smtp", plain, 587)],
+    )
+    .map(OutboxUrl::Smtp)
+    .map_err(|p| format!("{p}: expected smtps://[user@]host[:port], found \"{shown}\""))
 }
 
 /// Checks a cron expression's shape: 6 or 7 fields (seconds first, an optional year last) of
@@ -1492,8 +1786,11 @@ fn check_cron(s: &str) -> Result<(), String> {
 }
 
 /// One `[calendars.NAME]` table as written. Unknown keys are errors.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [calendars.NAME] table (zone, hours, holidays)"
+)]
 struct CalendarToml {
     /// IANA time zone.
     zone: Option<String>,
@@ -1506,8 +1803,11 @@ struct CalendarToml {
 }
 
 /// `hours.monday = "08:00-17:00"` ... `hours.sunday`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Serialize, Default)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of weekdays like { monday = \"08:00-17:00\" }"
+)]
 struct HoursToml {
     monday: Option<String>,
     tuesday: Option<String>,
@@ -1527,30 +1827,6 @@ const WEEKDAY_KEYS: [&str; 7] = [
     "saturday",
     "sunday",
 ];
-
-/// A serde error inside the table at `prefix`, as our key and problem: toml names the path
-/// below the table (`in `hours.monday``) and serde the unknown field.
-fn serde_error(origin: &Origin, prefix: &str, e: &toml::de::Error) -> ConfigError {
-    let text = e.to_string();
-    let (problem, path) = match text.split_once("\nin `") {
-        Some((p, rest)) => (p.trim(), rest.trim().trim_end_matches('`')),
-        None => (text.trim(), ""),
-    };
-    let mut key = prefix.to_string();
-    if !path.is_empty() {
-        key = format!("{key}.{path}");
-    }
-    if let Some(field) = problem
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split_once('`'))
-        .map(|(f, _)| f)
-    {
-        key = format!("{key}.{field}");
-        let expected = problem.split_once(", ").map(|(_, e)| e).unwrap_or("");
-        return err(origin, &key, format!("unknown key ({expected})"));
-    }
-    err(origin, &key, problem.to_string())
-}
 
 /// `"08:00-17:00"`, `"09:00-12:00,13:00-17:00"` or `"closed"`; `24:00` ends at midnight.
 fn parse_hours(s: &str) -> Option<Vec<(chrono::NaiveTime, chrono::NaiveTime)>> {
@@ -1632,20 +1908,13 @@ fn parse_holiday(item: &str) -> Result<Vec<HolidayRule>, String> {
 }
 
 /// Builds one `[calendars.NAME]` table; errors name `calendars.NAME.<key>`.
-fn parse_calendar(
-    name: &str,
-    table: &toml::Table,
-    origin: &Origin,
-) -> Result<Calendar, ConfigError> {
+fn parse_calendar(name: &str, raw: CalendarToml, src: &Sources) -> Result<Calendar, ConfigError> {
     let prefix = format!("calendars.{name}");
-    let raw: CalendarToml = toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e| serde_error(origin, &prefix, &e))?;
+    let at = |key: &str, problem: String| src.err(&dotted(&prefix, key), problem);
     let zone = raw.zone.ok_or_else(|| {
-        err(
-            origin,
-            &format!("{prefix}.zone"),
-            "every calendar needs a zone: an IANA name such as \"America/Chicago\"",
+        at(
+            "zone",
+            "every calendar needs a zone: an IANA name such as \"America/Chicago\"".into(),
         )
     })?;
     let h = &raw.hours;
@@ -1662,9 +1931,8 @@ fn parse_calendar(
     for (i, day) in days.iter().enumerate() {
         if let Some(text) = day {
             hours[i] = parse_hours(text).ok_or_else(|| {
-                err(
-                    origin,
-                    &format!("{prefix}.hours.{}", WEEKDAY_KEYS[i]),
+                at(
+                    &format!("hours.{}", WEEKDAY_KEYS[i]),
                     format!(
                         "expected \"HH:MM-HH:MM\" (several comma-separated, or \"closed\"), found \"{text}\""
                     ),
@@ -1674,27 +1942,25 @@ fn parse_calendar(
     }
     let mut holidays = Vec::new();
     for item in &raw.holidays {
-        holidays.extend(
-            parse_holiday(item).map_err(|p| err(origin, &format!("{prefix}.holidays"), p))?,
-        );
+        holidays.extend(parse_holiday(item).map_err(|p| at("holidays", p))?);
     }
     Calendar::new(name, &zone, hours, holidays).map_err(|e| {
-        let weekday_key = |w: chrono::Weekday| {
-            format!(
-                "{prefix}.hours.{}",
-                WEEKDAY_KEYS[w.num_days_from_monday() as usize]
-            )
-        };
         let key = match &e {
-            CalendarError::NoName => prefix.clone(),
-            CalendarError::UnknownZone { .. } => format!("{prefix}.zone"),
+            CalendarError::NoName => String::new(),
+            CalendarError::UnknownZone { .. } => "zone".into(),
             CalendarError::EmptyPeriod { weekday, .. }
             | CalendarError::FractionalTime { weekday, .. }
-            | CalendarError::Overlap { weekday, .. } => weekday_key(*weekday),
-            CalendarError::NeverOpen { .. } => format!("{prefix}.hours"),
-            CalendarError::BadHoliday { .. } => format!("{prefix}.holidays"),
+            | CalendarError::Overlap { weekday, .. } => format!(
+                "hours.{}",
+                WEEKDAY_KEYS[weekday.num_days_from_monday() as usize]
+            ),
+            CalendarError::NeverOpen { .. } => "hours".into(),
+            CalendarError::BadHoliday { .. } => "holidays".into(),
         };
-        err(origin, &key, e.to_string())
+        match key.as_str() {
+            "" => src.err(&prefix, e.to_string()),
+            key => at(key, e.to_string()),
+        }
     })
 }
 
@@ -2352,5 +2618,360 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(format!("{:?}", Secret("x".into())), "***");
+    }
+
+    #[test]
+    fn an_unknown_key_in_any_table_is_named_with_the_keys_expected() {
+        let sections = [
+            "database",
+            "mailbox",
+            "outbox",
+            "tls",
+            "support",
+            "staff",
+            "statuses",
+            "sla",
+            "sla.sev2",
+            "digest",
+            "threading",
+            "triage",
+            "escalation",
+            "severity",
+            "templates",
+            "http",
+            "limits",
+            "loops",
+            "worker",
+            "log",
+            "calendars.emea.hours",
+        ];
+        for section in sections {
+            let e = load_err(&format!("[{section}]\nbogus = 1\n"), &[]);
+            assert_eq!(e.key, format!("{section}.bogus"), "{e}");
+            assert!(e.problem.starts_with("unknown key (expected"), "{e}");
+            assert!(e.origin.contains("postdesk.toml"), "{e}");
+        }
+        // (case, file text, key, a key it names as expected)
+        let cases = [
+            (
+                "section",
+                "[databse]\nurl = \"sqlite:x\"\n",
+                "databse",
+                "`database`",
+            ),
+            (
+                "database",
+                "[database]\nuri = \"sqlite:x\"\n",
+                "database.uri",
+                "`url`",
+            ),
+            (
+                "sla",
+                "[sla.sev2]\nrespond = \"1h\"\n",
+                "sla.sev2.respond",
+                "`response`",
+            ),
+            (
+                "customers",
+                "[[customers]]\ndomain = \"acme.test\"\ncompnay = \"Acme\"\n",
+                "customers.compnay",
+                "`company`",
+            ),
+            (
+                "second_customer",
+                "[[customers]]\ndomain = \"a.test\"\n[[customers]]\ndomain = \"b.test\"\nlang = \"de\"\n",
+                "customers.lang",
+                "`language`",
+            ),
+            (
+                "calendar",
+                "[calendars.emea]\nzone = \"UTC\"\nhoursx = 1\n",
+                "calendars.emea.hoursx",
+                "`hours`",
+            ),
+            (
+                "not_a_secret",
+                "[database]\nurl_file = \"/x\"\n",
+                "database.url_file",
+                "`url`",
+            ),
+        ];
+        for (name, text, key, names) in cases {
+            let e = load_err(text, &[]);
+            assert_eq!(e.key, key, "{name}: {e}");
+            assert!(e.problem.contains("unknown key"), "{name}: {e}");
+            assert!(e.problem.contains(names), "{name}: {e}");
+            assert!(e.origin.contains("postdesk.toml"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_file_or_the_variable_and_what_was_found() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let zero = dir.path().join("batch");
+        std::fs::write(&zero, "0\n").unwrap_or_else(|e| panic!("{e}"));
+        let zero = zero.to_str().unwrap_or_default();
+        // (case, file text, env, key, problem, origin)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            &'a str,
+            &'a str,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "int_file",
+                "[outbox]\nconcurrency = \"four\"\n",
+                vec![],
+                "outbox.concurrency",
+                "expected an integer from 1 to 256, found \"four\"",
+                "config file",
+            ),
+            (
+                "int_env",
+                "",
+                vec![("POSTDESK_OUTBOX_CONCURRENCY", "four")],
+                "outbox.concurrency",
+                "expected an integer from 1 to 256, found \"four\"",
+                "environment variable POSTDESK_OUTBOX_CONCURRENCY",
+            ),
+            (
+                "env_over_good_file",
+                "[severity]\ndefault = 2\n",
+                vec![("POSTDESK_SEVERITY_DEFAULT", "9")],
+                "severity.default",
+                "expected an integer from 1 to 4, found integer 9",
+                "environment variable POSTDESK_SEVERITY_DEFAULT",
+            ),
+            (
+                "int_env_file",
+                "",
+                vec![("POSTDESK_WORKER_BATCH_SIZE_FILE", zero)],
+                "worker.batch_size",
+                "expected an integer from 1 to 10000, found integer 0",
+                "(named by POSTDESK_WORKER_BATCH_SIZE_FILE)",
+            ),
+            (
+                "bool_file",
+                "[templates]\nwatch = \"maybe\"\n",
+                vec![],
+                "templates.watch",
+                "expected true or false, found \"maybe\"",
+                "config file",
+            ),
+            (
+                "bool_env",
+                "",
+                vec![("POSTDESK_TEMPLATES_WATCH", "maybe")],
+                "templates.watch",
+                "expected true or false, found \"maybe\"",
+                "environment variable POSTDESK_TEMPLATES_WATCH",
+            ),
+            (
+                "string_file",
+                "[support]\nname = 5\n",
+                vec![],
+                "support.name",
+                "expected a string, found integer 5",
+                "config file",
+            ),
+            (
+                "size_file",
+                "[limits]\nmax_message_size = true\n",
+                vec![],
+                "limits.max_message_size",
+                "expected a size like \"25MB\", found boolean true",
+                "config file",
+            ),
+            (
+                "size_env",
+                "",
+                vec![("POSTDESK_LIMITS_MAX_MESSAGE_SIZE", "huge")],
+                "limits.max_message_size",
+                "expected a size like \"25MB\", found \"huge\"",
+                "environment variable POSTDESK_LIMITS_MAX_MESSAGE_SIZE",
+            ),
+            (
+                "list_file",
+                "[staff]\ndomains = \"example.com\"\n",
+                vec![],
+                "staff.domains",
+                "expected a list of strings, found \"example.com\"",
+                "config file",
+            ),
+            (
+                "list_item_file",
+                "[escalation]\ncontacts = [\"a@x.test\", 3]\n",
+                vec![],
+                "escalation.contacts",
+                "expected a list of strings, found integer 3",
+                "config file",
+            ),
+            (
+                "map_env",
+                "",
+                vec![("POSTDESK_SEVERITY_DOWNGRADE", "1:3")],
+                "severity.downgrade",
+                "expected pairs like 1=3,2=4, found \"1:3\"",
+                "environment variable POSTDESK_SEVERITY_DOWNGRADE",
+            ),
+            (
+                "span_file",
+                "[sla.sev2]\nresolution = 4\n",
+                vec![],
+                "sla.sev2.resolution",
+                "expected a span like \"15 min\", \"4h\" or \"3 days\", found integer 4",
+                "config file",
+            ),
+            (
+                "section_not_a_table",
+                "database = \"sqlite:x\"\n",
+                vec![],
+                "database",
+                "expected a [database] table, found \"sqlite:x\"",
+                "config file",
+            ),
+            (
+                "table_under_an_env_key",
+                "sla = 5\n",
+                vec![("POSTDESK_SLA_SEV1_RESPONSE", "1h")],
+                "sla",
+                "expected an [sla] table, found integer 5",
+                "config file",
+            ),
+            (
+                "customers_not_an_array",
+                "customers = 3\n",
+                vec![],
+                "customers",
+                "expected an array, found integer 3",
+                "config file",
+            ),
+            (
+                "customer_not_a_table",
+                "customers = [\"acme.test\"]\n",
+                vec![],
+                "customers",
+                "expected a [[customers]] table, found \"acme.test\"",
+                "config file",
+            ),
+            (
+                "customer_value",
+                "[[customers]]\ndomain = 5\n",
+                vec![],
+                "customers.domain",
+                "expected a string, found integer 5",
+                "config file",
+            ),
+            (
+                "customer_without_domain",
+                "[[customers]]\ncompany = \"Acme\"\n",
+                vec![],
+                "customers.domain",
+                "needs a domain",
+                "config file",
+            ),
+            (
+                "password_file_missing",
+                "[mailbox]\npassword_file = \"/nonexistent/pw\"\n",
+                vec![],
+                "mailbox.password_file",
+                "cannot read /nonexistent/pw",
+                "config file",
+            ),
+        ];
+        for (name, text, vars, key, problem, origin) in &cases {
+            let e = load_err(text, vars);
+            assert_eq!(e.key, *key, "{name}: {e}");
+            assert!(e.problem.contains(problem), "{name}: {e}");
+            assert!(e.origin.contains(origin), "{name}: {e}");
+        }
+        // A variable replaces a bad value of the file.
+        let c = load_ok(
+            "[worker]\nbatch_size = \"x\"\n",
+            &[("POSTDESK_WORKER_BATCH_SIZE", "8")],
+        );
+        assert_eq!(c.batch_size, 8);
+    }
+
+    #[test]
+    fn secret_keys_take_a_file_in_the_toml_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap_or_else(|e| panic!("{e}"));
+        let text = format!(
+            "[mailbox]\npassword_file = \"{}\"\n[outbox]\npassword = \"inline\"\n",
+            pw.display()
+        );
+        let c = load_ok(&text, &[]);
+        assert_eq!(c.mailbox_password, Some(Secret("from-file".into())));
+        assert_eq!(c.outbox_password, Some(Secret("inline".into())));
+        let c = load_ok(&text, &[("POSTDESK_MAILBOX_PASSWORD", "from-env")]);
+        assert_eq!(c.mailbox_password, Some(Secret("from-env".into())));
+    }
+
+    /// `KEYS` (the environment names and `unknown_env_warnings`) cannot drift from the structs:
+    /// every leaf field of `RawConfig` is listed, and every listed key is taken through its
+    /// variable with a value of its kind.
+    #[test]
+    fn the_key_list_and_the_raw_structs_name_the_same_keys() {
+        fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        leaves(&dotted(prefix, k), v, out);
+                    }
+                }
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        // Every field serializes (an unset one as null), so the leaves are all the fields.
+        let json = serde_json::to_value(RawConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut fields = Vec::new();
+        leaves("", &json, &mut fields);
+        // `[[customers]]` and the `[calendars.NAME]` tables (none by default) are file-only.
+        fields.retain(|f| f != "customers");
+        let listed: Vec<String> = KEYS.iter().map(|(k, _)| k.to_string()).collect();
+        let unlisted: Vec<&String> = fields.iter().filter(|f| !listed.contains(f)).collect();
+        let not_fields: Vec<&String> = listed.iter().filter(|k| !fields.contains(k)).collect();
+        assert!(
+            unlisted.is_empty(),
+            "fields missing from KEYS: {unlisted:?}"
+        );
+        assert!(
+            not_fields.is_empty(),
+            "KEYS without a field: {not_fields:?}"
+        );
+        assert_eq!(fields.len(), KEYS.len(), "a key listed twice");
+
+        for (key, kind) in KEYS {
+            let sample = match kind {
+                Kind::Str | Kind::Secret => "x",
+                Kind::List => "a@x.test",
+                Kind::Int => "1",
+                Kind::Bool => "true",
+                Kind::Map => "1=3",
+            };
+            let name = env_name(key);
+            let Err(e) = Config::load_with_env(None, &env(&[(&name, sample)])) else {
+                continue;
+            };
+            // A string may be refused for its content, never for not being a number, a
+            // boolean, a list or a table: then its kind in `KEYS` would be wrong.
+            assert_eq!(e.key, *key, "{e}");
+            assert!(matches!(kind, Kind::Str | Kind::Secret), "{e}");
+            for other in [
+                "expected an integer",
+                "expected true or false",
+                "expected a list",
+                "expected a table",
+                "unknown key",
+            ] {
+                assert!(!e.problem.starts_with(other), "{e}");
+            }
+            assert!(e.origin.contains(&name), "{e}");
+        }
     }
 }
