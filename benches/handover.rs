@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use postdesk::outbound::handover::{send_and_record, send_and_record_in_process};
+use postdesk::outbound::deliver::handover::{send_and_record, send_and_record_in_process};
 
 fn bench(c: &mut Criterion) {
     // The "server": the other end of a socket pair, drained by a thread.

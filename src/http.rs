@@ -88,8 +88,12 @@ async fn healthz<S: Store>(store: &S) -> (&'static str, &'static str, String) {
     // The SLA clock sweeps every minute; three minutes without a sweep is a stuck clock.
     let last_tick = METRICS.last_tick.load(std::sync::atomic::Ordering::Relaxed);
     let clock_ok = last_tick == 0 || chrono::Utc::now().timestamp() - last_tick <= 180;
-    let healthy =
-        db.is_ok() && clock_ok && matches!(imap, ImapState::Connected | ImapState::NotUsed);
+    let healthy = db.is_ok()
+        && clock_ok
+        && matches!(
+            imap,
+            ImapState::Connected | ImapState::NotUsed | ImapState::StandingBy
+        );
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "database": match &db { Ok(_) => "ok".to_string(), Err(e) => e.to_string() },
@@ -175,7 +179,7 @@ pub async fn metrics_text<S: Store>(store: &S) -> String {
     metric(
         "postdesk_imap_connection_state",
         "gauge",
-        "IMAP connection: -1 not used (maildir), 0 disconnected, 1 connecting, 2 connected.",
+        "IMAP connection: -1 not used (maildir), 0 disconnected, 1 connecting, 2 connected, 3 standing by (another worker reads the mailbox).",
         (state as i64).to_string(),
     );
     metric(

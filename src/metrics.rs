@@ -17,6 +17,8 @@ pub enum ImapState {
     Connecting = 1,
     /// Connected, fetching or waiting in IDLE/poll.
     Connected = 2,
+    /// Another worker reads the mailbox; this one takes over if it stops.
+    StandingBy = 3,
 }
 
 impl ImapState {
@@ -27,6 +29,7 @@ impl ImapState {
             ImapState::Disconnected => "disconnected",
             ImapState::Connecting => "connecting",
             ImapState::Connected => "connected",
+            ImapState::StandingBy => "standing_by",
         }
     }
 
@@ -35,6 +38,7 @@ impl ImapState {
             0 => ImapState::Disconnected,
             1 => ImapState::Connecting,
             2 => ImapState::Connected,
+            3 => ImapState::StandingBy,
             _ => ImapState::NotUsed,
         }
     }

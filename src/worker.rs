@@ -23,8 +23,11 @@ use crate::config::{Config, Endpoint, FirstStart, LiveMail, MailboxUrl, OutboxUr
 use crate::inbound::Maildir;
 use crate::inbound::imap::{self, Credentials, ImapError, ImapSession, TokenSource};
 use crate::metrics::{ImapState, METRICS, Metrics};
-use crate::outbound::outbox::{FileOutbox, Round};
-use crate::outbound::smtp::SmtpOutbox;
+use crate::outbound::deliver::failure::FailureNotices;
+use crate::outbound::deliver::file::FileOutbox;
+use crate::outbound::deliver::journal::WorkerJournal;
+use crate::outbound::deliver::smtp::{FINAL_REPLY, SmtpOutbox, journal_path};
+use crate::outbound::deliver::{Delivery, DeliverySettings, Round};
 use crate::pipeline::{Desk, Incoming, Outcome, ingest_batch};
 use crate::store::{SourceState, Store, StoreError};
 
@@ -83,17 +86,149 @@ pub struct RunSummary {
 
 /// Where outbound mail goes.
 enum Sender {
-    File(FileOutbox),
-    Smtp(Arc<SmtpOutbox>),
+    File(Delivery<FileOutbox>),
+    Smtp(Delivery<SmtpOutbox>),
 }
 
 impl Sender {
     async fn deliver_due<S: Store>(&self, store: &S) -> Result<Round, StoreError> {
         match self {
-            Sender::File(f) => f.deliver_due(store, Utc::now()).await,
-            Sender::Smtp(s) => s.deliver_due(store, Utc::now()).await,
+            Sender::File(d) => d.deliver_due(store).await,
+            Sender::Smtp(d) => d.deliver_due(store).await,
         }
     }
+
+    async fn stop<S: Store>(self, store: &S) {
+        match self {
+            Sender::File(d) => d.stop(store).await,
+            Sender::Smtp(d) => d.stop(store).await,
+        }
+    }
+}
+
+/// The name a worker claims outbox rows (and the mailbox) under: host, process and a random
+/// part, so a restarted worker is a new owner and two workers never share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// A new name for this process.
+    pub fn new() -> WorkerId {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let host: String = hostname()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        let host = if host.is_empty() { "host".into() } else { host };
+        WorkerId(format!(
+            "{host}-{}-{:08x}",
+            std::process::id(),
+            random as u32
+        ))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `owner` names a worker on this machine whose process no longer runs (so its
+    /// leases can be taken at once instead of when they run out). A worker on another machine,
+    /// or one whose name cannot be read, is not known to be gone.
+    pub fn is_gone(owner: &str) -> bool {
+        let mut parts = owner.rsplitn(3, '-');
+        let (Some(_random), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            return false;
+        };
+        let ours = WorkerId::new();
+        let our_host = ours.0.rsplitn(3, '-').nth(2).unwrap_or_default();
+        host == our_host && pid != std::process::id() && !process_exists(pid)
+    }
+}
+
+/// Whether a process with this id runs on this machine (`kill(pid, 0)`; elsewhere: assume so).
+#[cfg(unix)]
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(not(unix))]
+fn process_exists(_pid: u32) -> bool {
+    true
+}
+
+impl Default for WorkerId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// This machine's name (`/etc/hostname` style), or "" when it cannot be read.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The outbox sender of this worker: its transport, its claims and its journal.
+fn sender(config: &Config, desk: &Desk, id: &WorkerId) -> Result<Sender, WorkerError> {
+    let base = journal_path(config);
+    let journal = WorkerJournal::open(&base, id.as_str()).map_err(|error| WorkerError::Io {
+        path: PathBuf::from(format!("{}.{id}", base.display())),
+        error,
+    })?;
+    let live = &config.live;
+    let mut settings = DeliverySettings {
+        owner: id.to_string(),
+        lease: Duration::from_secs(120),
+        batch: 256,
+        retry_min: live.retry_min,
+        retry_max: live.retry_max,
+        max_attempts: live.max_attempts,
+    };
+    // Delivery-failure notices render with the templates the pipeline serves.
+    let notices = FailureNotices::new(config, Some(desk.templates.clone()));
+    Ok(match &config.outbox_url {
+        OutboxUrl::File(path) => {
+            let files = FileOutbox::open(path).map_err(|error| WorkerError::Io {
+                path: path.clone(),
+                error,
+            })?;
+            Sender::File(Delivery::new(Arc::new(files), settings, journal, notices))
+        }
+        OutboxUrl::Smtp(endpoint) => {
+            let smtp = SmtpOutbox::from_config(endpoint, config, journal.file())
+                .map_err(|e| WorkerError::Unsupported(e.to_string()))?;
+            // A claim outlives the longest attempt: connect, envelope and the final reply.
+            settings.lease = 3 * live.smtp_timeout
+                + live.smtp_timeout.max(FINAL_REPLY)
+                + Duration::from_secs(60);
+            // Claim what the connections can send before the lease could run out.
+            settings.batch = (4 * live.concurrency.max(1)) as i64;
+            Sender::Smtp(Delivery::new(Arc::new(smtp), settings, journal, notices))
+        }
+    })
 }
 
 /// Runs the worker until `shutdown` turns true (or until idle, with `exit_when_idle`).
@@ -104,20 +239,8 @@ pub async fn run<S: Store>(
     options: RunOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunSummary, WorkerError> {
-    let sender = match &config.outbox_url {
-        OutboxUrl::File(path) => {
-            Sender::File(FileOutbox::open(path).map_err(|error| WorkerError::Io {
-                path: path.clone(),
-                error,
-            })?)
-        }
-        // Delivery-failure notices render with the templates the pipeline serves.
-        OutboxUrl::Smtp(endpoint) => Sender::Smtp(Arc::new(
-            SmtpOutbox::from_config(endpoint, config)
-                .map_err(|e| WorkerError::Unsupported(e.to_string()))?
-                .with_templates(desk.templates.clone()),
-        )),
-    };
+    let worker_id = WorkerId::new();
+    let sender = sender(config, &desk, &worker_id)?;
     let source = match &config.mailbox_url {
         MailboxUrl::Maildir(path) => {
             METRICS.set_imap_state(ImapState::NotUsed);
@@ -146,6 +269,7 @@ pub async fn run<S: Store>(
     tracing::info!(
         mailbox = %source.describe(),
         outbox = %describe_outbox(&config.outbox_url),
+        worker = %worker_id,
         database = ?config.database_url,
         "postdesk worker started"
     );
@@ -177,12 +301,15 @@ pub async fn run<S: Store>(
         let batch = config.batch_size;
         let options = options.clone();
         let desk = desk.clone();
+        let worker = worker_id.clone();
         tokio::spawn(async move {
             let r = match source {
                 Source::Maildir(m) => {
                     maildir_loop(&store, &desk, &m, batch, options, shutdown, &wake).await
                 }
-                Source::Imap(src) => imap_loop(&store, &desk, &src, options, shutdown, &wake).await,
+                Source::Imap(src) => {
+                    imap_loop(&store, &desk, &src, options, shutdown, &wake, &worker).await
+                }
             };
             let _ = source_done_tx.send(true);
             wake.notify_one();
@@ -215,8 +342,9 @@ pub async fn run<S: Store>(
     let sent = sender_task
         .await
         .map_err(|e| StoreError::Database(format!("outbox task stopped: {e}")))??;
-    if let Sender::Smtp(s) = &*sender {
-        s.close().await;
+    // At a clean stop the claims go back at once (a crash leaves them to the lease).
+    if let Ok(sender) = Arc::try_unwrap(sender) {
+        sender.stop(&store).await;
     }
     if let Some(h) = http {
         h.abort();
@@ -687,6 +815,13 @@ struct ImapProgress {
     connected_once: bool,
 }
 
+/// How long a worker's hold on the mailbox lasts unless renewed, and how often it renews it:
+/// another worker takes over within `LEAD_LEASE` of a crash (at once on the same machine).
+const LEAD_LEASE: Duration = Duration::from_secs(10);
+const LEAD_RENEW: Duration = Duration::from_secs(3);
+
+/// Reads the mailbox while this worker leads it (one IMAP consumer per mailbox, elected with a
+/// lease in the store); stands by while another does.
 async fn imap_loop<S: Store>(
     store: &S,
     desk: &Desk,
@@ -694,6 +829,7 @@ async fn imap_loop<S: Store>(
     options: RunOptions,
     mut shutdown: watch::Receiver<bool>,
     wake: &Notify,
+    worker: &WorkerId,
 ) -> Result<RunSummary, WorkerError> {
     let mut p = ImapProgress {
         summary: RunSummary::default(),
@@ -702,15 +838,140 @@ async fn imap_loop<S: Store>(
         store_backoff: Duration::from_millis(100),
         connected_once: false,
     };
+    let key = src.endpoint.to_string();
+    let mut standing_by: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(p.summary);
         }
+        match lead(store, &key, worker).await {
+            Ok(Lead::Ours) => {}
+            Ok(Lead::Theirs(other)) => {
+                if standing_by.as_deref() != Some(other.as_str()) {
+                    tracing::info!(mailbox = %key, leader = %other, "standing by: another worker reads the mailbox");
+                    standing_by = Some(other);
+                }
+                METRICS.set_imap_state(ImapState::StandingBy);
+                pause(LEAD_RENEW, &mut shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(mailbox = %key, error = %e, "cannot reach the database to lead the mailbox; retrying");
+                pause(LEAD_RENEW, &mut shutdown).await;
+                continue;
+            }
+        }
+        standing_by = None;
+        tracing::info!(mailbox = %key, worker = %worker, "this worker reads the mailbox");
+        // Serving stops on shutdown or when the lease cannot be kept.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let keeper = {
+            let (store, key, worker, shutdown) =
+                (store.clone(), key.clone(), worker.clone(), shutdown.clone());
+            tokio::spawn(async move { keep_lead(&store, &key, &worker, shutdown, stop_tx).await })
+        };
+        let served = read_mailbox(store, desk, src, &options, stop_rx, wake, &mut p).await;
+        keeper.abort();
+        if *shutdown.borrow() || served.is_err() || options.exit_when_idle {
+            if let Err(e) = store.release_source(&key, worker.as_str()).await {
+                tracing::warn!(mailbox = %key, error = %e, "could not give up the mailbox lease; another worker takes over when it runs out");
+            }
+            served?;
+            return Ok(p.summary);
+        }
+        tracing::warn!(mailbox = %key, "lost the mailbox lease; standing by");
+    }
+}
+
+/// Who reads a mailbox.
+enum Lead {
+    Ours,
+    Theirs(String),
+}
+
+/// Takes (or renews) the mailbox lease; takes it over at once from a worker on this machine
+/// that is gone.
+async fn lead<S: Store>(store: &S, key: &str, worker: &WorkerId) -> Result<Lead, StoreError> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(LEAD_LEASE).unwrap_or_default();
+    if store.lead_source(key, worker.as_str(), now, until).await? {
+        return Ok(Lead::Ours);
+    }
+    let Some(other) = store.source_leader(key, now).await? else {
+        // It ran out between the two questions: ask again next time.
+        return Ok(Lead::Theirs("nobody".into()));
+    };
+    if WorkerId::is_gone(&other)
+        && store
+            .take_over_source(key, &other, worker.as_str(), until)
+            .await?
+    {
+        tracing::info!(mailbox = %key, from = %other, "took the mailbox over from a worker that stopped");
+        return Ok(Lead::Ours);
+    }
+    Ok(Lead::Theirs(other))
+}
+
+/// Renews the lease every `LEAD_RENEW`; tells the reader to stop on shutdown, when another
+/// worker holds the lease, or when it could not be renewed before it ran out.
+async fn keep_lead<S: Store>(
+    store: &S,
+    key: &str,
+    worker: &WorkerId,
+    mut shutdown: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+) {
+    let mut held_until = Instant::now() + LEAD_LEASE;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEAD_RENEW) => {}
+            _ = shutdown.changed() => {
+                let _ = stop.send(true);
+                return;
+            }
+        }
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(LEAD_LEASE).unwrap_or_default();
+        let asked = Instant::now();
+        match store.lead_source(key, worker.as_str(), now, until).await {
+            Ok(true) => held_until = asked + LEAD_LEASE,
+            Ok(false) => {
+                tracing::warn!(mailbox = %key, "another worker holds the mailbox lease now");
+                let _ = stop.send(true);
+                return;
+            }
+            // Keep reading while the lease surely holds; stop before it may have run out.
+            Err(e) if Instant::now() + LEAD_RENEW < held_until => {
+                tracing::warn!(mailbox = %key, error = %e, "could not renew the mailbox lease; trying again");
+            }
+            Err(e) => {
+                tracing::warn!(mailbox = %key, error = %e, "could not renew the mailbox lease in time; standing by");
+                let _ = stop.send(true);
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the mailbox, reconnecting as needed, until `stop` turns true.
+async fn read_mailbox<S: Store>(
+    store: &S,
+    desk: &Desk,
+    src: &ImapSource,
+    options: &RunOptions,
+    mut shutdown: watch::Receiver<bool>,
+    wake: &Notify,
+    p: &mut ImapProgress,
+) -> Result<(), WorkerError> {
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
         METRICS.set_imap_state(ImapState::Connecting);
-        let end = imap_session(store, desk, src, &options, &mut shutdown, wake, &mut p).await;
+        let end = imap_session(store, desk, src, options, &mut shutdown, wake, p).await;
         METRICS.set_imap_state(ImapState::Disconnected);
         let why = match end {
-            SessionEnd::Stop => return Ok(p.summary),
+            SessionEnd::Stop => return Ok(()),
             // A certificate nobody trusts or a refused login at the very first connection is a
             // configuration problem: stop with a clear error. Once the mailbox has worked, the
             // same errors are retried (a server certificate renewal, a token refresh).

@@ -222,7 +222,7 @@ async fn new_ticket_stores_ticket_participants_message_events_and_one_acknowledg
     assert_eq!(severity.to.as_deref(), Some("3"));
     assert!(d.history.iter().any(|e| e.kind == "outbound"));
 
-    let due = store.due_outbox(now, 100).await.unwrap();
+    let due = claim_due(&store, now, 100).await.unwrap();
     assert_eq!(due.len(), 1, "exactly one acknowledgement");
     let ack = &due[0];
     assert_eq!(ack.ticket, Some(n));
@@ -306,8 +306,7 @@ async fn same_message_id_twice_is_one_ticket_and_one_acknowledgement<S: Store>(s
 
     let c = store.counts().await.unwrap();
     assert_eq!((c.tickets, c.messages, c.outbox_pending), (2, 2, 2));
-    let due = store
-        .due_outbox(now + Duration::hours(1), 100)
+    let due = claim_due(&store, now + Duration::hours(1), 100)
         .await
         .unwrap();
     assert_eq!(due.iter().filter(|i| i.ticket == Some(n)).count(), 1);
@@ -554,18 +553,17 @@ async fn mark_sent_removes_the_row_from_due_outbox<S: Store>(store: S) {
         )
         .await;
     }
-    let due = store.due_outbox(now, 100).await.unwrap();
+    let due = claim_due(&store, now, 100).await.unwrap();
     assert_eq!(due.len(), 2);
     assert!(due[0].id < due[1].id, "oldest first");
-    assert_eq!(store.due_outbox(now, 1).await.unwrap().len(), 1, "limit");
+    assert_eq!(claim_due(&store, now, 1).await.unwrap().len(), 1, "limit");
 
-    store.mark_sent(&[], now).await.unwrap();
+    store.mark_sent(T, &[], now).await.unwrap();
     assert_eq!(store.counts().await.unwrap().outbox_sent, 0);
 
     let sent_at = now + Duration::seconds(5);
-    store.mark_sent(&[due[0].id], sent_at).await.unwrap();
-    let still: Vec<i64> = store
-        .due_outbox(now + Duration::days(1), 100)
+    store.mark_sent(T, &[due[0].id], sent_at).await.unwrap();
+    let still: Vec<i64> = claim_due(&store, now + Duration::days(1), 100)
         .await
         .unwrap()
         .iter()
@@ -583,10 +581,9 @@ async fn mark_sent_removes_the_row_from_due_outbox<S: Store>(store: S) {
     assert_eq!(d.outbox[0].sent_at, Some(sent_at));
     assert_eq!(d.outbox[0].attempts, 1);
 
-    store.mark_sent(&[due[1].id], sent_at).await.unwrap();
+    store.mark_sent(T, &[due[1].id], sent_at).await.unwrap();
     assert!(
-        store
-            .due_outbox(now + Duration::days(1), 100)
+        claim_due(&store, now + Duration::days(1), 100)
             .await
             .unwrap()
             .is_empty()
@@ -606,25 +603,24 @@ async fn failed_attempt_waits_until_retry_at_and_none_gives_up<S: Store>(store: 
         now,
     )
     .await;
-    let due = store.due_outbox(now, 10).await.unwrap();
+    let due = claim_due(&store, now, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     let id = due[0].id;
 
     let retry_at = now + Duration::minutes(10);
     store
-        .mark_attempt_failed(id, "421 try again later", now, Some(retry_at))
+        .mark_attempt_failed(T, id, "421 try again later", now, Some(retry_at))
         .await
         .unwrap();
-    assert!(store.due_outbox(now, 10).await.unwrap().is_empty());
+    assert!(claim_due(&store, now, 10).await.unwrap().is_empty());
     assert!(
-        store
-            .due_outbox(retry_at - Duration::seconds(1), 10)
+        claim_due(&store, retry_at - Duration::seconds(1), 10)
             .await
             .unwrap()
             .is_empty(),
         "due before its retry time"
     );
-    let back = store.due_outbox(retry_at, 10).await.unwrap();
+    let back = claim_due(&store, retry_at, 10).await.unwrap();
     assert_eq!(back.len(), 1, "not due again at its retry time");
     assert_eq!(back[0].id, id);
     assert_eq!(back[0].attempts, 1);
@@ -638,12 +634,11 @@ async fn failed_attempt_waits_until_retry_at_and_none_gives_up<S: Store>(store: 
     assert!(d.outbox[0].failed_at.is_none());
 
     store
-        .mark_attempt_failed(id, "550 no such user", retry_at, None)
+        .mark_attempt_failed(T, id, "550 no such user", retry_at, None)
         .await
         .unwrap();
     assert!(
-        store
-            .due_outbox(now + Duration::days(365), 10)
+        claim_due(&store, now + Duration::days(365), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -870,9 +865,7 @@ async fn drop_database(admin: &str, name: &str) {
 /// The SMTP hand-over mark takes the row out of the due list at once; a refusal after it puts the
 /// row back without counting the attempt twice; a permanent failure records an event; source
 /// state round-trips.
-async fn sent_row_refused_after_all_is_due_again_failure_is_recorded_source_state_round_trips<
-    S: Store,
->(
+async fn a_refused_row_is_due_again_failure_is_recorded_source_state_round_trips<S: Store>(
     store: S,
 ) {
     let desk = desk();
@@ -884,30 +877,31 @@ async fn sent_row_refused_after_all_is_due_again_failure_is_recorded_source_stat
         now,
     )
     .await;
-    let id = store.due_outbox(now, 10).await.unwrap()[0].id;
+    let id = claim_due(&store, now, 10).await.unwrap()[0].id;
     let backlog = store.outbox_backlog().await.unwrap();
     assert_eq!((backlog.pending, backlog.oldest.is_some()), (1, true));
-    // Marked sent at hand-over (the SMTP sender's journal, applied).
-    store.mark_sent(&[id], now).await.unwrap();
-    assert!(store.due_outbox(now, 10).await.unwrap().is_empty());
-    assert_eq!(store.counts().await.unwrap().outbox_sent, 1);
-    assert!(store.outbox_backlog().await.unwrap().oldest.is_none());
-    // The server answered the dot with 451: due again, one attempt so far.
-    store
-        .mark_attempt_failed(id, "451 try later", now, Some(now))
-        .await
-        .unwrap();
-    let back = store.due_outbox(now, 10).await.unwrap();
+    // The server answered the dot with 451 (or never answered it): due again at its retry
+    // time, one attempt so far, and not sent.
+    assert!(
+        store
+            .mark_attempt_failed(T, id, "451 try later", now, Some(now))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.counts().await.unwrap().outbox_sent, 0);
+    let back = claim_due(&store, now, 10).await.unwrap();
     assert_eq!((back.len(), back[0].attempts), (1, 1));
     assert_eq!(back[0].template, "acknowledgement");
     // Then 550: failed for good, with an event on the ticket.
     let mut tx = store.begin().await.unwrap();
-    tx.fail_outbox(id, "550 no such user", now).await.unwrap();
+    tx.fail_outbox(T, id, "550 no such user", now)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let c = store.counts().await.unwrap();
     assert_eq!((c.outbox_pending, c.outbox_sent), (0, 0));
     // A stale hand-over line for it (its take-back was never written) does not make it sent.
-    store.mark_sent(&[id], now).await.unwrap();
+    store.mark_sent(T, &[id], now).await.unwrap();
     assert_eq!(store.counts().await.unwrap().outbox_sent, 0);
     let d = store.ticket_detail(n).await.unwrap();
     assert!(d.outbox[0].failed_at.is_some());
@@ -1245,7 +1239,7 @@ async fn customer_replies_move_statuses_reopen_and_link<S: Store>(store: S) {
     let m = o.ticket.unwrap();
     let d = store.ticket_detail(m).await.unwrap();
     assert_eq!(d.ticket.linked_ticket, Some(n));
-    let ack = store.due_outbox(much_later, 100).await.unwrap();
+    let ack = claim_due(&store, much_later, 100).await.unwrap();
     let ack = ack.iter().find(|a| a.ticket == Some(m)).unwrap();
     assert!(contains(
         &ack.rendered,
@@ -1384,6 +1378,215 @@ macro_rules! store_tests {
     };
 }
 
+/// The owner the suites claim outbox rows as.
+const T: &str = "test-worker";
+
+/// The rows due at `now`, claimed by [`T`] with a lease that ends at `now` (so the next call
+/// at the same instant sees them again, as a plain query would).
+async fn claim_due<S: Store>(
+    store: &S,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<postdesk::store::OutboxItem>, StoreError> {
+    store.claim_outbox(T, now, now, limit).await
+}
+
+/// Several claimers at once (PostgreSQL: concurrent transactions) never get the same row, and
+/// together they get every due row.
+async fn two_claimers_never_get_the_same_row<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let raws: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            mail(
+                &format!("c{i}@acme.test"),
+                "SEV 3 x",
+                &format!("claim-{i}@acme.test"),
+                &[],
+            )
+        })
+        .collect();
+    for raw in &raws {
+        ingest_one(&store, &desk, raw, now).await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let owner = format!("worker-{w}");
+            let mut got = Vec::new();
+            loop {
+                let batch = store
+                    .claim_outbox(&owner, now, now + Duration::minutes(5), 3)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.iter().map(|i| i.id));
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), total, "a row was claimed twice");
+    assert_eq!(total, 40, "every due row was claimed once");
+}
+
+/// A lease keeps a row from others until it runs out; then another worker takes it over, and
+/// from then on only the new holder marks it. A released row is free at once.
+async fn an_expired_lease_is_taken_over_and_only_the_owner_marks<S: Store>(store: S) {
+    let desk = desk();
+    let now = t0();
+    let n = new_ticket(
+        &store,
+        &desk,
+        &mail("jane@acme.test", "SEV 3 x", "lease@acme.test", &[]),
+        now,
+    )
+    .await;
+    let lease = Duration::minutes(2);
+    let a = store.claim_outbox("a", now, now + lease, 10).await.unwrap();
+    assert_eq!(a.len(), 1);
+    let id = a[0].id;
+    assert!(
+        store
+            .claim_outbox("b", now + Duration::minutes(1), now + lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed while another holds it"
+    );
+    // Worker a is gone; its lease runs out and b takes the row over.
+    let later = now + lease;
+    let b = store
+        .claim_outbox("b", later, later + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(b.iter().map(|i| i.id).collect::<Vec<_>>(), vec![id]);
+    // a comes back too late: it can mark nothing.
+    assert_eq!(store.mark_sent("a", &[id], later).await.unwrap(), 0);
+    assert!(
+        !store
+            .mark_attempt_failed("a", id, "421", later, Some(later))
+            .await
+            .unwrap()
+    );
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.fail_outbox("a", id, "550", later).await,
+        Err(StoreError::NotFound)
+    ));
+    drop(tx);
+    // b releases it (a clean stop): c gets it at once, and c's mark counts.
+    assert_eq!(store.release_outbox("b").await.unwrap(), 1);
+    let c = store
+        .claim_outbox("c", later, later + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(store.mark_sent("b", &[id], later).await.unwrap(), 0);
+    assert_eq!(store.mark_sent("c", &[id], later).await.unwrap(), 1);
+    let d = store.ticket_detail(n).await.unwrap();
+    assert_eq!(d.outbox[0].sent_at, Some(later));
+    assert_eq!(d.outbox[0].attempts, 1);
+    assert!(
+        store
+            .claim_outbox(
+                "d",
+                later + Duration::days(1),
+                later + Duration::days(2),
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// One worker reads a mailbox: it holds the lease while it renews it; another takes over only
+/// once the lease has run out, or at once when it is given up.
+async fn one_worker_leads_a_mailbox_and_another_takes_over_when_its_lease_runs_out<S: Store>(
+    store: S,
+) {
+    let src = "imaps://support%40example.test@imap.example.test:993/INBOX";
+    let now = t0();
+    let s = Duration::seconds;
+    assert_eq!(store.source_leader(src, now).await.unwrap(), None);
+    assert!(store.lead_source(src, "a", now, now + s(10)).await.unwrap());
+    assert!(
+        !store
+            .lead_source(src, "b", now + s(1), now + s(11))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .source_leader(src, now + s(1))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a")
+    );
+    // a renews; b still waits.
+    assert!(
+        store
+            .lead_source(src, "a", now + s(5), now + s(15))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lead_source(src, "b", now + s(12), now + s(22))
+            .await
+            .unwrap()
+    );
+    // a stops renewing (dead): b takes over when the lease runs out, and a cannot take it back.
+    assert!(
+        store
+            .lead_source(src, "b", now + s(15), now + s(25))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lead_source(src, "a", now + s(16), now + s(26))
+            .await
+            .unwrap()
+    );
+    store.release_source(src, "a").await.unwrap();
+    assert_eq!(
+        store
+            .source_leader(src, now + s(16))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("b")
+    );
+    // b stops cleanly: a takes over at once.
+    store.release_source(src, "b").await.unwrap();
+    assert_eq!(store.source_leader(src, now + s(16)).await.unwrap(), None);
+    assert!(
+        store
+            .lead_source(src, "a", now + s(16), now + s(26))
+            .await
+            .unwrap()
+    );
+    // Another mailbox is another lease.
+    assert!(
+        store
+            .lead_source("maildir:/x", "b", now + s(16), now + s(26))
+            .await
+            .unwrap()
+    );
+}
+
 store_tests!(
     new_ticket_stores_ticket_participants_message_events_and_one_acknowledgement,
     same_message_id_twice_is_one_ticket_and_one_acknowledgement,
@@ -1396,11 +1599,14 @@ store_tests!(
     failed_attempt_waits_until_retry_at_and_none_gives_up,
     rate_limit_allows_two_acknowledgements_per_sender_per_hour,
     severity_downgrade_is_stored,
-    sent_row_refused_after_all_is_due_again_failure_is_recorded_source_state_round_trips,
+    a_refused_row_is_due_again_failure_is_recorded_source_state_round_trips,
     replies_thread_onto_their_ticket_and_strangers_do_not,
     customer_replies_move_statuses_reopen_and_link,
     bounce_of_our_mail_lands_on_its_ticket,
     attachments_are_recorded_and_reachable,
+    two_claimers_never_get_the_same_row,
+    an_expired_lease_is_taken_over_and_only_the_owner_marks,
+    one_worker_leads_a_mailbox_and_another_takes_over_when_its_lease_runs_out,
 );
 
 /// On PostgreSQL the ticket a decision reads is locked until its transaction ends, so a second

@@ -2,13 +2,11 @@
 
 pub mod compose;
 pub mod context;
+pub mod deliver;
 pub mod digest;
-pub mod handover;
 pub mod html_text;
-pub mod outbox;
 pub mod preview;
 pub mod sample;
 pub mod sanitize;
-pub mod smtp;
 pub mod templates;
 pub mod watch;

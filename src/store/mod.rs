@@ -432,26 +432,37 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         number: i64,
     ) -> impl Future<Output = Result<TicketDetail, StoreError>> + Send;
-    /// Outbox rows due at `now`, oldest first.
-    fn due_outbox(
+    /// Claims up to `limit` outbox rows due at `now` for `owner` until `until` (a lease), oldest
+    /// first: rows nobody holds, and rows whose lease has run out (their worker died). Two
+    /// claimers never get the same row (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    fn claim_outbox(
         &self,
+        owner: &str,
         now: DateTime<Utc>,
+        until: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
-    /// Marks outbox rows delivered.
+    /// Marks rows delivered, those `owner` holds (and any not held by anyone: a hand-over
+    /// journal names rows whose lease may have been released); returns how many it marked.
     fn mark_sent(
         &self,
+        owner: &str,
         ids: &[i64],
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records a failed attempt; `retry_at` None gives up (permanent failure).
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Records a failed attempt on a row `owner` holds; `retry_at` None gives up (permanent
+    /// failure). False when `owner` does not hold it (its lease ran out and another took it).
     fn mark_attempt_failed(
         &self,
+        owner: &str,
         id: i64,
         error: &str,
         now: DateTime<Utc>,
         retry_at: Option<DateTime<Utc>>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Gives back every row `owner` holds and has not finished (a worker stopping, or a dead
+    /// worker's rows taken over early); returns how many.
+    fn release_outbox(&self, owner: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Totals.
     fn counts(&self) -> impl Future<Output = Result<Counts, StoreError>> + Send;
     /// Mail waiting in the outbox: how many, and when the oldest was queued (one cheap query,
@@ -462,6 +473,36 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         source: &str,
     ) -> impl Future<Output = Result<Option<SourceState>, StoreError>> + Send;
+    /// Takes or renews the lease on reading mailbox `source` for `owner` until `until`: true
+    /// when `owner` holds it now (it was free, theirs, or run out at `now`).
+    fn lead_source(
+        &self,
+        source: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Takes the lease on `source` from `from` (a worker known to be gone) for `owner` until
+    /// `until`; false when `from` no longer holds it.
+    fn take_over_source(
+        &self,
+        source: &str,
+        from: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Gives up `owner`'s lease on `source` (a clean stop), so another worker takes over at once.
+    fn release_source(
+        &self,
+        source: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Who holds the lease on `source` at `now`, if anyone.
+    fn source_leader(
+        &self,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// Saves the state of a mailbox source.
     fn set_source_state(
         &self,
@@ -510,9 +551,11 @@ pub trait StoreTx: Send {
         mail: &QueuedMail,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Gives up on an outbox row (permanent failure) and records why on its ticket.
+    /// Gives up on an outbox row `owner` holds (permanent failure) and records why on its
+    /// ticket; `NotFound` when `owner` does not hold it.
     fn fail_outbox(
         &mut self,
+        owner: &str,
         id: i64,
         error: &str,
         now: DateTime<Utc>,

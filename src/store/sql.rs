@@ -570,83 +570,126 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn due_outbox(
+            async fn claim_outbox(
                 &self,
+                owner: &str,
                 now: DateTime<Utc>,
+                until: DateTime<Utc>,
                 limit: i64,
             ) -> Result<Vec<OutboxItem>, StoreError> {
-                sqlx::query(
-                    "SELECT id, ticket_id, message_id, to_addr, rendered, attempts, template FROM outbox
-                     WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
-                     ORDER BY id LIMIT $2",
-                )
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(OutboxItem {
-                        id: r.try_get("id")?,
-                        ticket: r.try_get("ticket_id")?,
-                        message_id: r.try_get("message_id")?,
-                        to: r.try_get("to_addr")?,
-                        rendered: r.try_get("rendered")?,
-                        attempts: r.try_get("attempts")?,
-                        template: r.try_get("template")?,
+                let (mut tx, _turn) = self.begin_write().await?;
+                let sql = format!(
+                    "UPDATE outbox SET lease_owner = $1, lease_until = $2
+                     WHERE id IN (
+                        SELECT id FROM outbox
+                        WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $3
+                          AND (lease_owner IS NULL OR lease_until <= $3)
+                        ORDER BY id LIMIT $4{}
+                     )
+                     RETURNING id, ticket_id, message_id, to_addr, rendered, attempts, template",
+                    $skip_locked
+                );
+                let mut items = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(OutboxItem {
+                            id: r.try_get("id")?,
+                            ticket: r.try_get("ticket_id")?,
+                            message_id: r.try_get("message_id")?,
+                            to: r.try_get("to_addr")?,
+                            rendered: r.try_get("rendered")?,
+                            attempts: r.try_get("attempts")?,
+                            template: r.try_get("template")?,
+                        })
                     })
-                })
-                .collect()
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                tx.commit().await?;
+                // RETURNING has no order of its own.
+                items.sort_by_key(|i| i.id);
+                Ok(items)
             }
 
-            async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
+            async fn mark_sent(
+                &self,
+                owner: &str,
+                ids: &[i64],
+                now: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
                 if ids.is_empty() {
-                    return Ok(());
+                    return Ok(0);
                 }
                 let (mut tx, _turn) = self.begin_write().await?;
-                // A few hundred ids per statement (one round trip each). A row the server
-                // refused for good stays failed, even if a stale journal line names it.
+                let mut marked = 0;
+                // A few hundred ids per statement (one round trip each). Only the holder marks:
+                // a row another worker claimed since (its lease ran out) is theirs.
                 for chunk in ids.chunks(500) {
                     let sql = format!(
-                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE failed_at IS NULL AND id IN ({})",
-                        placeholders(2, chunk.len())
+                        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL,
+                                lease_owner = NULL, lease_until = NULL
+                         WHERE sent_at IS NULL AND failed_at IS NULL AND lease_owner = $2
+                           AND id IN ({})",
+                        placeholders(3, chunk.len())
                     );
                     // Not kept as a prepared statement: every length would be another one.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(now);
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .persistent(false)
+                        .bind(now)
+                        .bind(owner);
                     for id in chunk {
                         q = q.bind(id);
                     }
-                    q.execute(&mut *tx).await?;
+                    marked += q.execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(marked)
             }
 
             async fn mark_attempt_failed(
                 &self,
+                owner: &str,
                 id: i64,
                 error: &str,
                 now: DateTime<Utc>,
                 retry_at: Option<DateTime<Utc>>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 let (mut tx, _turn) = self.begin_write().await?;
-                sqlx::query(
-                    // A row marked sent at hand-over (SMTP: before the final dot) that the
-                    // server then refused is due again; that attempt was already counted.
-                    "UPDATE outbox SET attempts = attempts + CASE WHEN sent_at IS NULL THEN 1 ELSE 0 END,
-                            sent_at = NULL, last_error = $1,
+                let done = sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1,
                             next_attempt_at = COALESCE($2, next_attempt_at),
-                            failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END
-                     WHERE id = $4",
+                            failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END,
+                            lease_owner = NULL, lease_until = NULL
+                     WHERE id = $4 AND lease_owner = $5 AND sent_at IS NULL",
                 )
                 .bind(error)
                 .bind(retry_at)
                 .bind(now)
                 .bind(id)
+                .bind(owner)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
                 tx.commit().await?;
-                Ok(())
+                Ok(done > 0)
+            }
+
+            async fn release_outbox(&self, owner: &str) -> Result<u64, StoreError> {
+                let (mut tx, _turn) = self.begin_write().await?;
+                let n = sqlx::query(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+                     WHERE lease_owner = $1 AND sent_at IS NULL AND failed_at IS NULL",
+                )
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn counts(&self) -> Result<Counts, StoreError> {
@@ -717,6 +760,82 @@ macro_rules! sql_store {
                 .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn lead_source(
+                &self,
+                source: &str,
+                owner: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                let (mut tx, _turn) = self.begin_write().await?;
+                // Taken when free, renewed by its holder, taken over once it has run out.
+                let row = sqlx::query(
+                    "INSERT INTO source_leases (source, owner, lease_until) VALUES ($1, $2, $3)
+                     ON CONFLICT (source) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+                     WHERE source_leases.owner = excluded.owner OR source_leases.lease_until <= $4
+                     RETURNING owner",
+                )
+                .bind(source)
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(row.is_some())
+            }
+
+            async fn take_over_source(
+                &self,
+                source: &str,
+                from: &str,
+                owner: &str,
+                until: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                let (mut tx, _turn) = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE source_leases SET owner = $1, lease_until = $2 WHERE source = $3 AND owner = $4",
+                )
+                .bind(owner)
+                .bind(until)
+                .bind(source)
+                .bind(from)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(done > 0)
+            }
+
+            async fn release_source(&self, source: &str, owner: &str) -> Result<(), StoreError> {
+                let (mut tx, _turn) = self.begin_write().await?;
+                sqlx::query("DELETE FROM source_leases WHERE source = $1 AND owner = $2")
+                    .bind(source)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn source_leader(
+                &self,
+                source: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT owner FROM source_leases WHERE source = $1 AND lease_until > $2",
+                )
+                .bind(source)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(r) => Some(r.try_get(0)?),
+                    None => None,
+                })
             }
         }
 
@@ -1001,19 +1120,22 @@ macro_rules! sql_store {
 
             async fn fail_outbox(
                 &mut self,
+                owner: &str,
                 id: i64,
                 error: &str,
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 let conn: &mut Conn = &mut self.0;
                 let row = sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + CASE WHEN sent_at IS NULL THEN 1 ELSE 0 END,
-                            sent_at = NULL, last_error = $1, failed_at = $2
-                     WHERE id = $3 RETURNING ticket_id, template, to_addr, message_id",
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1, failed_at = $2,
+                            lease_owner = NULL, lease_until = NULL
+                     WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL
+                     RETURNING ticket_id, template, to_addr, message_id",
                 )
                 .bind(error)
                 .bind(now)
                 .bind(id)
+                .bind(owner)
                 .fetch_optional(&mut *conn)
                 .await?;
                 let Some(r) = row else {

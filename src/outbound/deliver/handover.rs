@@ -19,12 +19,20 @@
 //!
 //! [`HandoverTcp`] is the socket under lettre (and under TLS, so the dot is already encrypted
 //! when it gets here): once [`Handover::arm`] was called, its next write is made this way.
+//!
+//! The line is written only when the whole final write went out: a partial send leaves the
+//! rest to an ordinary write, and the row is then marked sent in the database once the server
+//! answers 250 (a crash in between sends it again, with the same Message-ID: a duplicate, never
+//! a loss). The child is Linux-only (`clone`); on other Unix systems the worker makes the two
+//! writes itself, with the same at-least-once outcome and a window in which a kill can cost one
+//! duplicate.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -34,18 +42,18 @@ use tokio::net::TcpStream;
 /// journal line was written.
 #[derive(Debug)]
 pub struct Handover {
-    journal_fd: RawFd,
+    /// The journal, held open for as long as any connection may write to it.
+    journal: Arc<File>,
     /// The row id armed for the next write, 0 when none.
     armed: AtomicI64,
     recorded: AtomicBool,
 }
 
 impl Handover {
-    /// A hand-over slot writing its lines to `journal_fd` (a file opened for appending, kept
-    /// open by the caller for as long as the slot is used).
-    pub fn new(journal_fd: RawFd) -> Arc<Handover> {
+    /// A hand-over slot writing its lines to `journal` (a file opened for appending).
+    pub fn new(journal: Arc<File>) -> Arc<Handover> {
         Arc::new(Handover {
-            journal_fd,
+            journal,
             armed: AtomicI64::new(0),
             recorded: AtomicBool::new(false),
         })
@@ -102,9 +110,9 @@ impl AsyncWrite for HandoverTcp {
         if id == 0 || buf.is_empty() {
             return Pin::new(&mut self.inner).poll_write(cx, buf);
         }
-        let line = crate::outbound::smtp::HandoverJournal::line(id);
+        let line = super::journal::WorkerJournal::line(id);
         let sock = self.inner.as_raw_fd();
-        let journal = self.handover.journal_fd;
+        let journal = self.handover.journal.as_raw_fd();
         loop {
             ready!(self.inner.poll_write_ready(cx))?;
             match self.inner.try_io(Interest::WRITABLE, || {
@@ -146,6 +154,7 @@ struct Job {
 }
 
 /// The child: only raw system calls, no allocation, no locks, no panics.
+#[cfg(target_os = "linux")]
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Job` the waiting parent thread passed; it outlives this child
     // (the parent is suspended until we exit, and if it dies the memory stays mapped for us).
@@ -154,24 +163,31 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     0
 }
 
-/// The two writes: send, then (if anything went out) the journal line.
+/// The two writes: send, then (if all of it went out) the journal line.
 fn do_job(job: &mut Job) {
     job.sent = raw_send(job.sock, job.data, job.data_len);
-    job.written = if job.sent > 0 {
+    job.written = if job.sent > 0 && job.sent as usize == job.data_len {
         raw_write(job.journal, job.line, job.line_len)
     } else {
         0
     };
 }
 
+/// No SIGPIPE from a send on a closed connection (Linux's flag; elsewhere Rust's runtime
+/// ignores SIGPIPE for the whole process).
+#[cfg(target_os = "linux")]
+const NO_SIGPIPE: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(target_os = "linux"))]
+const NO_SIGPIPE: libc::c_int = 0;
+
 fn raw_send(fd: RawFd, data: *const u8, len: usize) -> isize {
-    // SAFETY: `data..data+len` is a live buffer; MSG_NOSIGNAL: no SIGPIPE.
+    // SAFETY: `data..data+len` is a live buffer.
     let n = unsafe {
         libc::send(
             fd,
             data as *const libc::c_void,
             len,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            libc::MSG_DONTWAIT | NO_SIGPIPE,
         )
     };
     if n < 0 { -(errno() as isize) } else { n }
@@ -198,11 +214,12 @@ pub fn children_started() -> u64 {
 }
 
 /// Stack for the child: it makes two system calls.
+#[cfg(target_os = "linux")]
 const CHILD_STACK: usize = 64 * 1024;
 
-/// Sends `data` on `sock` and, if any of it went out, appends `line` to `journal`, both in a
-/// child the worker's death cannot interrupt. Returns the bytes sent and whether the whole
-/// line was written. `WouldBlock` when the socket takes nothing now (nothing is recorded).
+/// Sends `data` on `sock` and, if all of it went out, appends `line` to `journal`, both in a
+/// child the worker's death cannot interrupt (Linux; elsewhere in the worker). Returns the
+/// bytes sent and whether the whole line was written. `WouldBlock` when the socket takes nothing now (nothing is recorded).
 pub fn send_and_record(
     sock: RawFd,
     data: &[u8],
@@ -243,7 +260,7 @@ fn hand_over(
     if !in_child {
         do_job(&mut job);
     } else if !run_in_child(&mut job) {
-        static WARN: Once = Once::new();
+        static WARN: std::sync::Once = std::sync::Once::new();
         WARN.call_once(|| {
             tracing::warn!(
                 error = %io::Error::last_os_error(),
@@ -261,8 +278,15 @@ fn hand_over(
     Ok((job.sent as usize, job.written == line.len() as isize))
 }
 
+/// Without Linux's `clone` there is no child: the caller makes the writes itself.
+#[cfg(not(target_os = "linux"))]
+fn run_in_child(_job: &mut Job) -> bool {
+    false
+}
+
 /// Runs [`child`] on `job` in a `CLONE_VM | CLONE_VFORK` child and waits for it. False when
 /// the child could not be created.
+#[cfg(target_os = "linux")]
 fn run_in_child(job: &mut Job) -> bool {
     // Only the child writes to it (no need to zero it first).
     let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
@@ -298,7 +322,7 @@ fn run_in_child(job: &mut Job) -> bool {
     true
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
@@ -398,6 +422,31 @@ mod tests {
             all.ends_with(b"+42\n"),
             "the journal line died with the worker (last bytes {:?})",
             String::from_utf8_lossy(&all[all.len().saturating_sub(8)..])
+        );
+    }
+
+    /// A final write the socket takes only in part is no hand-over: the rest goes out later by
+    /// an ordinary write, and the row is marked sent when the server answers.
+    #[test]
+    fn a_partial_send_records_nothing() {
+        let (client, _server) = connected_pair();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("journal");
+        let journal = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Far more than the socket buffers hold while the server reads nothing.
+        let big = vec![b'x'; 64 << 20];
+        let (sent, recorded) =
+            send_and_record(client.as_raw_fd(), &big, journal.as_raw_fd(), b"+9\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(sent > 0 && sent < big.len(), "sent {sent}");
+        assert!(!recorded);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}")),
+            ""
         );
     }
 
