@@ -1691,3 +1691,220 @@ async fn engineers_answer_by_mail_with_relays_notes_rejections_and_forgeries_ref
         assert!(!text.contains("password"), "the forgery reached a customer");
     }
 }
+
+/// A TCP proxy in front of Postfix that, once, passes a whole message on (final dot
+/// included), lets Postfix take it, and then cuts the connection instead of passing on
+/// Postfix's reply: the sender cannot know the mail arrived.
+struct DotCutter {
+    port: u16,
+}
+
+impl DotCutter {
+    async fn start(upstream: u16) -> DotCutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                tokio::spawn(cut_after_dot(client, server, done.clone()));
+            }
+        });
+        DotCutter { port }
+    }
+}
+
+async fn cut_after_dot(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cbuf, mut sbuf) = (vec![0u8; 65536], vec![0u8; 65536]);
+    let mut tail: Vec<u8> = Vec::new();
+    let (mut in_data, mut cutting) = (false, false);
+    loop {
+        tokio::select! {
+            n = client.read(&mut cbuf) => {
+                let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
+                let chunk = &cbuf[..n];
+                if !in_data && chunk.eq_ignore_ascii_case(b"DATA\r\n") {
+                    in_data = true;
+                    tail.clear();
+                } else if in_data {
+                    tail.extend_from_slice(chunk);
+                    if tail.windows(5).any(|w| w == b"\r\n.\r\n") {
+                        in_data = false;
+                        cutting = !done.swap(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let keep = tail.len().saturating_sub(4);
+                    tail.drain(..keep);
+                }
+                if server.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+            n = server.read(&mut sbuf) => {
+                let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
+                // Postfix's answer to the final dot: dropped with the connection.
+                if cutting {
+                    return;
+                }
+                if client.write_all(&sbuf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The connection is lost after the final dot, before the server's reply: postdesk cannot
+/// know whether the mail arrived, so it sends it again with the same Message-ID (RFC 5321
+/// §4.5.3.2.6, RFC 1047): the customer may see it twice, never zero times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_after_the_final_dot_is_sent_again_with_the_same_message_id() {
+    let stack = MailStack::start();
+    let cutter = DotCutter::start(stack.smtp_port).await;
+    let mut desk = Desk::new(&stack);
+    desk.set("OUTBOX_URL", &format!("smtp://127.0.0.1:{}", cutter.port))
+        .set("OUTBOX_TLS", "none");
+    for k in ["POSTDESK_OUTBOX_PASSWORD", "POSTDESK_TRIAGE_OWNERS"] {
+        desk.env.remove(k);
+    }
+    let worker = desk.spawn(&[]);
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            &[mail(BOB, "SEV 4 cut off", "cut@customer.test")],
+        )
+        .await;
+    assert_eq!(desk.wait_for_tickets(1, WAIT).await, 1, "{}", desk.log());
+    let t = desk.wait_for_ticket(
+        1,
+        "the acknowledgement sent on a second attempt",
+        WAIT,
+        |t| t["outbox"][0]["sent_at"].is_string(),
+    );
+    let out = stop(worker);
+    assert!(out.status.success(), "{}", desk.log());
+    assert_eq!(t["outbox"][0]["attempts"].as_i64(), Some(2), "{t}");
+    let id = t["outbox"][0]["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    stack.wait_for_empty_queue(WAIT);
+    assert_eq!(stack.accepted(&id), 2, "Postfix took it twice");
+    let n = stack.wait_for_count(BOB, "INBOX", 2, WAIT).await;
+    assert_eq!(n, 2, "{}", desk.log());
+    let ids = message_ids(&stack.fetch_all(BOB, "INBOX").await);
+    assert!(
+        ids.iter().all(|m| m.trim_matches(['<', '>']) == id),
+        "{ids:?} vs {id}"
+    );
+    assert!(
+        desk.log().contains("sent again, same Message-ID"),
+        "{}",
+        desk.log()
+    );
+}
+
+/// Two workers on one PostgreSQL and one mailbox: one reads it, the other stands by; the
+/// reader is SIGKILLed with work in hand and the other takes the mailbox (and the dead one's
+/// outbox rows) over at once. Every mail makes one ticket and one acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_postgres_one_reads_the_mailbox_and_the_other_takes_over() {
+    let Ok(admin) = std::env::var("POSTDESK_TEST_POSTGRES_URL") else {
+        panic!("POSTDESK_TEST_POSTGRES_URL is not set: scripts/test.sh provides one");
+    };
+    let name = format!("pd_live_failover_{}", std::process::id());
+    let url = postdesk::store::postgres::create_database(&admin, &name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stack = MailStack::start();
+    let journals = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let journal = journals.path().join("outbox.journal").display().to_string();
+    let (mut a, mut b) = (Desk::new(&stack), Desk::new(&stack));
+    for d in [&mut a, &mut b] {
+        d.set("DATABASE_URL", &url).set("OUTBOX_JOURNAL", &journal);
+        d.env.remove("POSTDESK_TRIAGE_OWNERS");
+    }
+    let mut wa = a.spawn(&[]);
+    wait_until(&a, "worker a reads the mailbox", || {
+        a.log().contains("this worker reads the mailbox")
+    })
+    .await;
+    let wb = b.spawn(&[]);
+    wait_until(&b, "worker b stands by", || b.log().contains("standing by")).await;
+    const CUSTOMERS: usize = 10;
+    const EACH: usize = 20;
+    let batch = |round: usize| -> Vec<Vec<u8>> {
+        (0..CUSTOMERS)
+            .flat_map(|c| {
+                (0..EACH / 2).map(move |i| {
+                    mail(
+                        &customer(c),
+                        &format!("SEV 4 failover {round}-{i}"),
+                        &format!("f{round}-{i}-{c}@customer.test"),
+                    )
+                })
+            })
+            .collect()
+    };
+    stack.append(SUPPORT, "INBOX", &batch(0)).await;
+    let half = CUSTOMERS * EACH / 2;
+    assert_eq!(
+        a.wait_for_tickets(half, Duration::from_secs(60)).await,
+        half,
+        "{}",
+        a.log()
+    );
+    // Killed with acknowledgements still going out.
+    let _ = wa.child().kill();
+    let _ = wa.child().wait();
+    wait_until(&b, "worker b takes the mailbox over", || {
+        b.log().contains("took the mailbox over")
+    })
+    .await;
+    stack.append(SUPPORT, "INBOX", &batch(1)).await;
+    assert_eq!(
+        b.wait_for_tickets(2 * half, Duration::from_secs(60)).await,
+        2 * half,
+        "{}",
+        b.log()
+    );
+    for c in 0..CUSTOMERS {
+        let n = stack
+            .wait_for_count(&customer(c), "INBOX", EACH, Duration::from_secs(60))
+            .await;
+        assert_eq!(n, EACH, "customer {c}:\n{}\n{}", a.log(), b.log());
+    }
+    let out = stop(wb);
+    assert!(out.status.success(), "{}", b.log());
+    stack.wait_for_empty_queue(Duration::from_secs(60));
+    let mut seen = HashSet::new();
+    for c in 0..CUSTOMERS {
+        let msgs = stack.fetch_all(&customer(c), "INBOX").await;
+        assert_eq!(msgs.len(), EACH, "customer {c}");
+        for id in message_ids(&msgs) {
+            assert!(seen.insert(id.clone()), "duplicate acknowledgement {id}");
+        }
+    }
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
