@@ -242,6 +242,11 @@ pub async fn ingest_batch<S: Store>(
         });
     }
     let mut tx = store.begin().await?;
+    let ids: Vec<&str> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|m| m.message_id.as_str()))
+        .collect();
+    tx.lock_message_ids(&ids).await?;
     let mut outcomes = Vec::with_capacity(items.len());
     for ((item, parsed), auth) in items.iter().zip(&parsed).zip(auths) {
         let ctx = match parsed {

@@ -1587,6 +1587,39 @@ async fn one_worker_leads_a_mailbox_and_another_takes_over_when_its_lease_runs_o
     );
 }
 
+/// Two writers take the same message at the same moment (a worker and `ingest` from the MTA,
+/// or two workers during a failover): one opens the ticket, the other records a duplicate, and
+/// neither batch fails on the unique Message-ID.
+async fn a_message_id_race_between_two_writers_is_a_duplicate_not_a_failed_batch<S: Store>(
+    store: S,
+) {
+    let desk = std::sync::Arc::new(desk());
+    let now = t0();
+    for round in 0..20 {
+        let raw = mail(
+            &format!("r{round}@acme.test"),
+            "SEV 3 race",
+            &format!("race-{round}@acme.test"),
+            &[],
+        );
+        let mut writers = tokio::task::JoinSet::new();
+        for _ in 0..2 {
+            let (store, desk, raw) = (store.clone(), desk.clone(), raw.clone());
+            writers.spawn(async move { ingest_batch(&store, &desk, &[incoming(&raw)], now).await });
+        }
+        let mut actions = Vec::new();
+        while let Some(r) = writers.join_next().await {
+            let out = r
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: a batch failed: {e}"));
+            actions.push(out[0].decision.action.name().to_string());
+        }
+        actions.sort();
+        assert_eq!(actions, vec!["duplicate", "new_ticket"], "round {round}");
+    }
+    assert_eq!(store.counts().await.unwrap().tickets, 20);
+}
+
 store_tests!(
     new_ticket_stores_ticket_participants_message_events_and_one_acknowledgement,
     same_message_id_twice_is_one_ticket_and_one_acknowledgement,
@@ -1607,6 +1640,7 @@ store_tests!(
     two_claimers_never_get_the_same_row,
     an_expired_lease_is_taken_over_and_only_the_owner_marks,
     one_worker_leads_a_mailbox_and_another_takes_over_when_its_lease_runs_out,
+    a_message_id_race_between_two_writers_is_a_duplicate_not_a_failed_batch,
 );
 
 /// On PostgreSQL the ticket a decision reads is locked until its transaction ends, so a second

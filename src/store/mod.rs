@@ -551,6 +551,14 @@ pub trait StoreTx: Send {
         mail: &QueuedMail,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Locks these inbound Message-IDs until the transaction ends (PostgreSQL; SQLite's writers
+    /// already take turns), before their contexts are read: a second writer taking the same
+    /// message waits for the first to commit, then sees it and records a duplicate instead of
+    /// failing its batch on the unique Message-ID.
+    fn lock_message_ids(
+        &mut self,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Gives up on an outbox row `owner` holds (permanent failure) and records why on its
     /// ticket; `NotFound` when `owner` does not hold it.
     fn fail_outbox(

@@ -100,3 +100,22 @@ sql_store!(
     " FOR UPDATE",
     " FOR UPDATE SKIP LOCKED"
 );
+
+/// Locks each Message-ID of a batch until the transaction ends, in one order (volatile
+/// functions run after ORDER BY) so two batches never wait on each other in a circle: a second
+/// writer of the same message waits for the first to commit, then sees it.
+async fn lock_message_ids_on(
+    conn: &mut sqlx::PgConnection,
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(m, 0) AS k FROM unnest($1::text[]) AS m) ids ORDER BY k",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

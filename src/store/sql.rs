@@ -840,6 +840,11 @@ macro_rules! sql_store {
         }
 
         impl StoreTx for $tx {
+            async fn lock_message_ids(&mut self, ids: &[&str]) -> Result<(), StoreError> {
+                // Per backend (the macro's caller defines it).
+                lock_message_ids_on(&mut self.0, ids).await
+            }
+
             async fn context(
                 &mut self,
                 mail: &InboundMail,

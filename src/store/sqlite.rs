@@ -143,3 +143,12 @@ fn check_exists(url: &str) -> Result<(), StoreError> {
 }
 
 sql_store!(SqliteStore, SqliteTx, Sqlite, "", "");
+
+/// SQLite writers take the database lock at `BEGIN IMMEDIATE`, before anything is read: no
+/// Message-ID lock is needed.
+async fn lock_message_ids_on(
+    _conn: &mut sqlx::SqliteConnection,
+    _ids: &[&str],
+) -> Result<(), StoreError> {
+    Ok(())
+}
