@@ -141,7 +141,9 @@ fn save_to_live(edits: usize) {
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let _guard = rt.enter();
-    let _watcher = postdesk::outbound::watch::spawn_template_watcher(&live, &config, rx);
+    let _watcher = rt.spawn(postdesk::outbound::watch::template_watcher(
+        &live, &config, rx,
+    ));
     let Ok(ctx) = sample(Template::Acknowledgement, None, &default_support()) else {
         return;
     };

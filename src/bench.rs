@@ -28,8 +28,7 @@ pub mod replies;
 /// The log filter of `postdesk bench` when `POSTDESK_LOG` is not set: the default one, with the
 /// worker's per-message (and start/stop) lines at `info` left out. `POSTDESK_LOG` still wins,
 /// e.g. `POSTDESK_LOG=info` shows every message.
-pub const LOG_FILTER: &str =
-    "info,sqlx=error,postdesk::worker=warn,postdesk::outbound::deliver=warn";
+pub const LOG_FILTER: &str = "info,sqlx=error,postdesk::worker=warn,postdesk::inbound::reader=warn,postdesk::outbound::deliver=warn";
 
 /// Why a bench run gave no report.
 #[derive(Debug, thiserror::Error)]

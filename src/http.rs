@@ -88,8 +88,18 @@ async fn healthz<S: Store>(store: &S) -> (&'static str, &'static str, String) {
     // The SLA clock sweeps every minute; three minutes without a sweep is a stuck clock.
     let last_tick = METRICS.last_tick.load(std::sync::atomic::Ordering::Relaxed);
     let clock_ok = last_tick == 0 || chrono::Utc::now().timestamp() - last_tick <= 180;
+    // Every supervised task of the worker: one that is restarting after a panic (or failed)
+    // makes the worker degraded.
+    let tasks = crate::supervise::states();
+    let tasks_ok = tasks.iter().all(|(_, s)| {
+        matches!(
+            s,
+            crate::supervise::TaskState::Running | crate::supervise::TaskState::Done
+        )
+    });
     let healthy = db.is_ok()
         && clock_ok
+        && tasks_ok
         && matches!(
             imap,
             ImapState::Connected | ImapState::NotUsed | ImapState::StandingBy
@@ -101,6 +111,10 @@ async fn healthz<S: Store>(store: &S) -> (&'static str, &'static str, String) {
         "outbox_pending": db.as_ref().ok().map(|b| b.pending),
         "templates_broken": METRICS.templates_broken.load(std::sync::atomic::Ordering::Relaxed),
         "sla_clock": if last_tick == 0 { "not_started" } else if clock_ok { "ok" } else { "stuck" },
+        "tasks": tasks
+            .iter()
+            .map(|(name, state)| (name.to_string(), serde_json::Value::from(state.label())))
+            .collect::<serde_json::Map<_, _>>(),
     });
     (
         if healthy {
@@ -193,6 +207,12 @@ pub async fn metrics_text<S: Store>(store: &S) -> String {
         "counter",
         "IMAP connections made (reconnects included).",
         m.imap_connects.load(Relaxed).to_string(),
+    );
+    metric(
+        "postdesk_task_restarts_total",
+        "counter",
+        "Worker tasks started again after a panic.",
+        crate::supervise::RESTARTS.load(Relaxed).to_string(),
     );
     metric(
         "postdesk_sla_last_tick_seconds",

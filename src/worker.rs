@@ -6,42 +6,26 @@
 //! leaves within milliseconds of its ticket; the sender also polls, for mail whose retry time
 //! has come.
 //!
-//! The IMAP source never loses or repeats a message: it reads with `BODY.PEEK[]`, commits, and
-//! only then flags `\Seen` and moves the message out of the mailbox. A crash in between leaves
-//! the message in the mailbox; read again, it is recognised by its Message-ID as a duplicate and
-//! only moved. A message the store refuses stays untouched on the server.
+//! The readers live in [`crate::inbound::reader`], the delivery loop in
+//! [`crate::outbound::deliver`]; this module wires them.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
-use crate::config::{Config, Endpoint, FirstStart, LiveMail, MailboxUrl, OutboxUrl};
-use crate::inbound::Maildir;
-use crate::inbound::imap::{self, Credentials, ImapError, ImapSession, TokenSource};
-use crate::metrics::{ImapState, METRICS, Metrics};
+use crate::config::{Config, OutboxUrl};
+use crate::inbound::reader::Source;
+use crate::metrics::METRICS;
 use crate::outbound::deliver::failure::FailureNotices;
 use crate::outbound::deliver::file::FileOutbox;
 use crate::outbound::deliver::journal::WorkerJournal;
 use crate::outbound::deliver::smtp::{FINAL_REPLY, SmtpOutbox, journal_path};
 use crate::outbound::deliver::{Delivery, DeliverySettings, Round};
-use crate::pipeline::{Desk, Incoming, Outcome, ingest_batch};
-use crate::store::{SourceState, Store, StoreError};
-
-/// How often `new/` is scanned when it was empty.
-const SCAN_INTERVAL: Duration = Duration::from_millis(100);
-/// How long a message whose batch failed for a non-temporary reason is left aside.
-const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(60);
-/// Most bytes of message bodies fetched and committed together.
-const BATCH_BYTES: u64 = 32 * 1024 * 1024;
-/// Bytes kept of an oversized message (its headers and the start of its body).
-const OVERSIZED_HEAD: u32 = 64 * 1024;
-/// Reconnect backoff bounds.
-const RECONNECT_MIN: Duration = Duration::from_millis(500);
-const RECONNECT_MAX: Duration = Duration::from_secs(60);
+use crate::pipeline::Desk;
+use crate::shutdown::pause;
+use crate::store::{Store, StoreError};
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +215,19 @@ fn sender(config: &Config, desk: &Desk, id: &WorkerId) -> Result<Sender, WorkerE
     })
 }
 
-/// Runs the worker until `shutdown` turns true (or until idle, with `exit_when_idle`).
+/// What a supervised task of the worker ends with.
+enum TaskEnd {
+    /// The mailbox reader: what it took.
+    Read(RunSummary),
+    /// The outbox sender: how many mails it delivered.
+    Sent(u64),
+    /// The others.
+    Done,
+}
+
+/// Runs the worker until `shutdown` turns true (or until idle, with `exit_when_idle`): the
+/// mailbox reader, the outbox sender, the SLA clock, the template watcher and `/healthz`, under
+/// one supervisor ([`crate::supervise`]).
 pub async fn run<S: Store>(
     store: S,
     config: &Config,
@@ -239,31 +235,20 @@ pub async fn run<S: Store>(
     options: RunOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunSummary, WorkerError> {
+    use crate::supervise::{Task, supervise};
     let worker_id = WorkerId::new();
-    let sender = sender(config, &desk, &worker_id)?;
-    let source = match &config.mailbox_url {
-        MailboxUrl::Maildir(path) => {
-            METRICS.set_imap_state(ImapState::NotUsed);
-            Source::Maildir(Maildir::open(path).map_err(|error| WorkerError::Io {
-                path: path.clone(),
-                error,
-            })?)
-        }
-        MailboxUrl::Imap(endpoint) => {
-            METRICS.set_imap_state(ImapState::Disconnected);
-            Source::Imap(Box::new(ImapSource::from_config(endpoint, config)?))
-        }
-    };
+    let sender = Arc::new(sender(config, &desk, &worker_id)?);
+    let source = Arc::new(Source::from_config(config)?);
+    // Bound here, so a busy port is a start-up error; a restart after a panic binds again.
     let http = match &config.http_listen {
-        Some(listen) => {
-            let listener = crate::http::bind(listen)
-                .await
-                .map_err(WorkerError::Unsupported)?;
-            let store = store.clone();
-            let shutdown = shutdown.clone();
-            tracing::info!(listen = %listen, "serving /healthz and /metrics");
-            Some(tokio::spawn(crate::http::serve(listener, store, shutdown)))
-        }
+        Some(listen) => Some((
+            listen.clone(),
+            Arc::new(tokio::sync::Mutex::new(Some(
+                crate::http::bind(listen)
+                    .await
+                    .map_err(WorkerError::Unsupported)?,
+            ))),
+        )),
         None => None,
     };
     tracing::info!(
@@ -273,88 +258,142 @@ pub async fn run<S: Store>(
         database = ?config.database_url,
         "postdesk worker started"
     );
-    // Live template reload (templates.watch): good edits serve from the next mail on; the task
-    // stops with the shutdown signal.
-    let _template_watcher =
-        crate::outbound::watch::spawn_template_watcher(&desk.templates, config, shutdown.clone());
-
-    let wake_sender = Arc::new(Notify::new());
+    let wake = Arc::new(Notify::new());
     let desk = Arc::new(desk);
+    let (source_done_tx, source_done_rx) = watch::channel(false);
+    let source_done_tx = Arc::new(source_done_tx);
+    let mut tasks: Vec<Task<TaskEnd>> = Vec::new();
+    {
+        let (store, desk, wake, source, worker) = (
+            store.clone(),
+            desk.clone(),
+            wake.clone(),
+            source.clone(),
+            worker_id.clone(),
+        );
+        let (batch, options) = (config.batch_size, options.clone());
+        tasks.push(Task {
+            name: "mailbox",
+            essential: true,
+            start: Box::new(move |stop| {
+                let (store, desk, wake, source, worker, options, done) = (
+                    store.clone(),
+                    desk.clone(),
+                    wake.clone(),
+                    source.clone(),
+                    worker.clone(),
+                    options.clone(),
+                    source_done_tx.clone(),
+                );
+                Box::pin(async move {
+                    let r = source
+                        .read(&store, &desk, batch, options, stop, &wake, &worker)
+                        .await;
+                    // The sender finishes what is due, then stops too.
+                    let _ = done.send(true);
+                    wake.notify_one();
+                    r.map(TaskEnd::Read)
+                })
+            }),
+        });
+    }
+    {
+        let (store, wake, sender) = (store.clone(), wake.clone(), sender.clone());
+        let (poll, exit_when_idle) = (config.outbox_poll_interval, options.exit_when_idle);
+        tasks.push(Task {
+            name: "outbox",
+            essential: true,
+            start: Box::new(move |stop| {
+                let (store, wake, sender, done) = (
+                    store.clone(),
+                    wake.clone(),
+                    sender.clone(),
+                    source_done_rx.clone(),
+                );
+                Box::pin(async move {
+                    sender_loop(&store, &sender, poll, stop, done, &wake, exit_when_idle)
+                        .await
+                        .map(TaskEnd::Sent)
+                })
+            }),
+        });
+    }
     // The SLA clock: a sweep every minute and the daily digest, on cron schedules. Not when the
     // worker only drains what is there (`--exit-when-idle`): `postdesk sweep --once` is that.
-    let clock_task = (!options.exit_when_idle).then(|| {
-        let store = store.clone();
-        let desk = desk.clone();
-        let wake = wake_sender.clone();
-        let shutdown = shutdown.clone();
+    if !options.exit_when_idle {
+        let (store, desk, wake) = (store.clone(), desk.clone(), wake.clone());
         let digest = (
             config.digest_schedule.clone(),
             config.digest_calendar.clone(),
         );
-        tokio::spawn(async move { clock_loop(&store, &desk, digest, shutdown, &wake).await })
-    });
-    let (source_done_tx, source_done_rx) = watch::channel(false);
-    let source_task = {
+        tasks.push(Task {
+            name: "clock",
+            essential: false,
+            start: Box::new(move |stop| {
+                let (store, desk, wake, digest) =
+                    (store.clone(), desk.clone(), wake.clone(), digest.clone());
+                Box::pin(async move {
+                    clock_loop(&store, &desk, digest, stop, &wake)
+                        .await
+                        .map(|()| TaskEnd::Done)
+                })
+            }),
+        });
+    }
+    // Live template reload (templates.watch): good edits serve from the next mail on.
+    if config.templates_watch {
+        let (templates, config) = (desk.templates.clone(), config.clone());
+        tasks.push(Task {
+            name: "templates",
+            essential: false,
+            start: Box::new(move |stop| {
+                let watcher = crate::outbound::watch::template_watcher(&templates, &config, stop);
+                Box::pin(async move {
+                    watcher.await;
+                    Ok(TaskEnd::Done)
+                })
+            }),
+        });
+    }
+    if let Some((listen, listener)) = http {
+        tracing::info!(listen = %listen, "serving /healthz and /metrics");
         let store = store.clone();
-        let wake = wake_sender.clone();
-        let shutdown = shutdown.clone();
-        let batch = config.batch_size;
-        let options = options.clone();
-        let desk = desk.clone();
-        let worker = worker_id.clone();
-        tokio::spawn(async move {
-            let r = match source {
-                Source::Maildir(m) => {
-                    maildir_loop(&store, &desk, &m, batch, options, shutdown, &wake).await
-                }
-                Source::Imap(src) => {
-                    imap_loop(&store, &desk, &src, options, shutdown, &wake, &worker).await
-                }
-            };
-            let _ = source_done_tx.send(true);
-            wake.notify_one();
-            r
-        })
-    };
-    let sender = Arc::new(sender);
-    let sender_task = {
-        let store = store.clone();
-        let wake = wake_sender.clone();
-        let poll = config.outbox_poll_interval;
-        let sender = sender.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            sender_loop(
-                &store,
-                &sender,
-                poll,
-                shutdown,
-                source_done_rx,
-                &wake,
-                options.exit_when_idle,
-            )
-            .await
-        })
-    };
-    let source_result = source_task
-        .await
-        .map_err(|e| StoreError::Database(format!("mailbox task stopped: {e}")));
-    let sent = sender_task
-        .await
-        .map_err(|e| StoreError::Database(format!("outbox task stopped: {e}")))??;
+        tasks.push(Task {
+            name: "http",
+            essential: false,
+            start: Box::new(move |stop| {
+                let (store, listener, listen) = (store.clone(), listener.clone(), listen.clone());
+                Box::pin(async move {
+                    let bound = listener.lock().await.take();
+                    let listener = match bound {
+                        Some(l) => l,
+                        None => crate::http::bind(&listen)
+                            .await
+                            .map_err(WorkerError::Unsupported)?,
+                    };
+                    crate::http::serve(listener, store, stop).await;
+                    Ok(TaskEnd::Done)
+                })
+            }),
+        });
+    }
+    let ended = supervise(tasks, shutdown).await;
     // At a clean stop the claims go back at once (a crash leaves them to the lease).
     if let Ok(sender) = Arc::try_unwrap(sender) {
         sender.stop(&store).await;
     }
-    if let Some(h) = http {
-        h.abort();
+    let mut summary = RunSummary::default();
+    for (_, end) in ended? {
+        match end {
+            TaskEnd::Read(s) => {
+                let sent = summary.sent;
+                summary = s;
+                summary.sent = sent;
+            }
+            TaskEnd::Sent(n) => summary.sent = n,
+            TaskEnd::Done => {}
+        }
     }
-    // A sweep cut short rolls back whole; the next worker's first tick does it again.
-    if let Some(c) = clock_task {
-        c.abort();
-    }
-    let mut summary = source_result??;
-    summary.sent = sent;
     tracing::info!(
         messages = summary.messages,
         quarantined = summary.quarantined,
@@ -368,112 +407,6 @@ fn describe_outbox(o: &OutboxUrl) -> String {
     match o {
         OutboxUrl::File(p) => format!("file:{}", p.display()),
         OutboxUrl::Smtp(e) => e.to_string(),
-    }
-}
-
-enum Source {
-    Maildir(Maildir),
-    Imap(Box<ImapSource>),
-}
-
-impl Source {
-    fn describe(&self) -> String {
-        match self {
-            Source::Maildir(m) => format!("maildir:{}", m.root().display()),
-            Source::Imap(i) => i.endpoint.to_string(),
-        }
-    }
-}
-
-/// What one attempt to take a batch did.
-struct Taken<K> {
-    /// Committed: the key and its outcome.
-    done: Vec<(K, Outcome)>,
-    /// Refused for a reason that is not temporary: left where they are, retried later.
-    set_aside: Vec<K>,
-    /// The store is busy or unreachable: the rest stays where it is.
-    temporary: Option<StoreError>,
-}
-
-/// Commits a batch; if it fails for a reason other than an unreachable store, takes its
-/// messages one by one so one bad message never holds back the others.
-async fn take<S: Store, K: Clone>(store: &S, desk: &Desk, items: Vec<(K, Incoming)>) -> Taken<K> {
-    let mut taken = Taken {
-        done: Vec::new(),
-        set_aside: Vec::new(),
-        temporary: None,
-    };
-    let (keys, incoming): (Vec<K>, Vec<Incoming>) = items.into_iter().unzip();
-    match ingest_batch(store, desk, &incoming, Utc::now()).await {
-        Ok(outcomes) => {
-            for ((key, item), outcome) in keys.into_iter().zip(&incoming).zip(outcomes) {
-                record_outcome(&item.source, &outcome);
-                taken.done.push((key, outcome));
-            }
-        }
-        Err(e) if e.is_temporary() => taken.temporary = Some(e),
-        Err(e) if incoming.len() > 1 => {
-            tracing::warn!(error = %e, "batch failed; retrying its messages one at a time");
-            for (key, item) in keys.into_iter().zip(&incoming) {
-                if taken.temporary.is_some() {
-                    break;
-                }
-                match ingest_batch(store, desk, std::slice::from_ref(item), Utc::now()).await {
-                    Ok(mut outcomes) => {
-                        if let Some(outcome) = outcomes.pop() {
-                            record_outcome(&item.source, &outcome);
-                            taken.done.push((key, outcome));
-                        }
-                    }
-                    Err(e) if e.is_temporary() => taken.temporary = Some(e),
-                    Err(e) => {
-                        tracing::error!(source = %item.source, error = %e, "message not taken; left where it is and retried later");
-                        taken.set_aside.push(key);
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            for (key, item) in keys.into_iter().zip(&incoming) {
-                tracing::error!(source = %item.source, error = %e, "message not taken; left where it is and retried later");
-                taken.set_aside.push(key);
-            }
-        }
-    }
-    taken
-}
-
-fn is_quarantine(o: &Outcome) -> bool {
-    o.decision.action.name() == "quarantine"
-}
-
-fn record_outcome(source: &str, o: &Outcome) {
-    Metrics::inc(&METRICS.messages_taken);
-    if is_quarantine(o) {
-        Metrics::inc(&METRICS.messages_quarantined);
-    }
-    let d = &o.decision;
-    tracing::info!(
-        source = %source,
-        action = d.action.name(),
-        ticket = o.ticket,
-        from = o.from.as_deref(),
-        requested = d.severity.and_then(|s| s.requested).map(|s| s.number()),
-        assigned = d.severity.map(|s| s.assigned.number()),
-        acknowledge = d.acknowledge && !o.queued.is_empty(),
-        reason = %d.reason,
-        "message taken"
-    );
-}
-
-fn count<K>(summary: &mut RunSummary, done: &[(K, Outcome)], started: Instant, record: bool) {
-    summary.messages += done.len() as u64;
-    summary.quarantined += done.iter().filter(|(_, o)| is_quarantine(o)).count() as u64;
-    if record {
-        let elapsed = started.elapsed();
-        summary
-            .latencies
-            .extend(std::iter::repeat_n(elapsed, done.len()));
     }
 }
 
@@ -603,760 +536,6 @@ fn count_clock(report: &crate::pipeline::SweepReport) {
             METRICS.escalations.fetch_add(1, Relaxed);
         }
     }
-}
-
-/// Sleeps `d` unless shutdown comes first.
-async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {
-    let sleep = tokio::time::sleep(d);
-    tokio::pin!(sleep);
-    tokio::select! {
-        _ = &mut sleep => {}
-        r = shutdown.changed() => if r.is_err() {
-            // Nobody can ask for shutdown any more: just sleep.
-            sleep.await;
-        }
-    }
-}
-
-async fn maildir_loop<S: Store>(
-    store: &S,
-    desk: &Desk,
-    maildir: &Maildir,
-    batch: usize,
-    options: RunOptions,
-    mut shutdown: watch::Receiver<bool>,
-    wake_sender: &Notify,
-) -> Result<RunSummary, WorkerError> {
-    let mut summary = RunSummary::default();
-    let mut set_aside: HashMap<PathBuf, Instant> = HashMap::new();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if *shutdown.borrow() {
-            return Ok(summary);
-        }
-        set_aside.retain(|_, since| since.elapsed() < SKIP_AFTER_FAILURE);
-        let pending: Vec<PathBuf> = maildir
-            .pending()
-            .map_err(|error| WorkerError::Io {
-                path: maildir.root().to_path_buf(),
-                error,
-            })?
-            .into_iter()
-            .filter(|p| !set_aside.contains_key(p))
-            .collect();
-        if pending.is_empty() {
-            if options.exit_when_idle {
-                return Ok(summary);
-            }
-            pause(SCAN_INTERVAL, &mut shutdown).await;
-            continue;
-        }
-        for chunk in pending.chunks(batch) {
-            if *shutdown.borrow() {
-                return Ok(summary);
-            }
-            let started = Instant::now();
-            let items = read_files(chunk).await;
-            let taken = take(store, desk, items).await;
-            for (path, _) in &taken.done {
-                if let Err(e) = maildir.mark_done(path) {
-                    tracing::warn!(file = %path.display(), error = %e, "committed but could not move to cur/; it will be seen as a duplicate");
-                }
-            }
-            count(&mut summary, &taken.done, started, options.record_latencies);
-            for p in taken.set_aside {
-                set_aside.insert(p, Instant::now());
-            }
-            if !taken.done.is_empty() {
-                wake_sender.notify_one();
-            }
-            if let Some(e) = taken.temporary {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database busy or unreachable; messages stay in new/");
-                pause(backoff, &mut shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                break;
-            }
-            backoff = Duration::from_millis(100);
-        }
-    }
-}
-
-async fn read_files(paths: &[PathBuf]) -> Vec<(PathBuf, Incoming)> {
-    let paths = paths.to_vec();
-    tokio::task::spawn_blocking(move || {
-        paths
-            .into_iter()
-            .filter_map(|p| match std::fs::read(&p) {
-                Ok(raw) => {
-                    let source = format!("maildir:{}", p.display());
-                    Some((
-                        p,
-                        Incoming {
-                            raw,
-                            source,
-                            silent: false,
-                            truncated_from: None,
-                        },
-                    ))
-                }
-                // Gone (another worker took it) or unreadable: the next scan decides.
-                Err(e) => {
-                    tracing::warn!(file = %p.display(), error = %e, "cannot read message");
-                    None
-                }
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// The IMAP source's settings.
-struct ImapSource {
-    endpoint: Endpoint,
-    credentials: Credentials,
-    tls: Arc<tokio_rustls::rustls::ClientConfig>,
-    live: LiveMail,
-    processed: String,
-    quarantine: String,
-    poll: Duration,
-    batch: usize,
-    max_size: usize,
-}
-
-impl ImapSource {
-    fn from_config(endpoint: &Endpoint, config: &Config) -> Result<ImapSource, WorkerError> {
-        let live = config.live.clone();
-        let secret = config
-            .mailbox_password
-            .clone()
-            .or_else(|| endpoint.password.clone());
-        let credentials = if config.mailbox_auth == "xoauth2" {
-            let source = if let Some(f) = &live.token_file {
-                TokenSource::File(f.clone())
-            } else if let Some(c) = &live.token_command {
-                TokenSource::Command(c.clone())
-            } else if let Some(s) = secret {
-                TokenSource::Fixed(s)
-            } else {
-                return Err(WorkerError::Unsupported(
-                    "mailbox.auth = \"xoauth2\" needs mailbox.token_file, mailbox.token_command or mailbox.password".into(),
-                ));
-            };
-            Credentials::XOAuth2(source)
-        } else {
-            Credentials::Password(secret.ok_or_else(|| {
-                WorkerError::Unsupported(format!(
-                    "mailbox.url is {endpoint} but mailbox.password (or POSTDESK_MAILBOX_PASSWORD[_FILE]) is not set"
-                ))
-            })?)
-        };
-        if config.processed_folder.trim().is_empty() {
-            return Err(WorkerError::Unsupported(
-                "mailbox.processed_folder must name a folder: taken messages are moved there"
-                    .into(),
-            ));
-        }
-        let tls =
-            crate::tls::client_config(config.tls_ca_file.as_deref(), live.accept_invalid_certs)
-                .map_err(WorkerError::Unsupported)?;
-        Ok(ImapSource {
-            endpoint: endpoint.clone(),
-            credentials,
-            tls,
-            live,
-            processed: config.processed_folder.clone(),
-            quarantine: config.quarantine_folder.clone(),
-            poll: config.poll_interval,
-            batch: config.batch_size,
-            max_size: config.max_message_size,
-        })
-    }
-}
-
-/// Adds up to 25% of random-ish jitter, so many workers do not reconnect in step.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
-}
-
-/// Why a session ended.
-enum SessionEnd {
-    /// Shutdown, or idle with `exit_when_idle`.
-    Stop,
-    /// Connection or protocol trouble: reconnect.
-    Imap(ImapError),
-    /// The store failed in a way a reconnect does not fix... but a later try might.
-    Store(StoreError),
-}
-
-impl From<ImapError> for SessionEnd {
-    fn from(e: ImapError) -> Self {
-        SessionEnd::Imap(e)
-    }
-}
-
-impl From<StoreError> for SessionEnd {
-    fn from(e: StoreError) -> Self {
-        SessionEnd::Store(e)
-    }
-}
-
-/// State of the IMAP source kept across reconnects.
-struct ImapProgress {
-    summary: RunSummary,
-    set_aside: HashMap<(u32, u32), Instant>,
-    backoff: Duration,
-    store_backoff: Duration,
-    /// A login has succeeded in this run (from then on, TLS and login errors are retried).
-    connected_once: bool,
-}
-
-/// How long a worker's hold on the mailbox lasts unless renewed, and how often it renews it:
-/// another worker takes over within `LEAD_LEASE` of a crash (at once on the same machine).
-const LEAD_LEASE: Duration = Duration::from_secs(10);
-const LEAD_RENEW: Duration = Duration::from_secs(3);
-
-/// Reads the mailbox while this worker leads it (one IMAP consumer per mailbox, elected with a
-/// lease in the store); stands by while another does.
-async fn imap_loop<S: Store>(
-    store: &S,
-    desk: &Desk,
-    src: &ImapSource,
-    options: RunOptions,
-    mut shutdown: watch::Receiver<bool>,
-    wake: &Notify,
-    worker: &WorkerId,
-) -> Result<RunSummary, WorkerError> {
-    let mut p = ImapProgress {
-        summary: RunSummary::default(),
-        set_aside: HashMap::new(),
-        backoff: RECONNECT_MIN,
-        store_backoff: Duration::from_millis(100),
-        connected_once: false,
-    };
-    let key = src.endpoint.to_string();
-    let mut standing_by: Option<String> = None;
-    loop {
-        if *shutdown.borrow() {
-            return Ok(p.summary);
-        }
-        match lead(store, &key, worker).await {
-            Ok(Lead::Ours) => {}
-            Ok(Lead::Theirs(other)) => {
-                if standing_by.as_deref() != Some(other.as_str()) {
-                    tracing::info!(mailbox = %key, leader = %other, "standing by: another worker reads the mailbox");
-                    standing_by = Some(other);
-                }
-                METRICS.set_imap_state(ImapState::StandingBy);
-                pause(LEAD_RENEW, &mut shutdown).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(mailbox = %key, error = %e, "cannot reach the database to lead the mailbox; retrying");
-                pause(LEAD_RENEW, &mut shutdown).await;
-                continue;
-            }
-        }
-        standing_by = None;
-        tracing::info!(mailbox = %key, worker = %worker, "this worker reads the mailbox");
-        // Serving stops on shutdown or when the lease cannot be kept.
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let keeper = {
-            let (store, key, worker, shutdown) =
-                (store.clone(), key.clone(), worker.clone(), shutdown.clone());
-            tokio::spawn(async move { keep_lead(&store, &key, &worker, shutdown, stop_tx).await })
-        };
-        let served = read_mailbox(store, desk, src, &options, stop_rx, wake, &mut p).await;
-        keeper.abort();
-        if *shutdown.borrow() || served.is_err() || options.exit_when_idle {
-            if let Err(e) = store.release_source(&key, worker.as_str()).await {
-                tracing::warn!(mailbox = %key, error = %e, "could not give up the mailbox lease; another worker takes over when it runs out");
-            }
-            served?;
-            return Ok(p.summary);
-        }
-        tracing::warn!(mailbox = %key, "lost the mailbox lease; standing by");
-    }
-}
-
-/// Who reads a mailbox.
-enum Lead {
-    Ours,
-    Theirs(String),
-}
-
-/// Takes (or renews) the mailbox lease; takes it over at once from a worker on this machine
-/// that is gone.
-async fn lead<S: Store>(store: &S, key: &str, worker: &WorkerId) -> Result<Lead, StoreError> {
-    let now = Utc::now();
-    let until = now + chrono::Duration::from_std(LEAD_LEASE).unwrap_or_default();
-    if store.lead_source(key, worker.as_str(), now, until).await? {
-        return Ok(Lead::Ours);
-    }
-    let Some(other) = store.source_leader(key, now).await? else {
-        // It ran out between the two questions: ask again next time.
-        return Ok(Lead::Theirs("nobody".into()));
-    };
-    if WorkerId::is_gone(&other)
-        && store
-            .take_over_source(key, &other, worker.as_str(), until)
-            .await?
-    {
-        tracing::info!(mailbox = %key, from = %other, "took the mailbox over from a worker that stopped");
-        return Ok(Lead::Ours);
-    }
-    Ok(Lead::Theirs(other))
-}
-
-/// Renews the lease every `LEAD_RENEW`; tells the reader to stop on shutdown, when another
-/// worker holds the lease, or when it could not be renewed before it ran out.
-async fn keep_lead<S: Store>(
-    store: &S,
-    key: &str,
-    worker: &WorkerId,
-    mut shutdown: watch::Receiver<bool>,
-    stop: watch::Sender<bool>,
-) {
-    let mut held_until = Instant::now() + LEAD_LEASE;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(LEAD_RENEW) => {}
-            _ = shutdown.changed() => {
-                let _ = stop.send(true);
-                return;
-            }
-        }
-        let now = Utc::now();
-        let until = now + chrono::Duration::from_std(LEAD_LEASE).unwrap_or_default();
-        let asked = Instant::now();
-        match store.lead_source(key, worker.as_str(), now, until).await {
-            Ok(true) => held_until = asked + LEAD_LEASE,
-            Ok(false) => {
-                tracing::warn!(mailbox = %key, "another worker holds the mailbox lease now");
-                let _ = stop.send(true);
-                return;
-            }
-            // Keep reading while the lease surely holds; stop before it may have run out.
-            Err(e) if Instant::now() + LEAD_RENEW < held_until => {
-                tracing::warn!(mailbox = %key, error = %e, "could not renew the mailbox lease; trying again");
-            }
-            Err(e) => {
-                tracing::warn!(mailbox = %key, error = %e, "could not renew the mailbox lease in time; standing by");
-                let _ = stop.send(true);
-                return;
-            }
-        }
-    }
-}
-
-/// Reads the mailbox, reconnecting as needed, until `stop` turns true.
-async fn read_mailbox<S: Store>(
-    store: &S,
-    desk: &Desk,
-    src: &ImapSource,
-    options: &RunOptions,
-    mut shutdown: watch::Receiver<bool>,
-    wake: &Notify,
-    p: &mut ImapProgress,
-) -> Result<(), WorkerError> {
-    loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        METRICS.set_imap_state(ImapState::Connecting);
-        let end = imap_session(store, desk, src, options, &mut shutdown, wake, p).await;
-        METRICS.set_imap_state(ImapState::Disconnected);
-        let why = match end {
-            SessionEnd::Stop => return Ok(()),
-            // A certificate nobody trusts or a refused login at the very first connection is a
-            // configuration problem: stop with a clear error. Once the mailbox has worked, the
-            // same errors are retried (a server certificate renewal, a token refresh).
-            SessionEnd::Imap(e @ (ImapError::Tls(_) | ImapError::Login(_)))
-                if !p.connected_once =>
-            {
-                return Err(WorkerError::Unsupported(format!(
-                    "mailbox {}: {e}",
-                    src.endpoint
-                )));
-            }
-            SessionEnd::Imap(e) => e.to_string(),
-            SessionEnd::Store(e) => format!("store: {e}"),
-        };
-        let wait = jitter(p.backoff);
-        tracing::warn!(
-            mailbox = %src.endpoint,
-            state = ImapState::Disconnected.label(),
-            error = %why,
-            retry_in_ms = wait.as_millis() as u64,
-            "IMAP disconnected; reconnecting"
-        );
-        pause(wait, &mut shutdown).await;
-        p.backoff = (p.backoff * 2).min(RECONNECT_MAX);
-    }
-}
-
-async fn imap_session<S: Store>(
-    store: &S,
-    desk: &Desk,
-    src: &ImapSource,
-    options: &RunOptions,
-    shutdown: &mut watch::Receiver<bool>,
-    wake: &Notify,
-    p: &mut ImapProgress,
-) -> SessionEnd {
-    let mut session = match imap::connect(
-        &src.endpoint,
-        &src.credentials,
-        src.tls.clone(),
-        src.live.command_timeout,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => return SessionEnd::Imap(e),
-    };
-    METRICS.set_imap_state(ImapState::Connected);
-    Metrics::inc(&METRICS.imap_connects);
-    p.connected_once = true;
-    tracing::info!(
-        mailbox = %src.endpoint,
-        state = ImapState::Connected.label(),
-        idle = session.caps.idle,
-        r#move = session.caps.moves,
-        "IMAP connected"
-    );
-    let end = serve_mailbox(store, desk, src, options, shutdown, wake, p, &mut session).await;
-    if matches!(end, SessionEnd::Stop) {
-        session.logout().await;
-    }
-    end
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_mailbox<S: Store>(
-    store: &S,
-    desk: &Desk,
-    src: &ImapSource,
-    options: &RunOptions,
-    shutdown: &mut watch::Receiver<bool>,
-    wake: &Notify,
-    p: &mut ImapProgress,
-    s: &mut ImapSession,
-) -> SessionEnd {
-    let r: Result<(), SessionEnd> = async {
-        // Folder names are configured with `/` between levels; servers use their own delimiter.
-        let delimiter = s.delimiter().await?.unwrap_or_else(|| "/".into());
-        let processed = src.processed.replace('/', &delimiter);
-        let quarantine = src.quarantine.replace('/', &delimiter);
-        s.ensure_folder(&processed).await?;
-        s.ensure_folder(&quarantine).await?;
-        let folders = Folders {
-            processed: &processed,
-            quarantine: &quarantine,
-        };
-        let selected = s.select(&src.endpoint.path).await?;
-        // Only a session that got this far resets the reconnect backoff.
-        p.backoff = RECONNECT_MIN;
-        let state = source_state(store, src, s, selected).await?;
-        loop {
-            if *shutdown.borrow() {
-                return Err(SessionEnd::Stop);
-            }
-            s.drain_unsolicited();
-            p.set_aside
-                .retain(|_, since| since.elapsed() < SKIP_AFTER_FAILURE);
-            let work = candidates(s, state, src.live.on_first_start, &p.set_aside).await?;
-            if work.is_empty() {
-                if options.exit_when_idle {
-                    return Err(SessionEnd::Stop);
-                }
-                if s.caps.idle {
-                    s.idle(src.live.idle_renew, shutdown).await?;
-                } else {
-                    pause(src.poll, shutdown).await;
-                    s.noop().await?;
-                }
-                continue;
-            }
-            let sizes = s
-                .sizes(&work.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                .await?;
-            let mut chunk: Vec<(u32, bool, u32)> = Vec::new();
-            let mut bytes = 0u64;
-            for (uid, silent) in work {
-                // Gone meanwhile (another client moved it): nothing to do.
-                let Some(&size) = sizes.get(&uid) else {
-                    continue;
-                };
-                let counted = if size as usize > src.max_size {
-                    u64::from(OVERSIZED_HEAD)
-                } else {
-                    u64::from(size)
-                };
-                if !chunk.is_empty() && (chunk.len() >= src.batch || bytes + counted > BATCH_BYTES)
-                {
-                    take_chunk(
-                        store,
-                        desk,
-                        src,
-                        &folders,
-                        options,
-                        shutdown,
-                        wake,
-                        p,
-                        s,
-                        selected.uid_validity,
-                        &chunk,
-                    )
-                    .await?;
-                    chunk.clear();
-                    bytes = 0;
-                    if *shutdown.borrow() {
-                        return Err(SessionEnd::Stop);
-                    }
-                }
-                chunk.push((uid, silent, size));
-                bytes += counted;
-            }
-            if !chunk.is_empty() {
-                take_chunk(
-                    store,
-                    desk,
-                    src,
-                    &folders,
-                    options,
-                    shutdown,
-                    wake,
-                    p,
-                    s,
-                    selected.uid_validity,
-                    &chunk,
-                )
-                .await?;
-            }
-        }
-    }
-    .await;
-    match r {
-        Ok(()) => SessionEnd::Stop,
-        Err(e) => e,
-    }
-}
-
-/// Reads (or, on first start, writes) the source's state, and handles a UIDVALIDITY change.
-async fn source_state<S: Store>(
-    store: &S,
-    src: &ImapSource,
-    s: &mut ImapSession,
-    selected: imap::Selected,
-) -> Result<SourceState, SessionEnd> {
-    let key = &src.endpoint.url;
-    match store.source_state(key).await? {
-        Some(st) if st.uid_validity == selected.uid_validity => Ok(st),
-        Some(st) => {
-            tracing::warn!(
-                mailbox = %src.endpoint,
-                old = st.uid_validity,
-                new = selected.uid_validity,
-                messages = selected.exists,
-                "UIDVALIDITY changed (mailbox recreated or restored): reading every message in it again; those already taken are recognised by their Message-ID and only moved"
-            );
-            let st = SourceState {
-                uid_validity: selected.uid_validity,
-                first_start_uid: 0,
-            };
-            store.set_source_state(key, st, Utc::now()).await?;
-            Ok(st)
-        }
-        None => {
-            let all = s.uid_search("ALL").await?;
-            let floor = match selected.uid_next {
-                Some(n) if n > 0 => n - 1,
-                _ => all.last().copied().unwrap_or(0),
-            };
-            let unseen = if all.is_empty() {
-                0
-            } else {
-                s.uid_search("UNSEEN").await?.len()
-            };
-            let (taking, leaving) = match src.live.on_first_start {
-                FirstStart::ProcessUnseen => (unseen, all.len() - unseen.min(all.len())),
-                FirstStart::ImportSilently => (all.len(), 0),
-                FirstStart::SkipExisting => (0, all.len()),
-            };
-            tracing::info!(
-                mailbox = %src.endpoint,
-                messages = all.len(),
-                unseen,
-                on_first_start = ?src.live.on_first_start,
-                taking,
-                leaving,
-                "first start on this mailbox"
-            );
-            let st = SourceState {
-                uid_validity: selected.uid_validity,
-                first_start_uid: floor,
-            };
-            store.set_source_state(key, st, Utc::now()).await?;
-            Ok(st)
-        }
-    }
-}
-
-/// The messages to take now, oldest first, each with "take silently".
-async fn candidates(
-    s: &mut ImapSession,
-    state: SourceState,
-    mode: FirstStart,
-    set_aside: &HashMap<(u32, u32), Instant>,
-) -> Result<Vec<(u32, bool)>, ImapError> {
-    let floor = state.first_start_uid;
-    let mut work: Vec<(u32, bool)> = Vec::new();
-    if floor > 0 {
-        let (query, silent) = match mode {
-            // Unseen ones, and ones a run that died before moving them had flagged as taken.
-            FirstStart::ProcessUnseen => (
-                Some(format!(
-                    "UID 1:{floor} OR UNSEEN KEYWORD {}",
-                    imap::TAKEN_KEYWORD
-                )),
-                false,
-            ),
-            FirstStart::ImportSilently => (Some(format!("UID 1:{floor}")), true),
-            FirstStart::SkipExisting => (None, false),
-        };
-        if let Some(q) = query {
-            for uid in s.uid_search(&q).await? {
-                if uid <= floor {
-                    work.push((uid, silent));
-                }
-            }
-        }
-    }
-    for uid in s.uid_search(&format!("UID {}:*", floor + 1)).await? {
-        // `n:*` always includes the highest UID, even when it is below n.
-        if uid > floor {
-            work.push((uid, false));
-        }
-    }
-    work.retain(|(uid, _)| !set_aside.contains_key(&(state.uid_validity, *uid)));
-    work.sort_unstable();
-    work.dedup_by_key(|(u, _)| *u);
-    Ok(work)
-}
-
-/// Where taken messages go, in the server's own folder names.
-struct Folders<'a> {
-    processed: &'a str,
-    quarantine: &'a str,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn take_chunk<S: Store>(
-    store: &S,
-    desk: &Desk,
-    src: &ImapSource,
-    folders: &Folders<'_>,
-    options: &RunOptions,
-    shutdown: &mut watch::Receiver<bool>,
-    wake: &Notify,
-    p: &mut ImapProgress,
-    s: &mut ImapSession,
-    uid_validity: u32,
-    chunk: &[(u32, bool, u32)],
-) -> Result<(), SessionEnd> {
-    let started = Instant::now();
-    let (big, normal): (Vec<_>, Vec<_>) = chunk
-        .iter()
-        .partition(|(_, _, size)| *size as usize > src.max_size);
-    let mut raws = if normal.is_empty() {
-        Default::default()
-    } else {
-        let uids: Vec<u32> = normal.iter().map(|(u, _, _)| *u).collect();
-        match s.bodies(&uids).await {
-            Ok(m) => m,
-            // One message the server cannot serve must not block the others: one by one.
-            Err(e) if e.is_command_refusal() && uids.len() > 1 => {
-                let mut m = std::collections::BTreeMap::new();
-                for uid in uids {
-                    match s.bodies(&[uid]).await {
-                        Ok(one) => m.extend(one),
-                        Err(e) if e.is_command_refusal() => {
-                            tracing::error!(uid, error = %e, "IMAP server cannot serve this message; left in the mailbox and retried later");
-                            p.set_aside.insert((uid_validity, uid), Instant::now());
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                m
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let heads = if big.is_empty() {
-        Default::default()
-    } else {
-        let uids: Vec<u32> = big.iter().map(|(u, _, _)| *u).collect();
-        s.heads(&uids, OVERSIZED_HEAD).await?
-    };
-    let mut items = Vec::with_capacity(chunk.len());
-    for &(uid, silent, size) in chunk {
-        let source = format!("{} uid {uid_validity}/{uid}", src.endpoint.url);
-        let (raw, truncated_from) = if size as usize > src.max_size {
-            match heads.get(&uid) {
-                Some(h) => (h.clone(), Some(size as usize)),
-                None => continue,
-            }
-        } else {
-            match raws.remove(&uid) {
-                Some(r) => (r, None),
-                None => continue,
-            }
-        };
-        items.push((
-            uid,
-            Incoming {
-                raw,
-                source,
-                silent,
-                truncated_from,
-            },
-        ));
-    }
-    let taken = take(store, desk, items).await;
-    let (to_quarantine, to_processed): (Vec<_>, Vec<_>) =
-        taken.done.iter().partition(|(_, o)| is_quarantine(o));
-    let processed: Vec<u32> = to_processed.iter().map(|(u, _)| *u).collect();
-    let quarantined: Vec<u32> = to_quarantine.iter().map(|(u, _)| *u).collect();
-    if !taken.done.is_empty() {
-        wake.notify_one();
-    }
-    count(
-        &mut p.summary,
-        &taken.done,
-        started,
-        options.record_latencies,
-    );
-    for uid in taken.set_aside {
-        p.set_aside.insert((uid_validity, uid), Instant::now());
-    }
-    // Committed: now (and only now) flag and move them out of the mailbox.
-    s.mark_and_move(&processed, folders.processed).await?;
-    s.mark_and_move(&quarantined, folders.quarantine).await?;
-    if let Some(e) = taken.temporary {
-        tracing::warn!(error = %e, retry_in_ms = p.store_backoff.as_millis() as u64, "database busy or unreachable; messages stay untouched on the server");
-        pause(p.store_backoff, shutdown).await;
-        p.store_backoff = (p.store_backoff * 2).min(Duration::from_secs(30));
-        // Keep the connection alive while the database recovers.
-        s.noop().await?;
-    } else {
-        p.store_backoff = Duration::from_millis(100);
-    }
-    Ok(())
 }
 
 async fn sender_loop<S: Store>(

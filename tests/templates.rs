@@ -796,7 +796,9 @@ fn save_to_live_time_is_measured() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let _guard = rt.enter();
-    let _watcher = postdesk::outbound::watch::spawn_template_watcher(&live, &config, rx);
+    let _watcher = rt.spawn(postdesk::outbound::watch::template_watcher(
+        &live, &config, rx,
+    ));
     let ctx = sample(Template::Acknowledgement, None, &default_support())
         .unwrap_or_else(|e| panic!("{e}"));
     let subject_file = dir.join("acknowledgement/subject.txt");

@@ -2,6 +2,8 @@
 //! after the store committed it.
 
 pub mod imap;
+pub mod lead;
 pub mod maildir;
+pub mod reader;
 
 pub use maildir::Maildir;

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::templates::{LiveTemplates, Renderer, Snapshot, TemplateError};
 use crate::config::Config;
@@ -133,16 +132,14 @@ impl TemplateWatcher {
     }
 }
 
-/// Starts reloading `templates` from `config.templates_dir` every `templates.poll_interval`
-/// until `shutdown` turns true. None when `templates.watch` is off.
-pub fn spawn_template_watcher(
+/// Reloads `templates` from `config.templates_dir` every `templates.poll_interval` until
+/// `shutdown` turns true (run under the worker's supervisor: a panic while reading the files
+/// is passed on, and the watcher is started again).
+pub fn template_watcher(
     templates: &LiveTemplates,
     config: &Config,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<JoinHandle<()>> {
-    if !config.templates_watch {
-        return None;
-    }
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let interval = config.templates_poll_interval.max(MIN_POLL);
     let mut watcher = TemplateWatcher::new(&config.templates_dir, templates.clone());
     tracing::info!(
@@ -150,7 +147,7 @@ pub fn spawn_template_watcher(
         interval_ms = interval.as_millis() as u64,
         "watching templates for edits"
     );
-    Some(tokio::spawn(async move {
+    async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -167,15 +164,12 @@ pub fn spawn_template_watcher(
             .await
             {
                 Ok(w) => watcher = w,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 // The runtime is shutting down: nothing went wrong.
-                Err(e) if e.is_cancelled() => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "template watcher stopped; templates are no longer reloaded");
-                    return;
-                }
+                Err(_) => return,
             }
         }
-    }))
+    }
 }
 
 #[cfg(test)]
