@@ -15,3 +15,7 @@ CREATE TABLE source_leases (
     owner        TEXT NOT NULL,
     lease_until  TEXT NOT NULL
 );
+
+-- Open minutes the ticket has waited on the customer so far (sla.pause_when_customer_pending):
+-- a severity change recomputes the deadlines from creation and adds these back.
+ALTER TABLE tickets ADD COLUMN paused_minutes BIGINT NOT NULL DEFAULT 0;

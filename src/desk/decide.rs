@@ -119,6 +119,7 @@ impl Policy {
             self.calendar_of(&requester.domain()),
             created_at,
             created_at,
+            chrono::Duration::zero(),
         )
     }
 

@@ -267,6 +267,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
                 customer_calendar,
                 ticket.created_at,
                 ticket.created_at,
+                ticket.clocks.paused,
             );
             // The update interval restarts only with a public message; else it stays as stored.
             plan.next_update = restarts_updates
@@ -856,6 +857,31 @@ mod tests {
         }
     }
 
+    /// A severity change recomputes the deadlines from creation and keeps the open time the
+    /// ticket already waited on the customer (added back), instead of dropping it.
+    #[test]
+    fn a_severity_change_keeps_the_time_already_waited_on_the_customer() {
+        let mut c = ctx(Status::EngineerPending);
+        let waited = chrono::Duration::hours(5);
+        c.tickets[0].clocks.paused = waited;
+        let d = decide(&mail_from(SAM, "#severity 4\n"), &c, &policy(), now());
+        let sla = d.sla.unwrap_or_else(|| panic!("no SLA change"));
+        let created = now() - chrono::Duration::days(1);
+        let plan = |paused| {
+            SlaPlan::from_creation(
+                &policy().sla,
+                &policy().calendars,
+                Severity::Sev4,
+                None,
+                created,
+                created,
+                paused,
+            )
+        };
+        assert_eq!(sla.deadlines, plan(waited).deadlines);
+        assert_ne!(sla.deadlines, plan(chrono::Duration::zero()).deadlines);
+    }
+
     #[test]
     fn relayed_text_has_no_command_lines_and_records_the_first_response() {
         let d = decide(
@@ -901,6 +927,7 @@ mod tests {
             None,
             now() - chrono::Duration::days(1),
             now(),
+            chrono::Duration::zero(),
         );
         assert_eq!(sla.severity, Severity::Sev4);
         assert_eq!(sla.deadlines, expected.deadlines);

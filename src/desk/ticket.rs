@@ -147,6 +147,8 @@ pub struct Clocks {
     pub resolved_at: Option<DateTime<Utc>>,
     /// When the last public message went out.
     pub last_public_out: Option<DateTime<Utc>>,
+    /// Open time waited on the customer so far (added back to the deadlines).
+    pub paused: chrono::Duration,
 }
 
 impl TicketState {

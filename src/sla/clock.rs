@@ -152,6 +152,8 @@ pub struct SlaPlan {
     /// Set on a status change: the time-driven rules' due times for the new status (each None
     /// clears its column).
     pub timers: Option<StatusDue>,
+    /// Set when a wait on the customer ends: the open time waited so far, in all.
+    pub paused_total: Option<Duration>,
 }
 
 /// When the time-driven status rules fire for a ticket in its current status (SPEC: Statuses).
@@ -220,6 +222,7 @@ pub fn on_status_change(
         deadlines: None,
         next_update: None,
         timers: None,
+        paused_total: None,
     });
     plan.timers = Some(StatusDue::entering(to, &policy.sla.timers, calendar, now));
     let mut words = None;
@@ -248,6 +251,7 @@ pub fn on_status_change(
                 escalation: shift(escalation),
             };
             plan.deadlines = Some(moved);
+            plan.paused_total = Some(c.paused + paused);
             words = Some(format!(
                 "{} min of open time waiting on the customer added back: {}",
                 paused.num_minutes(),
@@ -262,8 +266,9 @@ pub fn on_status_change(
 }
 
 impl SlaPlan {
-    /// The deadlines of a ticket of `severity` created at `created_at`, the next status update
-    /// counted from `last_public`.
+    /// The deadlines of a ticket of `severity` created at `created_at` that has waited
+    /// `paused` open time on the customer so far (added back), the next status update counted
+    /// from `last_public`.
     pub fn from_creation(
         policy: &SlaPolicy,
         calendars: &Calendars,
@@ -271,15 +276,17 @@ impl SlaPlan {
         customer_calendar: Option<&str>,
         created_at: DateTime<Utc>,
         last_public: DateTime<Utc>,
+        paused: Duration,
     ) -> SlaPlan {
         let targets = policy.of(severity);
         let calendar = calendars.for_clock(&targets.clock, customer_calendar);
         SlaPlan {
             calendar: calendar.name().to_string(),
             severity,
-            deadlines: Some(deadlines(targets, calendar, created_at, Duration::zero())),
+            deadlines: Some(deadlines(targets, calendar, created_at, paused)),
             next_update: Some(next_update(targets, calendar, last_public)),
             timers: None,
+            paused_total: None,
         }
     }
 
@@ -299,6 +306,7 @@ impl SlaPlan {
             deadlines: None,
             next_update: Some(next_update(targets, calendar, at)),
             timers: None,
+            paused_total: None,
         }
     }
 
@@ -386,8 +394,15 @@ mod tests {
             ),
         ];
         for (name, sev, customer, created, response, resolution, escalation, update) in cases {
-            let plan =
-                SlaPlan::from_creation(&policy, &cals, sev, customer, utc(created), utc(created));
+            let plan = SlaPlan::from_creation(
+                &policy,
+                &cals,
+                sev,
+                customer,
+                utc(created),
+                utc(created),
+                Duration::zero(),
+            );
             let d = plan.deadlines.unwrap_or_else(|| panic!("{name}"));
             assert_eq!(d.response, utc(response), "{name}: response");
             assert_eq!(d.resolution, utc(resolution), "{name}: resolution");

@@ -166,6 +166,7 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
             deadlines: None,
             next_update: None,
             timers: None,
+            paused_total: None,
         });
         plan.next_update = Some(next);
         said.push("status_update".into());
@@ -624,5 +625,52 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    /// Leaving customer pending adds the wait to the running deadlines and to the ticket's
+    /// total of waits (kept for a later recomputation from creation).
+    #[test]
+    fn leaving_customer_pending_adds_the_wait_to_the_deadlines_and_the_total() {
+        let policy = policy();
+        let t0 = ticket(Status::CustomerPending, Clocks::default());
+        let plain = crate::sla::clock::SlaPlan::from_creation(
+            &policy.sla,
+            &policy.calendars,
+            Severity::Sev3,
+            None,
+            t0.created_at,
+            t0.created_at,
+            Duration::zero(),
+        );
+        let due = plain.deadlines.unwrap_or_else(|| panic!("deadlines"));
+        let since = now() - Duration::days(1);
+        let ticket = ticket(
+            Status::CustomerPending,
+            Clocks {
+                status_since: Some(since),
+                response_due: Some(due.response),
+                resolution_due: Some(due.resolution),
+                escalation_due: Some(due.escalation),
+                paused: Duration::hours(2),
+                ..Clocks::default()
+            },
+        );
+        let (plan, words) = crate::sla::clock::on_status_change(
+            &policy,
+            &ticket,
+            Status::CustomerPending,
+            Status::EngineerPending,
+            None,
+            now(),
+        );
+        let cal = policy
+            .calendars
+            .for_clock(&policy.sla.of(Severity::Sev3).clock, None);
+        let waited = cal.open_time_between(since, now());
+        assert!(waited > Duration::zero(), "a whole day holds open time");
+        assert_eq!(plan.paused_total, Some(Duration::hours(2) + waited));
+        let moved = plan.deadlines.unwrap_or_else(|| panic!("moved"));
+        assert_eq!(moved.resolution, cal.add_open_time(due.resolution, waited));
+        assert!(words.is_some());
     }
 }

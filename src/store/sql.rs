@@ -130,7 +130,7 @@ macro_rules! sql_store {
                 "SELECT id, status, requested_severity, assigned_severity, severity_given, downgraded, subject, created_at, closed_at, assignee, first_response_at, requester_bounced,
                         status_since, response_due_at, resolution_due_at, escalation_due_at, update_due_at, reminder_due_at,
                         close_pending_due_at, auto_close_due_at, escalated_at, response_breach_at, resolution_breach_at,
-                        resolved_at, last_public_out_at FROM tickets
+                        resolved_at, last_public_out_at, paused_minutes FROM tickets
                  WHERE id IN ({list}) ORDER BY id{lock_clause}"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -177,6 +177,7 @@ macro_rules! sql_store {
                         resolution_breach_at: r.try_get("resolution_breach_at")?,
                         resolved_at: r.try_get("resolved_at")?,
                         last_public_out: r.try_get("last_public_out_at")?,
+                        paused: chrono::Duration::minutes(r.try_get::<i64, _>("paused_minutes")?),
                     },
                 });
             }
@@ -989,7 +990,8 @@ macro_rules! sql_store {
                                  escalated = escalated OR $17,
                                  escalated_at = CASE WHEN $17 THEN COALESCE(escalated_at, $1) ELSE escalated_at END,
                                  response_breach_at = CASE WHEN $18 THEN COALESCE(response_breach_at, $1) ELSE response_breach_at END,
-                                 resolution_breach_at = CASE WHEN $19 THEN COALESCE(resolution_breach_at, $1) ELSE resolution_breach_at END
+                                 resolution_breach_at = CASE WHEN $19 THEN COALESCE(resolution_breach_at, $1) ELSE resolution_breach_at END,
+                                 paused_minutes = COALESCE($20, paused_minutes)
                              WHERE id = $4",
                         )
                         .bind(at)
@@ -1011,6 +1013,12 @@ macro_rules! sql_store {
                         .bind(d.update.escalated)
                         .bind(d.update.response_breach)
                         .bind(d.update.resolution_breach)
+                        .bind(
+                            d.sla
+                                .as_ref()
+                                .and_then(|p| p.paused_total)
+                                .map(|p| p.num_minutes()),
+                        )
                         .execute(&mut *conn)
                         .await?;
                     }
