@@ -437,18 +437,13 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             })
         }
         Command::Sweep { once, now, json } => {
-            if !once {
-                eprintln!(
-                    "postdesk: `postdesk sweep` runs one sweep with --once (`postdesk run` sweeps by itself)"
-                );
-                return Ok(ExitCode::from(64));
-            }
-            let now = match parse_now(now.as_deref()) {
-                Ok(n) => n,
-                Err(code) => return Ok(code),
-            };
-            let desk = match load_desk(config) {
-                Ok(d) => d,
+            let (now, desk) = match one_shot(
+                config,
+                once,
+                now.as_deref(),
+                "`postdesk sweep` runs one sweep with --once (`postdesk run` sweeps by itself)",
+            ) {
+                Ok(r) => r,
                 Err(code) => return Ok(code),
             };
             with_store!(config, |store| {
@@ -473,18 +468,13 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
             })
         }
         Command::Digest { once, now } => {
-            if !once {
-                eprintln!(
-                    "postdesk: `postdesk digest` queues the digest with --once (`postdesk run` sends it on schedule)"
-                );
-                return Ok(ExitCode::from(64));
-            }
-            let now = match parse_now(now.as_deref()) {
-                Ok(n) => n,
-                Err(code) => return Ok(code),
-            };
-            let desk = match load_desk(config) {
-                Ok(d) => d,
+            let (now, desk) = match one_shot(
+                config,
+                once,
+                now.as_deref(),
+                "`postdesk digest` queues the digest with --once (`postdesk run` sends it on schedule)",
+            ) {
+                Ok(r) => r,
                 Err(code) => return Ok(code),
             };
             let zone = desk.policy.calendars.zone_of(&config.digest_calendar);
@@ -689,6 +679,22 @@ fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
             Ok(buf)
         }
     }
+}
+
+/// `sweep --once` and `digest --once`: the instant (`--now`) and the desk, or the exit code that
+/// says why not (64 without `--once`, with `without_once` as the reason).
+fn one_shot(
+    config: &Config,
+    once: bool,
+    now: Option<&str>,
+    without_once: &str,
+) -> Result<(chrono::DateTime<Utc>, Desk), ExitCode> {
+    if !once {
+        eprintln!("postdesk: {without_once}");
+        return Err(ExitCode::from(64));
+    }
+    let now = parse_now(now)?;
+    Ok((now, load_desk(config)?))
 }
 
 /// `postdesk ingest`: the MTA contract is the exit code, so every failure maps to one.

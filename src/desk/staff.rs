@@ -234,7 +234,7 @@ pub(super) fn engineer_reply(input: &Incoming<'_>, policy: &Policy) -> Decision 
             said.push("first response recorded".into());
         }
     }
-    let resolved = |s: Status| matches!(s, Status::ClosePending | Status::Closed);
+    let resolved = Status::is_resolved;
     if let Some(c) = &status_change
         && resolved(c.to)
         && !resolved(c.from)

@@ -27,6 +27,11 @@ impl Status {
         Status::Closed,
     ];
 
+    /// Solved: close pending or closed (the resolution clock is met; SPEC: SLA).
+    pub fn is_resolved(self) -> bool {
+        matches!(self, Status::ClosePending | Status::Closed)
+    }
+
     /// The name stored and used on the command line (`in_triage`).
     pub fn as_str(self) -> &'static str {
         match self {

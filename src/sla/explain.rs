@@ -92,8 +92,9 @@ pub fn explain(
     let targets = sla.of(severity);
     let domain = t.requester.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     let calendar = calendars.for_clock(&targets.clock, policy.calendar_of(domain));
-    let resolved = matches!(t.status.as_str(), "close_pending" | "closed");
-    let with_us = matches!(t.status.as_str(), "in_triage" | "engineer_pending");
+    let status = t.status.parse::<crate::desk::Status>().ok();
+    let resolved = status.is_some_and(crate::desk::Status::is_resolved);
+    let with_us = status.is_some_and(super::clock::with_us);
     let detail = |kind, span, due: Option<DateTime<Utc>>, met_at: Option<DateTime<Utc>>| {
         let (periods, holidays) = match due {
             Some(due) if kind != "update" && due > t.created_at => {

@@ -59,7 +59,7 @@ pub fn sweep(ticket: &TicketState, policy: &Policy, now: DateTime<Utc>) -> Optio
     let mut status_change = None;
     let mut sla: Option<SlaPlan> = None;
     let mut said: Vec<String> = Vec::new();
-    let resolved = matches!(ticket.status, Status::ClosePending | Status::Closed);
+    let resolved = ticket.status.is_resolved();
     // While the clock is paused for the customer, deadlines neither escalate nor breach: the
     // waited open time is added back when the customer answers.
     let stopped = resolved

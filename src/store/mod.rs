@@ -248,8 +248,9 @@ impl TicketSummary {
     /// The next SLA deadline still running: `(kind, due)` with kind `response`, `resolution`,
     /// `escalation` or `update` (a status update while the ticket is with us).
     pub fn next_deadline(&self) -> Option<(&'static str, DateTime<Utc>)> {
-        let resolved = matches!(self.status.as_str(), "close_pending" | "closed");
-        let with_us = matches!(self.status.as_str(), "in_triage" | "engineer_pending");
+        let status = self.status.parse::<crate::desk::Status>().ok();
+        let resolved = status.is_some_and(crate::desk::Status::is_resolved);
+        let with_us = status.is_some_and(crate::sla::clock::with_us);
         [
             (
                 "response",
