@@ -5,6 +5,8 @@
 
 #[path = "common/mailstack.rs"]
 mod mailstack;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -1907,4 +1909,111 @@ async fn two_workers_on_one_postgres_one_reads_the_mailbox_and_the_other_takes_o
         .execute(&mut conn)
         .await;
     }
+}
+
+/// Scale-out through the binary: three `postdesk run` workers on one PostgreSQL and one
+/// mailbox, 1,000 customer mails; a random worker is SIGKILLed at random moments and started
+/// again, again and again, and PostgreSQL itself is stopped (immediate: connections break) and
+/// started mid-run. Exactly 1,000 tickets and exactly one acknowledgement per mail reach the
+/// customers; the mailbox reader fails over each time its worker dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_through_sigkills_and_a_database_restart_make_one_ticket_and_ack_per_mail() {
+    const CUSTOMERS: usize = 100;
+    const EACH: usize = 10;
+    const KILLS: usize = 8;
+    let pg = pg::PrivatePostgres::start();
+    let url = postdesk::store::postgres::create_database(&pg.url(), "postdesk_scale")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stack = MailStack::start();
+    let journal = pg.dir().join("outbox.journal").display().to_string();
+    let desks: Vec<Desk> = (0..3)
+        .map(|_| {
+            let mut d = Desk::new(&stack);
+            d.set("DATABASE_URL", &url).set("OUTBOX_JOURNAL", &journal);
+            d.env.remove("POSTDESK_TRIAGE_OWNERS");
+            d
+        })
+        .collect();
+    let mut workers: Vec<Worker> = desks.iter().map(|d| d.spawn(&[])).collect();
+    let mut raws = Vec::new();
+    for round in 0..EACH {
+        for c in 0..CUSTOMERS {
+            raws.push(mail(
+                &customer(c),
+                &format!("SEV 4 scale {round}"),
+                &format!("s{round}-{c}@customer.test"),
+            ));
+        }
+    }
+    stack.append(SUPPORT, "INBOX", &raws).await;
+    let logs = || {
+        desks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("--- worker {i}\n{}", d.log()))
+            .collect::<String>()
+    };
+    let mut seed = 0x2545_f491_u64 ^ u64::from(std::process::id());
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let started = Instant::now();
+    for kill in 0..KILLS {
+        // Each worker lives 200-1200 ms of the run before one of them dies.
+        std::thread::sleep(Duration::from_millis(200 + next() % 1000));
+        let i = (next() % 3) as usize;
+        let done = desks[0].tickets().len();
+        eprintln!("scale test: kill {kill} of worker {i} with {done} tickets made");
+        let _ = workers[i].child().kill();
+        let _ = workers[i].child().wait();
+        workers[i] = desks[i].spawn(&[]);
+        if kill == KILLS / 2 {
+            pg.stop();
+            std::thread::sleep(Duration::from_millis(300 + next() % 700));
+            pg.start_again();
+        }
+    }
+    eprintln!(
+        "scale test: {KILLS} SIGKILLs and a database restart in {:?}",
+        started.elapsed()
+    );
+    let tickets = desks[0]
+        .wait_for_tickets(CUSTOMERS * EACH, Duration::from_secs(180))
+        .await;
+    assert_eq!(tickets, CUSTOMERS * EACH, "{}", logs());
+    for c in 0..CUSTOMERS {
+        let n = stack
+            .wait_for_count(&customer(c), "INBOX", EACH, Duration::from_secs(120))
+            .await;
+        assert_eq!(n, EACH, "customer {c}:\n{}", logs());
+    }
+    for w in workers {
+        let out = stop(w);
+        assert!(out.status.success(), "{}", logs());
+    }
+    stack.wait_for_empty_queue(Duration::from_secs(60));
+    let mut seen = HashSet::new();
+    for c in 0..CUSTOMERS {
+        let msgs = stack.fetch_all(&customer(c), "INBOX").await;
+        assert_eq!(msgs.len(), EACH, "customer {c}:\n{}", logs());
+        for id in message_ids(&msgs) {
+            assert!(seen.insert(id.clone()), "duplicate acknowledgement {id}");
+        }
+    }
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    let all = logs();
+    eprintln!(
+        "scale test: mailbox taken {} times ({} at once from a dead worker), outbox rows of dead workers settled {} times",
+        all.matches("this worker reads the mailbox").count(),
+        all.matches("took the mailbox over").count(),
+        all.matches("took over the outbox rows").count(),
+    );
+    assert!(
+        all.matches("this worker reads the mailbox").count() >= 2,
+        "the mailbox reader never failed over:\n{all}"
+    );
 }
