@@ -15,6 +15,12 @@
 //!    from Postfix's 250 for the engineer's DATA to the relay being in the customer's mailbox
 //!    (the second message there).
 //!
+//! `POSTDESK_BENCH_WORKERS` (e.g. `1,2,3`; default `1`) runs the backlog once per count with that
+//! many `postdesk run --exit-when-idle` workers on one database (more than one needs
+//! PostgreSQL), and prints the CPU seconds per message spent by the workers, PostgreSQL, Postfix
+//! and Dovecot (from /proc, children included), so the scaling on bigger machines can be
+//! estimated.
+//!
 //! `POSTDESK_BENCH_LATENCY_N`, `POSTDESK_BENCH_BACKLOG_N` and `POSTDESK_BENCH_RELAY_N` change
 //! the counts (a count of 0 skips that part); `POSTDESK_BENCH_ONLY` runs only the parts named in
 //! it, comma-separated: `latency`, `backlog`, `relay` (e.g. `POSTDESK_BENCH_ONLY=relay`);
@@ -197,10 +203,70 @@ async fn latency(n: usize) {
     );
 }
 
-async fn backlog(n: usize) {
+/// CPU seconds (user + system, with reaped children) of the processes on this machine, by
+/// who they belong to: `postgres`, `postfix` (its `master` and the programs it starts),
+/// `dovecot`, `postdesk`.
+fn cpu_by_owner() -> std::collections::BTreeMap<&'static str, f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut comm_of: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let mut stats: Vec<(i64, i64, String, f64)> = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ... utime(14) stime(15) cutime(16) cstime(17)
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ppid = rest.get(1).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let cpu = (num(11) + num(12) + num(13) + num(14)) / tick;
+        comm_of.insert(pid, comm.clone());
+        stats.push((pid, ppid, comm, cpu));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (_, ppid, comm, cpu) in stats {
+        let parent = comm_of.get(&ppid).map(String::as_str).unwrap_or("");
+        let owner = match comm.as_str() {
+            c if c.starts_with("postgres") => "postgres",
+            "postdesk" => "postdesk",
+            "master" | "smtpd" | "cleanup" | "qmgr" | "trivial-rewrite" | "smtp" | "pickup"
+            | "anvil" | "tlsmgr" | "proxymap" | "bounce" => "postfix",
+            "lmtp" if parent == "master" => "postfix",
+            "dovecot" | "imap" | "imap-login" | "lmtp" | "auth" | "config" | "log" | "stats" => {
+                "dovecot"
+            }
+            _ => continue,
+        };
+        *out.entry(owner).or_insert(0.0) += cpu;
+    }
+    out
+}
+
+/// CPU seconds (user + system) of this process's reaped children: the workers it waited for.
+fn children_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+async fn backlog(n: usize, workers: usize) {
     let stack = MailStack::start();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let db = database(dir.path(), "backlog");
+    let dirs: Vec<tempfile::TempDir> = (0..workers)
+        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let db = database(dirs[0].path(), &format!("backlog{workers}"));
+    assert!(
+        workers == 1 || db.starts_with("postgres"),
+        "POSTDESK_BENCH_WORKERS > 1 needs POSTDESK_BENCH_DATABASE (PostgreSQL)"
+    );
+    let journal = dirs[0].path().join("outbox.journal").display().to_string();
     let customers = n.div_ceil(10).max(1);
     let raws: Vec<Vec<u8>> = (0..n)
         .map(|i| {
@@ -214,15 +280,31 @@ async fn backlog(n: usize) {
         "backlog: {n} messages appended to INBOX in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    let cpu_before = cpu_by_owner();
+    let workers_before = children_cpu();
     let started = Instant::now();
-    let mut child = worker(&stack, dir.path(), &db, &["--exit-when-idle"]);
-    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    let mut children: Vec<Child> = dirs
+        .iter()
+        .map(|d| {
+            worker_with_env(
+                &stack,
+                d.path(),
+                &db,
+                &["--exit-when-idle"],
+                &[("POSTDESK_OUTBOX_JOURNAL", journal.as_str())],
+            )
+        })
+        .collect();
+    for (child, d) in children.iter_mut().zip(&dirs) {
+        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            status.success(),
+            "worker failed: {}",
+            std::fs::read_to_string(d.path().join("worker.log")).unwrap_or_default()
+        );
+    }
     let worker_done = started.elapsed();
-    assert!(
-        status.success(),
-        "worker failed: {}",
-        std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
-    );
+    let workers_cpu = children_cpu() - workers_before;
     let rss_kib = {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
@@ -239,10 +321,12 @@ async fn backlog(n: usize) {
     }
     // Every acknowledgement has been accepted by Postfix; wait until all are in the mailboxes.
     let deadline = Instant::now() + Duration::from_secs(300);
+    let mut have = 0;
     loop {
-        let have: usize = (0..customers)
+        have = (0..customers)
             .map(|c| delivered(&stack, &customer(c)))
-            .sum();
+            .sum::<usize>()
+            .max(have);
         if have >= n {
             break;
         }
@@ -253,19 +337,32 @@ async fn backlog(n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_delivered = started.elapsed();
+    let cpu_after = cpu_by_owner();
     println!(
-        "backlog of {n} ({}): worker drained INBOX and sent every acknowledgement in {:.2}s ({:.0} msg/s); all {n} acknowledgements in the customers' mailboxes after {:.2}s ({:.0} msg/s); worker peak RSS {:.1} MiB",
+        "backlog of {n} ({}, {workers} worker{}): workers drained INBOX and sent every acknowledgement in {:.2}s ({:.0} msg/s); all {n} acknowledgements in the customers' mailboxes after {:.2}s ({:.0} msg/s; {have} delivered); worker peak RSS {:.1} MiB",
         if db.starts_with("sqlite") {
             "sqlite"
         } else {
             "postgres"
         },
+        if workers == 1 { "" } else { "s" },
         worker_done.as_secs_f64(),
         n as f64 / worker_done.as_secs_f64(),
         all_delivered.as_secs_f64(),
         n as f64 / all_delivered.as_secs_f64(),
         rss_kib as f64 / 1024.0,
     );
+    let mut per_msg: Vec<String> = vec![format!(
+        "postdesk workers {:.0} µs",
+        workers_cpu / n as f64 * 1e6
+    )];
+    per_msg.extend(cpu_after
+        .iter()
+        .map(|(owner, after)| {
+            let used = after - cpu_before.get(owner).copied().unwrap_or(0.0);
+            format!("{owner} {:.0} µs", used.max(0.0) / n as f64 * 1e6)
+        }));
+    println!("  CPU per message: {}", per_msg.join(", "));
 }
 
 /// A header's value (first occurrence, name in any case, folded lines joined, trimmed).
@@ -506,7 +603,10 @@ fn main() {
             latency(n("POSTDESK_BENCH_LATENCY_N", 100)).await;
         }
         if run("backlog") {
-            backlog(n("POSTDESK_BENCH_BACKLOG_N", 10_000)).await;
+            let counts = std::env::var("POSTDESK_BENCH_WORKERS").unwrap_or_else(|_| "1".into());
+            for workers in counts.split(',').filter_map(|w| w.trim().parse::<usize>().ok()) {
+                backlog(n("POSTDESK_BENCH_BACKLOG_N", 10_000), workers.max(1)).await;
+            }
         }
         if run("relay") {
             relay(n("POSTDESK_BENCH_RELAY_N", 100)).await;

@@ -152,6 +152,7 @@ const OTHER_VARS: &[&str] = &[
     "POSTDESK_BENCH_LATENCY_N",
     "POSTDESK_BENCH_ONLY",
     "POSTDESK_BENCH_RELAY_N",
+    "POSTDESK_BENCH_WORKERS",
 ];
 
 /// The environment name of a key: `sla.sev3.response` -> `POSTDESK_SLA_SEV3_RESPONSE`.
