@@ -3,5 +3,6 @@
 
 pub mod imap;
 pub mod maildir;
+pub mod pipe;
 
 pub use maildir::Maildir;
