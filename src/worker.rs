@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Config, Endpoint, FirstStart, LiveMail, MailboxUrl, OutboxUrl};
 use crate::inbound::Maildir;
 use crate::inbound::imap::{self, Credentials, ImapError, ImapSession, TokenSource};
-use crate::inbound::pipe::read_file;
+use crate::inbound::pipe::{Overflow, read_file};
 use crate::mail::Limits;
 use crate::metrics::{ImapState, METRICS, Metrics};
 use crate::outbound::outbox::{FileOutbox, Round};
@@ -563,7 +563,7 @@ async fn read_files(paths: &[PathBuf], limits: &Limits) -> Vec<(PathBuf, Incomin
     tokio::task::spawn_blocking(move || {
         paths
             .into_iter()
-            .filter_map(|p| match read_file(&p, &limits) {
+            .filter_map(|p| match read_file(&p, &limits, Overflow::Keep) {
                 Ok(mut item) => {
                     item.source = format!("maildir:{}", p.display());
                     Some((p, item))

@@ -149,6 +149,19 @@ fn quarantine_rows(db: &Path) -> Vec<(String, String, String, i64, i64)> {
     })
 }
 
+/// `ingest` of HUGE bytes from `from` exited 65 naming the size and the limit, with a peak RSS
+/// that does not grow with the input.
+fn quarantined_as_oversized_in_bounded_memory(
+    from: &str,
+    (code, stderr, rss_kib): (i32, String, u64),
+) {
+    eprintln!("ingest of {HUGE} bytes from {from}: exit {code}, peak RSS {rss_kib} KiB");
+    assert_eq!(code, EX_DATAERR, "{stderr}");
+    let reason = format!("oversized: {HUGE} bytes is over the limit of {LIMIT} bytes");
+    assert!(stderr.contains(&reason), "{stderr}");
+    assert!(rss_kib < MAX_RSS_KIB, "peak RSS {rss_kib} KiB");
+}
+
 #[test]
 fn oversized_file_is_quarantined_from_its_head_in_bounded_memory() {
     let sb = Sandbox::new();
@@ -156,17 +169,8 @@ fn oversized_file_is_quarantined_from_its_head_in_bounded_memory() {
     let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
     write_huge(&mut w, HUGE).unwrap();
     drop(w);
-    let (code, stderr, rss_kib) =
-        run_measured(sb.command(&["ingest", file.to_str().unwrap()]), None);
-    eprintln!("ingest of a {HUGE}-byte file: exit {code}, peak RSS {rss_kib} KiB");
-    assert_eq!(code, EX_DATAERR, "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "oversized: {HUGE} bytes is over the limit of {LIMIT} bytes"
-        )),
-        "{stderr}"
-    );
-    assert!(rss_kib < MAX_RSS_KIB, "peak RSS {rss_kib} KiB");
+    let run = run_measured(sb.command(&["ingest", file.to_str().unwrap()]), None);
+    quarantined_as_oversized_in_bounded_memory("a file", run);
     let rows = quarantine_rows(&sb.db());
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (reason, _, source, size, kept) = &rows[0];
@@ -194,16 +198,8 @@ fn oversized_stdin_is_streamed_to_the_quarantine_folder_in_bounded_memory() {
         // postdesk may stop reading early if it fails; the assertions below say why.
         let _ = write_huge(&mut stdin, HUGE);
     });
-    let (code, stderr, rss_kib) = run_measured(sb.command(&["ingest", "-"]), Some(feed));
-    eprintln!("ingest of {HUGE} bytes from stdin: exit {code}, peak RSS {rss_kib} KiB");
-    assert_eq!(code, EX_DATAERR, "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "oversized: {HUGE} bytes is over the limit of {LIMIT} bytes"
-        )),
-        "{stderr}"
-    );
-    assert!(rss_kib < MAX_RSS_KIB, "peak RSS {rss_kib} KiB");
+    let run = run_measured(sb.command(&["ingest", "-"]), Some(feed));
+    quarantined_as_oversized_in_bounded_memory("stdin", run);
     let kept: Vec<PathBuf> = std::fs::read_dir(sb.path().join("quarantine"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -26,9 +26,14 @@ pub enum ReadError {
         /// What the system said.
         source: io::Error,
     },
-    /// Standard input cannot be read.
-    #[error("cannot read standard input: {0}")]
-    Stdin(io::Error),
+    /// Standard input (or a pipe given by path) cannot be read.
+    #[error("cannot read {what}: {source}")]
+    Stream {
+        /// `standard input` or the path.
+        what: String,
+        /// What the system said.
+        source: io::Error,
+    },
     /// An oversized message from standard input cannot be written to the quarantine folder.
     #[error(
         "cannot keep the oversized message in {dir} (limits.quarantine_dir): {source}; check that the folder is writable"
@@ -57,20 +62,31 @@ pub fn read_message(
     overflow: Overflow,
 ) -> Result<Incoming, ReadError> {
     match file {
-        Some(p) if p.as_os_str() != "-" => read_file(p, limits),
+        Some(p) if p.as_os_str() != "-" => read_file(p, limits, overflow),
         _ => read_stream(&mut io::stdin().lock(), limits, overflow),
     }
 }
 
-/// A message from a file: its head only when the file is over the limit.
-pub fn read_file(path: &Path, limits: &Limits) -> Result<Incoming, ReadError> {
+/// A message from a file: its head only when the file is over the limit. A pipe or device given
+/// by path (`ingest /dev/stdin`) has no size and is read like standard input.
+pub fn read_file(path: &Path, limits: &Limits, overflow: Overflow) -> Result<Incoming, ReadError> {
     let err = |source| ReadError::File {
         path: path.to_path_buf(),
         source,
     };
     let mut f = File::open(path).map_err(err)?;
-    let size = f.metadata().map_err(err)?.len();
+    let meta = f.metadata().map_err(err)?;
     let source = format!("file:{}", path.display());
+    if !meta.is_file() {
+        return read_unsized(
+            &mut f,
+            &path.display().to_string(),
+            source,
+            limits,
+            overflow,
+        );
+    }
+    let size = meta.len();
     let max = limits.max_message_size as u64;
     if size > max {
         let head = read_up_to(&mut f, OVERSIZED_HEAD as u64).map_err(err)?;
@@ -105,19 +121,34 @@ pub fn read_stream(
     limits: &Limits,
     overflow: Overflow,
 ) -> Result<Incoming, ReadError> {
+    read_unsized(input, "standard input", "stdin".into(), limits, overflow)
+}
+
+/// A stream of unknown size named `what` in errors and `source` in the quarantine entry.
+fn read_unsized(
+    input: &mut impl Read,
+    what: &str,
+    source: String,
+    limits: &Limits,
+    overflow: Overflow,
+) -> Result<Incoming, ReadError> {
+    let serr = |source| ReadError::Stream {
+        what: what.to_string(),
+        source,
+    };
     let max = limits.max_message_size as u64;
-    let raw = read_up_to(input, max + 1).map_err(ReadError::Stdin)?;
+    let raw = read_up_to(input, max + 1).map_err(serr)?;
     if raw.len() as u64 <= max {
-        return Ok(whole(raw, "stdin".into()));
+        return Ok(whole(raw, source));
     }
     if overflow == Overflow::Count {
-        let rest = io::copy(input, &mut io::sink()).map_err(ReadError::Stdin)?;
+        let rest = io::copy(input, &mut io::sink()).map_err(serr)?;
         let head = raw[..OVERSIZED_HEAD.min(raw.len())].to_vec();
         let size = raw.len() as u64 + rest;
         return Ok(oversized(
             head,
             usize::try_from(size).unwrap_or(usize::MAX),
-            "stdin".into(),
+            source,
         ));
     }
     let dir = &limits.quarantine_dir;
@@ -136,7 +167,7 @@ pub fn read_stream(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ReadError::Stdin(e)),
+                Err(e) => return Err(serr(e)),
             };
             file.write_all(&buf[..n]).map_err(qerr)?;
             total += n as u64;
@@ -157,7 +188,7 @@ pub fn read_stream(
     Ok(oversized(
         head,
         usize::try_from(size).unwrap_or(usize::MAX),
-        format!("stdin, kept whole in {}", path.display()),
+        format!("{source}, kept whole in {}", path.display()),
     ))
 }
 
@@ -286,7 +317,7 @@ mod tests {
         for &(name, n, truncated) in cases {
             let path = d.path().join(format!("{name}.eml"));
             std::fs::write(&path, vec![b'y'; n]).unwrap_or_else(|e| panic!("{e}"));
-            let got = read_file(&path, &limits(d.path(), 100_000))
+            let got = read_file(&path, &limits(d.path(), 100_000), Overflow::Keep)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(got.truncated_from, truncated, "{name}");
             assert_eq!(got.source, format!("file:{}", path.display()), "{name}");
@@ -301,6 +332,41 @@ mod tests {
             !d.path().join("quarantine").exists(),
             "a file given by path is not copied"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pipe_given_by_path_is_read_like_standard_input() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fifo = d.path().join("pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+        assert!(status.success());
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .open(&fifo)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                io::copy(&mut Generated { left: 250_000 }, &mut f).unwrap_or_else(|e| panic!("{e}"))
+            })
+        };
+        let got = read_file(&fifo, &limits(d.path(), 100_000), Overflow::Keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(writer.join().ok(), Some(250_000));
+        assert_eq!(
+            got.truncated_from,
+            Some(250_000),
+            "its size is what was read"
+        );
+        let kept = got
+            .source
+            .strip_prefix(&format!("file:{}, kept whole in ", fifo.display()))
+            .unwrap_or_else(|| panic!("{}", got.source));
+        assert_eq!(std::fs::metadata(kept).map(|m| m.len()).ok(), Some(250_000));
     }
 
     #[test]

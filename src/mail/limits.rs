@@ -158,7 +158,14 @@ struct PartHeaders {
     content_type: Option<Vec<u8>>,
     encoding: Option<Vec<u8>>,
     /// Which of the two the last field was (continuation lines append to it).
-    current: Option<bool>,
+    current: Option<Kept>,
+}
+
+/// A header field the scan keeps.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    ContentType,
+    TransferEncoding,
 }
 
 #[derive(Debug)]
@@ -375,14 +382,12 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 /// kept) or the continuation of the last one.
 fn header_line(text: &[u8], h: &mut PartHeaders, found: &mut Structure) {
     if text.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-        match h.current {
-            Some(true) => h
-                .content_type
-                .get_or_insert_default()
-                .extend_from_slice(text),
-            Some(false) => h.encoding.get_or_insert_default().extend_from_slice(text),
-            None => {}
-        }
+        let field = match h.current {
+            Some(Kept::ContentType) => &mut h.content_type,
+            Some(Kept::TransferEncoding) => &mut h.encoding,
+            None => return,
+        };
+        field.get_or_insert_default().extend_from_slice(text);
         return;
     }
     found.headers += 1;
@@ -400,11 +405,11 @@ fn header_line(text: &[u8], h: &mut PartHeaders, found: &mut Structure) {
     match name.as_slice() {
         b"content-type" => {
             h.content_type = Some(value);
-            h.current = Some(true);
+            h.current = Some(Kept::ContentType);
         }
         b"content-transfer-encoding" => {
             h.encoding = Some(value);
-            h.current = Some(false);
+            h.current = Some(Kept::TransferEncoding);
         }
         _ => {}
     }
