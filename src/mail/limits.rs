@@ -6,14 +6,14 @@
 //! mail-parser's full parse of a message with hundreds of thousands of parts under one reused
 //! boundary takes seconds and hundreds of megabytes (its `seek_next_part` looks for the boundary
 //! again and again). `scan` counts the same structure in one pass over the lines, before that
-//! parse: a line that starts with `--` and an open boundary is a part (mail-parser matches the
-//! boundary as a prefix, so does this scan), the headers after it may open a nested multipart,
-//! and a `message/rfc822` part (also base64 or quoted-printable, up to mail-parser's three
-//! encoded levels) holds a whole message whose structure counts too. The open boundaries are kept
-//! in a trie, so each line costs at most its own length whatever the nesting.
-//!
-//! What the scan does not see: a boundary in the middle of a line (mail-parser also splits
-//! there). Such a message is not a MIME message any client writes.
+//! parse: `--` and an open boundary is a part wherever it stands in a line (mail-parser matches
+//! the boundary as a prefix and anywhere, so does this scan, and what follows it on the line is
+//! read as the part's first header line); the headers of a part may open a nested multipart; and
+//! a `message/rfc822` part (also base64 or quoted-printable, up to mail-parser's three encoded
+//! levels) holds a whole message whose structure counts too. The open boundaries are kept in a
+//! trie, so a delimiter at the start of a line costs at most the line's length; in the middle of
+//! a line only the innermost multipart's boundary is looked for, as mail-parser does inside a
+//! part, at the cost of its own search.
 
 use std::path::PathBuf;
 
@@ -112,6 +112,19 @@ pub fn parse_within(raw: &[u8], limits: &Limits) -> Result<InboundMail, Quaranti
 /// mail-parser parses message parts in base64 or quoted-printable this many levels deep.
 const MAX_ENCODED_LEVELS: usize = 3;
 
+/// A delimiter found on a line.
+#[derive(Debug, Clone, Copy)]
+struct Delimiter {
+    /// Where its `--` starts.
+    start: usize,
+    /// Where it ends (after the boundary, and after the `--` of a close).
+    end: usize,
+    /// The stack position of the boundary's multipart.
+    pos: usize,
+    /// `--boundary--`: the multipart ends.
+    close: bool,
+}
+
 /// Counts the parts, nesting and header blocks of a raw message in one pass.
 pub fn scan(raw: &[u8]) -> Structure {
     let mut s = Scanner::default();
@@ -133,6 +146,8 @@ struct Level {
 struct Node {
     children: Vec<(u8, usize)>,
     open: Vec<usize>,
+    /// The boundary that ends here (empty on inner nodes).
+    word: Vec<u8>,
 }
 
 /// What is being read.
@@ -172,8 +187,8 @@ enum Kept {
 struct Scanner {
     nodes: Vec<Node>,
     stack: Vec<Level>,
-    /// Open multiparts on the stack (0: no line can be a delimiter).
-    open_boundaries: usize,
+    /// Open multiparts on the stack, innermost last: (stack position, trie node).
+    multiparts: Vec<(usize, usize)>,
     found: Structure,
 }
 
@@ -182,7 +197,7 @@ impl Default for Scanner {
         Scanner {
             nodes: vec![Node::default()],
             stack: Vec::new(),
-            open_boundaries: 0,
+            multiparts: Vec::new(),
             found: Structure::default(),
         }
     }
@@ -199,40 +214,36 @@ impl Scanner {
         let mut headers = PartHeaders::default();
         let mut collected: Vec<u8> = Vec::new();
         for line in raw.split_inclusive(|&b| b == b'\n') {
-            let text = trim_eol(line);
             // A delimiter ends whatever was being read: headers, a body or an encoded message.
-            if self.open_boundaries > 0
-                && text.starts_with(b"--")
-                && let Some((pos, close)) = self.delimiter(&text[2..])
+            // What follows it on the same line is read as the next line (mail-parser reads the
+            // part's headers from right after the boundary).
+            let mut rest = line;
+            while !self.multiparts.is_empty()
+                && let Some(d) = self.delimiter(trim_eol(rest))
             {
+                let before = &rest[..d.start];
+                if !before.iter().all(u8::is_ascii_whitespace) {
+                    self.line(before, &mut mode, &mut headers, &mut collected, base);
+                }
                 if let Mode::Encoded(enc) = mode {
                     self.nested(&collected, enc, base, encoded);
                     collected.clear();
                 } else if let Mode::Headers { digest_parent } = mode {
                     self.end_headers(&mut headers, digest_parent, base);
                 }
-                if close {
-                    self.truncate(pos);
+                if d.close {
+                    self.truncate(d.pos);
                     mode = Mode::Body;
                 } else {
-                    self.truncate(pos + 1);
+                    self.truncate(d.pos + 1);
                     self.found.parts += 1;
-                    let digest_parent = self.stack.get(pos).is_some_and(|l| l.digest);
+                    let digest_parent = self.stack.get(d.pos).is_some_and(|l| l.digest);
                     mode = Mode::Headers { digest_parent };
                 }
-                continue;
+                rest = &rest[d.end..];
             }
-            match mode {
-                Mode::Headers { digest_parent } => {
-                    self.found.header_bytes += line.len();
-                    if text.iter().all(u8::is_ascii_whitespace) {
-                        mode = self.end_headers(&mut headers, digest_parent, base);
-                    } else {
-                        header_line(text, &mut headers, &mut self.found);
-                    }
-                }
-                Mode::Body => {}
-                Mode::Encoded(_) => collected.extend_from_slice(line),
+            if rest.len() == line.len() || !trim_eol(rest).iter().all(u8::is_ascii_whitespace) {
+                self.line(rest, &mut mode, &mut headers, &mut collected, base);
             }
         }
         match mode {
@@ -244,12 +255,70 @@ impl Scanner {
         }
     }
 
-    /// The innermost open boundary that `rest` (a line after its `--`) starts with: its stack
-    /// position, and whether the line closes it (`--` after the boundary).
-    fn delimiter(&self, rest: &[u8]) -> Option<(usize, bool)> {
+    /// One line (or what is left of it after a delimiter) that is no delimiter.
+    fn line(
+        &mut self,
+        line: &[u8],
+        mode: &mut Mode,
+        headers: &mut PartHeaders,
+        collected: &mut Vec<u8>,
+        base: usize,
+    ) {
+        match *mode {
+            Mode::Headers { digest_parent } => {
+                self.found.header_bytes += line.len();
+                let text = trim_eol(line);
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    *mode = self.end_headers(headers, digest_parent, base);
+                } else {
+                    header_line(text, headers, &mut self.found);
+                }
+            }
+            Mode::Body => {}
+            Mode::Encoded(_) => collected.extend_from_slice(line),
+        }
+    }
+
+    /// The first delimiter in `text` (a line without its end). At the start of the line, `--`
+    /// and any open boundary (the innermost that fits). In the middle of a line, `--` and the
+    /// innermost multipart's boundary: mail-parser finds a boundary anywhere, but in a part it
+    /// looks only for that one. Both cost what mail-parser's own search costs.
+    fn delimiter(&self, text: &[u8]) -> Option<Delimiter> {
+        let found = |start: usize, pos: usize, len: usize| {
+            let close = text[start + 2 + len..].starts_with(b"--");
+            Delimiter {
+                start,
+                end: start + 2 + len + if close { 2 } else { 0 },
+                pos,
+                close,
+            }
+        };
+        if let Some(after) = text.strip_prefix(b"--")
+            && let Some((pos, len)) = self.innermost_prefix(after)
+        {
+            return Some(found(0, pos, len));
+        }
+        let &(pos, node) = self.multiparts.last()?;
+        let boundary = &self.nodes[node].word;
+        let mut from = 1;
+        while let Some(at) = text
+            .get(from..)
+            .and_then(|t| t.windows(2).position(|w| w == b"--"))
+        {
+            let start = from + at;
+            if text[start + 2..].starts_with(boundary) {
+                return Some(found(start, pos, boundary.len()));
+            }
+            from = start + 1;
+        }
+        None
+    }
+
+    /// The innermost open boundary that `text` starts with: its stack position and length.
+    fn innermost_prefix(&self, text: &[u8]) -> Option<(usize, usize)> {
         let mut node = 0;
         let mut best: Option<(usize, usize)> = None;
-        for (i, b) in rest.iter().enumerate() {
+        for (i, b) in text.iter().enumerate() {
             let Some(&(_, next)) = self.nodes[node].children.iter().find(|(c, _)| c == b) else {
                 break;
             };
@@ -260,7 +329,7 @@ impl Scanner {
                 best = Some((pos, i + 1));
             }
         }
-        best.map(|(pos, len)| (pos, rest[len..].starts_with(b"--")))
+        best
     }
 
     /// Closes every level from `len` up.
@@ -271,7 +340,7 @@ impl Scanner {
             }) = self.stack.pop()
             {
                 self.nodes[node].open.pop();
-                self.open_boundaries -= 1;
+                self.multiparts.pop();
             }
         }
     }
@@ -280,7 +349,7 @@ impl Scanner {
         self.stack.push(level);
         if let Some(node) = level.node {
             self.nodes[node].open.push(self.stack.len() - 1);
-            self.open_boundaries += 1;
+            self.multiparts.push((self.stack.len() - 1, node));
         }
         self.found.depth = self.found.depth.max(base + self.stack.len());
     }
@@ -298,6 +367,9 @@ impl Scanner {
                     next
                 }
             };
+        }
+        if self.nodes[node].word.is_empty() {
+            self.nodes[node].word = boundary.to_vec();
         }
         node
     }
@@ -796,7 +868,20 @@ mod tests {
                 2,
                 2,
             ),
-            ("not_at_line_start", " --a\r\nx--a\r\n", 0, 1),
+            // mail-parser finds a boundary anywhere in a line, and reads headers right after it.
+            ("mid_line_like_mail_parser", " --a\r\nx--a\r\n", 2, 1),
+            (
+                "headers_on_the_delimiter_line",
+                "x--aContent-Type: multipart/mixed; boundary=a\r\n\r\nx--a\r\n\r\ny\r\n",
+                2,
+                2,
+            ),
+            (
+                "two_delimiters_on_one_line",
+                "x--a\r\n\r\ny--a y--a\r\n",
+                3,
+                1,
+            ),
             (
                 "empty_boundary_is_no_multipart",
                 "--a\r\nContent-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n",
@@ -817,6 +902,14 @@ mod tests {
             let s = scan(raw.as_bytes());
             assert_eq!((s.parts, s.depth), (*parts, *depth), "{name}: {s:?}");
         }
+        // Mid-line only the innermost multipart's boundary counts (mail-parser seeks that one),
+        // however long; at the start of a line, any open one.
+        let long = "b".repeat(300);
+        let raw = format!(
+            "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/mixed; boundary={long}\r\n\r\nx--{long}\r\n\r\nx--o\r\n--o\r\n\r\nz\r\n"
+        );
+        let s = scan(raw.as_bytes());
+        assert_eq!((s.parts, s.depth), (3, 2), "{s:?}");
     }
 
     #[test]
@@ -931,5 +1024,21 @@ mod tests {
             }
             other => panic!("expected too_many_parts, got {other:?}"),
         }
+        // The same mail with every delimiter moved off the start of its line: mail-parser still
+        // splits there (and took as long), so the scan must see it too. Where the bounce spliced
+        // into it opens other boundaries, the innermost one is sought, as mail-parser does: the
+        // levels left open make it too deep.
+        let mid_line: Vec<u8> = raw
+            .split_inclusive(|&b| b == b'\n')
+            .flat_map(|line| {
+                let moved: &[u8] = if line.starts_with(b"--a") { b"x" } else { b"" };
+                moved.iter().chain(line).copied()
+            })
+            .collect();
+        let code = Limits::default().check(&mid_line).err().map(|r| r.code());
+        assert!(
+            matches!(code, Some("too_many_parts" | "too_deep")),
+            "delimiters mid-line: {code:?}"
+        );
     }
 }
