@@ -223,7 +223,11 @@ fn cpu_by_owner() -> std::collections::BTreeMap<&'static str, f64> {
         };
         let comm = stat[open + 1..close].to_string();
         let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let num = |i: usize| {
+            rest.get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         let ppid = rest.get(1).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let cpu = (num(11) + num(12) + num(13) + num(14)) / tick;
         comm_of.insert(pid, comm.clone());
@@ -356,12 +360,10 @@ async fn backlog(n: usize, workers: usize) {
         "postdesk workers {:.0} µs",
         workers_cpu / n as f64 * 1e6
     )];
-    per_msg.extend(cpu_after
-        .iter()
-        .map(|(owner, after)| {
-            let used = after - cpu_before.get(owner).copied().unwrap_or(0.0);
-            format!("{owner} {:.0} µs", used.max(0.0) / n as f64 * 1e6)
-        }));
+    per_msg.extend(cpu_after.iter().map(|(owner, after)| {
+        let used = after - cpu_before.get(owner).copied().unwrap_or(0.0);
+        format!("{owner} {:.0} µs", used.max(0.0) / n as f64 * 1e6)
+    }));
     println!("  CPU per message: {}", per_msg.join(", "));
 }
 
@@ -604,7 +606,10 @@ fn main() {
         }
         if run("backlog") {
             let counts = std::env::var("POSTDESK_BENCH_WORKERS").unwrap_or_else(|_| "1".into());
-            for workers in counts.split(',').filter_map(|w| w.trim().parse::<usize>().ok()) {
+            for workers in counts
+                .split(',')
+                .filter_map(|w| w.trim().parse::<usize>().ok())
+            {
                 backlog(n("POSTDESK_BENCH_BACKLOG_N", 10_000), workers.max(1)).await;
             }
         }

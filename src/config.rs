@@ -132,6 +132,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("templates.poll_interval", Kind::Str),
     ("http.listen", Kind::Str),
     ("limits.max_message_size", Kind::Str),
+    ("limits.max_parts", Kind::Int),
+    ("limits.max_depth", Kind::Int),
+    ("limits.max_header_bytes", Kind::Str),
+    ("limits.max_headers", Kind::Int),
+    ("limits.quarantine_dir", Kind::Str),
     ("loops.max_auto_replies_per_hour", Kind::Int),
     ("worker.batch_size", Kind::Int),
     ("log.format", Kind::Str),
@@ -579,6 +584,9 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// Largest message taken, in bytes.
     pub max_message_size: usize,
+    /// The structure limits and where oversized input is kept (`[limits]`; `max_message_size`
+    /// is the field above).
+    pub limits: crate::mail::Limits,
     /// RFC 3834 limit per sender per hour.
     pub max_auto_replies_per_hour: u32,
     /// Messages committed together by the worker (group commit).
@@ -1449,6 +1457,11 @@ struct HttpToml {
 #[serde(deny_unknown_fields, expecting = "a [limits] table")]
 struct LimitsToml {
     max_message_size: Opt<Size>,
+    max_parts: Opt<Int<1, 10_000_000>>,
+    max_depth: Opt<Int<1, 10_000>>,
+    max_header_bytes: Opt<Size>,
+    max_headers: Opt<Int<1, 10_000_000>>,
+    quarantine_dir: Opt<Text>,
 }
 
 /// `[loops]`.
@@ -1535,6 +1548,7 @@ fn build(raw: RawConfig, src: &Sources, file: Option<&Path>) -> Result<Config, C
 
     let mailbox_password = get(mailbox.password).map(Secret);
     let mailbox_auth = get(mailbox.auth).unwrap_or_else(|| "password".into());
+    let max_message_size = get(limits.max_message_size).unwrap_or(25 * 1024 * 1024);
     let live = LiveMail {
         token_file: get(mailbox.token_file).map(PathBuf::from),
         token_command: get(mailbox.token_command),
@@ -1676,7 +1690,18 @@ fn build(raw: RawConfig, src: &Sources, file: Option<&Path>) -> Result<Config, C
         templates_watch: get(templates.watch).unwrap_or(true),
         templates_poll_interval: get(templates.poll_interval).unwrap_or(Duration::from_millis(200)),
         http_listen: get(http.listen),
-        max_message_size: get(limits.max_message_size).unwrap_or(25 * 1024 * 1024),
+        max_message_size,
+        limits: {
+            let d = crate::mail::Limits::default();
+            crate::mail::Limits {
+                max_message_size,
+                max_parts: get(limits.max_parts).map_or(d.max_parts, |n| n as usize),
+                max_depth: get(limits.max_depth).map_or(d.max_depth, |n| n as usize),
+                max_header_bytes: get(limits.max_header_bytes).unwrap_or(d.max_header_bytes),
+                max_headers: get(limits.max_headers).map_or(d.max_headers, |n| n as usize),
+                quarantine_dir: get(limits.quarantine_dir).map_or(d.quarantine_dir, PathBuf::from),
+            }
+        },
         max_auto_replies_per_hour: get(loops.max_auto_replies_per_hour).unwrap_or(20) as u32,
         batch_size: get(worker.batch_size).unwrap_or(64) as usize,
         log_format: get(log.format).unwrap_or_else(|| "text".into()),
@@ -2033,6 +2058,37 @@ mod tests {
         assert_eq!(c.templates_dir, PathBuf::from("./templates"));
         assert_eq!(c.default_severity, Severity::Sev4);
         assert_eq!(c.max_message_size, 25 * 1024 * 1024);
+        assert_eq!(c.limits, crate::mail::Limits::default());
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_the_environment_and_bad_ones_name_the_key() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = write(
+            dir.path(),
+            "[limits]\nmax_message_size = \"2MB\"\nmax_parts = 50\nmax_header_bytes = \"64KB\"\nquarantine_dir = \"/var/q\"\n",
+        );
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[
+                ("POSTDESK_LIMITS_MAX_DEPTH", "7"),
+                ("POSTDESK_LIMITS_MAX_HEADERS", "900"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.max_message_size, 2 * 1024 * 1024);
+        assert_eq!(c.limits.max_message_size, c.max_message_size);
+        assert_eq!(
+            (c.limits.max_parts, c.limits.max_depth, c.limits.max_headers),
+            (50, 7, 900)
+        );
+        assert_eq!(c.limits.max_header_bytes, 64 * 1024);
+        assert_eq!(c.limits.quarantine_dir, PathBuf::from("/var/q"));
+        let e = Config::load_with_env(None, &env(&[("POSTDESK_LIMITS_MAX_PARTS", "0")]))
+            .err()
+            .unwrap_or_else(|| panic!("0 parts accepted"));
+        assert_eq!(e.key, "limits.max_parts");
+        assert!(e.to_string().contains("POSTDESK_LIMITS_MAX_PARTS"), "{e}");
     }
 
     #[test]

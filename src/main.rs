@@ -2,18 +2,18 @@
 //! sysexits: 65 quarantined (EX_DATAERR), 75 try again later (EX_TEMPFAIL), 78 bad config
 //! (EX_CONFIG).
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use postdesk::config::{Config, DatabaseUrl};
 use postdesk::desk::Status;
-use postdesk::pipeline::{self, Desk, Incoming};
+use postdesk::inbound::pipe::{Overflow, read_message};
+use postdesk::pipeline::{self, Desk};
 use postdesk::store::{PgStore, SqliteStore, Store, StoreError, TicketDetail, TicketSummary};
 use postdesk::worker::{self, RunOptions};
 
@@ -321,25 +321,25 @@ async fn dispatch(config: &Config, command: Command) -> anyhow::Result<ExitCode>
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            let raw = read_input(Some(file))?;
+            let item = read_message(Some(&file), &desk.limits, Overflow::Count)?;
             let explanation = match &config.database_url {
                 DatabaseUrl::Sqlite(url) => match SqliteStore::open_read_only(url).await {
-                    Ok(store) => pipeline::explain(Some(&store), &desk, &raw, now).await,
+                    Ok(store) => pipeline::explain(Some(&store), &desk, &item, now).await,
                     Err(e) => {
                         eprintln!("postdesk: note: {e}; judging the message as the first one seen");
-                        pipeline::explain::<SqliteStore>(None, &desk, &raw, now).await
+                        pipeline::explain::<SqliteStore>(None, &desk, &item, now).await
                     }
                 },
                 DatabaseUrl::Postgres(url) => {
                     let store = PgStore::open(url).await?;
-                    pipeline::explain(Some(&store), &desk, &raw, now).await
+                    pipeline::explain(Some(&store), &desk, &item, now).await
                 }
             };
             let explanation = match explanation {
                 Ok(e) => e,
                 // A database without the schema yet: judge the message as the first one seen.
                 Err(StoreError::Database(_)) => {
-                    pipeline::explain::<SqliteStore>(None, &desk, &raw, now).await?
+                    pipeline::explain::<SqliteStore>(None, &desk, &item, now).await?
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -666,21 +666,6 @@ async fn wait_for_signal() {
     }
 }
 
-fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
-    match file {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
-        }
-        _ => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read standard input")?;
-            Ok(buf)
-        }
-    }
-}
-
 /// `sweep --once` and `digest --once`: the instant (`--now`) and the desk, or the exit code that
 /// says why not (64 without `--once`, with `without_once` as the reason).
 fn one_shot(
@@ -717,18 +702,14 @@ async fn ingest(config: &Config, file: Option<PathBuf>, now: chrono::DateTime<Ut
         Ok(d) => d,
         Err(code) => return code,
     };
-    let raw = match read_input(file) {
-        Ok(r) => r,
+    // Memory stays bounded: a file over the limit is read from its head only, and standard
+    // input past the limit goes to a file in limits.quarantine_dir as it arrives.
+    let item = match read_message(file.as_deref(), &desk.limits, Overflow::Keep) {
+        Ok(item) => item,
         Err(e) => {
-            eprintln!("postdesk: {e:#}");
+            eprintln!("postdesk: {e}");
             return ExitCode::from(EX_TEMPFAIL);
         }
-    };
-    let item = Incoming {
-        raw,
-        source: "stdin".into(),
-        silent: false,
-        truncated_from: None,
     };
     let result: Result<_, StoreError> = async {
         with_store!(config, |store| {

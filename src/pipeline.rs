@@ -5,6 +5,7 @@
 //! each still all-or-nothing, and the source acknowledges the messages only after that commit.
 //! If the batch fails, nothing of it was written and the source keeps every message for later.
 
+use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ use crate::desk::{
 use crate::mail::auth::{self as mail_auth, Verdict};
 use crate::mail::dkim::DkimVerifier;
 use crate::mail::parse::{AttachmentBody, attachment_bodies, html_body};
-use crate::mail::{InboundMail, Mailbox, QuarantineReason, parse, quote};
+use crate::mail::{InboundMail, Limits, Mailbox, QuarantineReason, parse_within, quote};
 use crate::outbound::compose::{AutoSubmitted, Letter, compose, outbound_message_id};
 pub use crate::outbound::context::SeverityView;
 use crate::outbound::context::{
@@ -47,8 +48,8 @@ pub struct Desk {
     pub phone: String,
     /// Ticket tag prefix (`#`).
     pub tag_prefix: String,
-    /// Largest message taken.
-    pub max_message_size: usize,
+    /// What one message may cost: size, MIME parts, nesting, headers.
+    pub limits: Limits,
     /// How engineers' mail is relayed and shown.
     pub staff: StaffSettings,
     /// How a staff From is authenticated (`staff.require_authenticated`).
@@ -118,7 +119,7 @@ impl Desk {
             from_name: config.support_name.clone(),
             phone: config.support_phone.clone(),
             tag_prefix: config.tag_prefix.clone(),
-            max_message_size: config.max_message_size,
+            limits: config.limits.clone(),
             staff: StaffSettings {
                 show_name: config.staff_show_name.clone(),
                 reveal_address: config.staff_reveal_address,
@@ -173,15 +174,57 @@ impl Desk {
 /// One message from a source.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    /// The raw bytes.
-    pub raw: Vec<u8>,
+    /// The raw bytes (shared: parsing runs on a blocking thread without copying them).
+    pub raw: Bytes,
     /// Where it came from (`maildir:<file>`, `imap:<mailbox>/<uid>`, `stdin`).
     pub source: String,
     /// Take it without sending any mail (`mailbox.on_first_start = "import_silently"`).
     pub silent: bool,
     /// Set when the message is over the size limit and `raw` holds only its first bytes (the
-    /// IMAP source never loads such a message whole): its full size. It is quarantined.
+    /// IMAP source and `ingest` never load such a message whole): its full size. It is
+    /// quarantined, and `source` says where the whole message is.
     pub truncated_from: Option<usize>,
+}
+
+/// How much of an oversized message is kept in the quarantine row: the rest stays where it is
+/// (the IMAP quarantine folder, the file given, or the file `ingest -` wrote).
+pub const OVERSIZED_HEAD: usize = 64 * 1024;
+
+/// Checks the limits and parses each message on a blocking thread: mail-parser on a hostile
+/// message can take long, and the async workers meanwhile keep IMAP keep-alives, the outbox and
+/// `/healthz` going. A message the parser panics on is quarantined as unparseable.
+pub async fn parse_all(
+    limits: &Limits,
+    items: &[Incoming],
+) -> Result<Vec<Result<InboundMail, QuarantineReason>>, StoreError> {
+    let limits = limits.clone();
+    let work: Vec<(Bytes, Option<usize>)> = items
+        .iter()
+        .map(|i| (i.raw.clone(), i.truncated_from))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        work.iter()
+            .map(|(raw, truncated_from)| match truncated_from {
+                Some(size) => Err(QuarantineReason::Oversized {
+                    size: *size,
+                    limit: limits.max_message_size,
+                }),
+                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    parse_within(raw, &limits)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!("the mail parser panicked; message quarantined");
+                    Err(QuarantineReason::Unparseable {
+                        detail: "the parser failed on it".into(),
+                    })
+                }),
+            })
+            .collect()
+    })
+    .await
+    // Only a runtime shutting down cancels the task: nothing was written, the source keeps
+    // the messages for the next run.
+    .map_err(|e| StoreError::Unavailable(format!("parsing did not finish: {e}")))
 }
 
 /// A mail queued in the outbox.
@@ -223,16 +266,7 @@ pub async fn ingest_batch<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<Vec<Outcome>, StoreError> {
     // Parsing needs no database: do it before taking the write lock.
-    let parsed: Vec<Result<InboundMail, QuarantineReason>> = items
-        .iter()
-        .map(|i| match i.truncated_from {
-            Some(size) => Err(QuarantineReason::Oversized {
-                size,
-                limit: desk.max_message_size,
-            }),
-            None => parse(&i.raw, desk.max_message_size),
-        })
-        .collect();
+    let parsed = parse_all(&desk.limits, items).await?;
     // Staff authentication may ask DNS: also before the write lock.
     let mut auths = Vec::with_capacity(parsed.len());
     for (item, parsed) in items.iter().zip(&parsed) {
@@ -1115,15 +1149,23 @@ pub struct OutboundExplanation {
     pub notice: Option<&'static str>,
 }
 
-/// Decides for one raw message against what the store knows, changing nothing. Without a store
+/// Decides for one message against what the store knows, changing nothing. Without a store
 /// (no database yet) the message is judged as if it were the first one seen.
 pub async fn explain<S: Store>(
     store: Option<&S>,
     desk: &Desk,
-    raw: &[u8],
+    item: &Incoming,
     now: DateTime<Utc>,
 ) -> Result<Explanation, StoreError> {
-    let parsed = parse(raw, desk.max_message_size);
+    let raw: &[u8] = &item.raw;
+    let parsed = parse_all(&desk.limits, std::slice::from_ref(item))
+        .await?
+        .pop()
+        .unwrap_or_else(|| {
+            Err(QuarantineReason::Unparseable {
+                detail: "no message".into(),
+            })
+        });
     let mut ctx = match (store, &parsed) {
         (Some(store), Ok(mail)) => {
             let keys = thread::keys(mail, &desk.tag_prefix);

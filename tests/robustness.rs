@@ -629,14 +629,12 @@ fn message_of_30_mb_is_quarantined() {
     );
 }
 
-#[test]
-fn multipart_nested_100_deep_is_taken() {
-    const DEPTH: usize = 100;
-    let desk = Desk::new();
-    let mut raw = headers("SEV 4 russian dolls", "nested@acme.test");
+/// Multiparts nested `depth` deep, each with its own boundary, the text at the bottom.
+fn nested_multiparts(depth: usize, message_id: &str) -> String {
+    let mut raw = headers("SEV 4 russian dolls", message_id);
     raw.push_str("Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
-    // Levels 0..DEPTH-1 are multiparts; each one's only part is the next multipart.
-    for level in 1..DEPTH {
+    // Levels 0..depth-1 are multiparts; each one's only part is the next multipart.
+    for level in 1..depth {
         raw.push_str(&format!(
             "--b{}\r\nContent-Type: multipart/mixed; boundary=\"b{level}\"\r\n\r\n",
             level - 1
@@ -644,20 +642,40 @@ fn multipart_nested_100_deep_is_taken() {
     }
     raw.push_str(&format!(
         "--b{}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nthe innermost text\r\n",
-        DEPTH - 1
+        depth - 1
     ));
-    for level in (0..DEPTH).rev() {
+    for level in (0..depth).rev() {
         raw.push_str(&format!("--b{level}--\r\n"));
     }
-    ingest_expect(&desk, "multipart_nested_100", raw.as_bytes(), 0);
+    raw
+}
+
+#[test]
+fn multipart_nested_30_deep_is_taken_31_deep_is_quarantined() {
+    // limits.max_depth is 30.
+    let desk = Desk::new();
+    let raw = nested_multiparts(30, "nested-30@acme.test");
+    ingest_expect(&desk, "multipart_nested_30", raw.as_bytes(), 0);
     let t = only_ticket(&desk);
     let m = first_message(&t);
     assert_eq!(m["size"].as_u64(), Some(raw.len() as u64), "raw kept whole");
     let text = m["text"].as_str().unwrap_or_default();
     assert!(
         text.contains("the innermost text"),
-        "the text at depth {DEPTH} was not found: {text:?}"
+        "the text at depth 30 was not found: {text:?}"
     );
+    for depth in [31, 100] {
+        let raw = nested_multiparts(depth, &format!("nested-{depth}@acme.test"));
+        let run = ingest_expect(&desk, "multipart_nested_deeper", raw.as_bytes(), EX_DATAERR);
+        assert!(
+            run.stderr.contains(&format!(
+                "too_deep: MIME parts nested {depth} deep is over limits.max_depth = 30"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(desk.tickets().len(), 1, "no ticket for the deeper ones");
 }
 
 #[test]
@@ -691,30 +709,27 @@ fn ten_thousand_to_and_cc_recipients_are_taken_with_watchers() {
     assert_eq!(participants[0]["address"], "jane@acme.test");
 }
 
+/// limits.max_header_bytes: all header blocks of a message together.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
 #[test]
-fn one_megabyte_header_is_taken() {
+fn header_block_just_under_one_mebibyte_is_taken() {
     let desk = Desk::new();
-    let junk = "j".repeat(1 << 20);
-    // Unfolded: one line of 1 MiB.
-    let unfolded = format!(
-        "{}X-Junk: {junk}\r\nContent-Type: text/plain\r\n\r\nbody\r\n",
-        headers("SEV 4 big header", "junk-1@acme.test")
-    );
-    ingest_expect(&desk, "header_1mb_unfolded", unfolded.as_bytes(), 0);
-    // Folded: the same MiB over lines of 76 characters.
-    let folded_value: Vec<String> = junk
-        .as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
-    let folded = format!(
-        "{}X-Junk: {}\r\nContent-Type: text/plain\r\n\r\nbody\r\n",
-        headers("SEV 4 big folded header", "junk-2@acme.test"),
-        folded_value.join("\r\n ")
-    );
-    ingest_expect(&desk, "header_1mb_folded", folded.as_bytes(), 0);
-    // A 1 MiB subject, folded: the ticket subject stays one line.
-    let subject: Vec<String> = (0..(1 << 20) / 60)
+    let tail = "Content-Type: text/plain\r\n\r\n";
+    // Unfolded: one line that fills the header block to the limit.
+    let top = headers("SEV 4 big header", "junk-1@acme.test");
+    let room = MAX_HEADER_BYTES - top.len() - "X-Junk: \r\n".len() - tail.len();
+    let unfolded = format!("{top}X-Junk: {}\r\n{tail}body\r\n", "j".repeat(room));
+    ingest_expect(&desk, "header_1mib_unfolded", unfolded.as_bytes(), 0);
+    // Folded over lines of 76 characters, just under the limit.
+    let top = headers("SEV 4 big folded header", "junk-2@acme.test");
+    let room = MAX_HEADER_BYTES - top.len() - "X-Junk: \r\n".len() - tail.len();
+    let line = "j".repeat(76);
+    let folded_value = vec![line.as_str(); room / 79].join("\r\n ");
+    let folded = format!("{top}X-Junk: {folded_value}\r\n{tail}body\r\n");
+    ingest_expect(&desk, "header_1mib_folded", folded.as_bytes(), 0);
+    // A subject of nearly 1 MiB, folded: the ticket subject stays one line.
+    let subject: Vec<String> = (0..(MAX_HEADER_BYTES - 1024) / 61)
         .map(|i| format!("SEV 4 word{i:06} padding padding padding padding pad"))
         .collect();
     let long_subject = format!(
@@ -722,7 +737,7 @@ fn one_megabyte_header_is_taken() {
          Message-ID: <junk-3@acme.test>\r\nContent-Type: text/plain\r\n\r\nbody\r\n",
         subject.join("\r\n ")
     );
-    ingest_expect(&desk, "subject_1mb_folded", long_subject.as_bytes(), 0);
+    ingest_expect(&desk, "subject_1mib_folded", long_subject.as_bytes(), 0);
     let list = desk.tickets();
     assert_eq!(list.len(), 3, "three tickets");
     for t in &list {
@@ -732,4 +747,16 @@ fn one_megabyte_header_is_taken() {
             "subject not one line"
         );
     }
+    // One byte more than the limit: quarantined, naming the limit.
+    let top = headers("SEV 4 too big header", "junk-4@acme.test");
+    let room = MAX_HEADER_BYTES + 1 - top.len() - "X-Junk: \r\n".len() - tail.len();
+    let over = format!("{top}X-Junk: {}\r\n{tail}body\r\n", "j".repeat(room));
+    let run = ingest_expect(&desk, "header_over_1mib", over.as_bytes(), EX_DATAERR);
+    assert!(
+        run.stderr.contains(
+            "header_too_large: 1,048,577 bytes of headers is over limits.max_header_bytes = 1048576"
+        ),
+        "{}",
+        run.stderr
+    );
 }

@@ -77,7 +77,7 @@ fn bounce(message_id: &str) -> Vec<u8> {
 
 fn incoming(raw: &[u8]) -> Incoming {
     Incoming {
-        raw: raw.to_vec(),
+        raw: raw.to_vec().into(),
         source: "test".into(),
         silent: false,
         truncated_from: None,
@@ -331,7 +331,7 @@ async fn dropped_transaction_leaves_nothing<S: Store>(store: S) {
         "gone@acme.test",
         &[],
     );
-    let parsed = parse(&raw, desk.max_message_size).unwrap();
+    let parsed = parse(&raw, desk.limits.max_message_size).unwrap();
     let decision = decide(&parsed, &MailContext::default(), &desk.policy, now);
     assert!(matches!(decision.action, Action::NewTicket(_)));
     let png = b"\x89PNG not mail";
@@ -1680,7 +1680,7 @@ async fn ticket_lock(url: String) {
         None,
         "more\n",
     );
-    let reply = parse(&raw, desk.max_message_size).unwrap();
+    let reply = parse(&raw, desk.limits.max_message_size).unwrap();
     let keys = postdesk::desk::thread::keys(&reply, "#");
     let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
 

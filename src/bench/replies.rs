@@ -245,7 +245,7 @@ async fn measure<S: Store>(
     let counts = store.counts().await?;
     let items: Vec<Incoming> = (0..plan.replies)
         .map(|r| Incoming {
-            raw: reply(r, plan.tickets),
+            raw: reply(r, plan.tickets).into(),
             source: "bench".into(),
             silent: false,
             truncated_from: None,

@@ -1033,4 +1033,69 @@ mod tests {
         assert_eq!(json[1]["command"]["assign"], "me");
         assert_eq!(json[2]["command"]["severity"], 3);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const LINES: &[&str] = &[
+            "#status closed",
+            "#status In Triage",
+            "#STATUS: engineer-pending",
+            "#status",
+            "#severity 3",
+            "#severity: 9",
+            "#severity 1 2",
+            "#assign me",
+            "#assign <A@B.test>",
+            "#assign a b",
+            "#note",
+            "#solved",
+            "#close",
+            "#sevirity 2",
+            "#1234 is broken",
+            "# heading",
+            "> #note",
+            "",
+            "  ",
+            "\u{feff}#note",
+            "\u{a0}#solved\u{a0}",
+            "text",
+            "#",
+            "#é",
+            "#status \u{0}",
+        ];
+
+        fn mail_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(prop::sample::select(LINES), 0..12)
+                    .prop_map(|v| v.join("\n")),
+                prop::collection::vec(prop::sample::select(LINES), 0..12)
+                    .prop_map(|v| v.join("\r\n")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn every_line_gets_at_most_one_outcome_and_the_body_is_the_rest(text in mail_like()) {
+                let c = parse(&text);
+                prop_assert!(text.ends_with(&c.body), "body {:?} of {:?}", c.body, text);
+                let lines = text.split_inclusive('\n').count();
+                prop_assert!(c.commands.len() + c.rejected.len() <= lines);
+                let mut numbers: Vec<u32> = c
+                    .commands
+                    .iter()
+                    .map(|l| l.line)
+                    .chain(c.rejected.iter().map(|r| r.line))
+                    .collect();
+                numbers.sort_unstable();
+                numbers.dedup();
+                prop_assert_eq!(numbers.len(), c.commands.len() + c.rejected.len());
+                let _ = account_manager_limits(&c);
+            }
+        }
+    }
 }

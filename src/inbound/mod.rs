@@ -4,6 +4,7 @@
 pub mod imap;
 pub mod lead;
 pub mod maildir;
+pub mod pipe;
 pub mod reader;
 
 pub use maildir::Maildir;

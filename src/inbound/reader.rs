@@ -18,7 +18,9 @@ use tokio::sync::{Notify, watch};
 use super::Maildir;
 use super::imap::{self, Credentials, ImapError, ImapSession, TokenSource};
 use super::lead::{LEAD_RENEW, Lead, keep_lead, lead};
+use super::pipe::{Overflow, read_file};
 use crate::config::{Config, Endpoint, FirstStart, LiveMail, MailboxUrl};
+use crate::mail::Limits;
 use crate::metrics::{ImapState, METRICS, Metrics};
 use crate::pipeline::{Desk, Incoming, Outcome, ingest_batch};
 use crate::shutdown::pause;
@@ -32,7 +34,7 @@ const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(60);
 /// Most bytes of message bodies fetched and committed together.
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 /// Bytes kept of an oversized message (its headers and the start of its body).
-const OVERSIZED_HEAD: u32 = 64 * 1024;
+const OVERSIZED_HEAD: u32 = crate::pipeline::OVERSIZED_HEAD as u32;
 /// Reconnect backoff bounds.
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(60);
@@ -223,7 +225,7 @@ async fn maildir_loop<S: Store>(
                 return Ok(summary);
             }
             let started = Instant::now();
-            let items = read_files(chunk).await;
+            let items = read_files(chunk, &desk.limits).await;
             let taken = take(store, desk, items).await;
             for (path, _) in &taken.done {
                 if let Err(e) = maildir.mark_done(path) {
@@ -248,23 +250,18 @@ async fn maildir_loop<S: Store>(
     }
 }
 
-async fn read_files(paths: &[PathBuf]) -> Vec<(PathBuf, Incoming)> {
+/// Reads the files of a chunk off the executor. A file over the size limit is read from its head
+/// only (it stays in the maildir, and the quarantine entry names it).
+async fn read_files(paths: &[PathBuf], limits: &Limits) -> Vec<(PathBuf, Incoming)> {
     let paths = paths.to_vec();
+    let limits = limits.clone();
     tokio::task::spawn_blocking(move || {
         paths
             .into_iter()
-            .filter_map(|p| match std::fs::read(&p) {
-                Ok(raw) => {
-                    let source = format!("maildir:{}", p.display());
-                    Some((
-                        p,
-                        Incoming {
-                            raw,
-                            source,
-                            silent: false,
-                            truncated_from: None,
-                        },
-                    ))
+            .filter_map(|p| match read_file(&p, &limits, Overflow::Keep) {
+                Ok(mut item) => {
+                    item.source = format!("maildir:{}", p.display());
+                    Some((p, item))
                 }
                 // Gone (another worker took it) or unreadable: the next scan decides.
                 Err(e) => {
@@ -800,12 +797,12 @@ async fn take_chunk<S: Store>(
         let source = format!("{} uid {uid_validity}/{uid}", src.endpoint.url);
         let (raw, truncated_from) = if size as usize > src.max_size {
             match heads.get(&uid) {
-                Some(h) => (h.clone(), Some(size as usize)),
+                Some(h) => (h.clone().into(), Some(size as usize)),
                 None => continue,
             }
         } else {
             match raws.remove(&uid) {
-                Some(r) => (r, None),
+                Some(r) => (r.into(), None),
                 None => continue,
             }
         };

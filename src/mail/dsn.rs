@@ -1788,4 +1788,64 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The bounce fixtures, read once.
+        fn bounces() -> &'static [Vec<u8>] {
+            static BOUNCES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+            BOUNCES.get_or_init(|| {
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bounces");
+                let mut files: Vec<_> = std::fs::read_dir(dir)
+                    .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                files.sort();
+                files
+                    .iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                    .filter_map(|p| std::fs::read(p).ok())
+                    .collect()
+            })
+        }
+
+        /// A real bounce, cut short, with bytes spliced in, or random bytes.
+        fn bounce_like() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                any::<Vec<u8>>(),
+                (
+                    any::<prop::sample::Index>(),
+                    any::<prop::sample::Index>(),
+                    any::<prop::sample::Index>(),
+                    any::<Vec<u8>>()
+                )
+                    .prop_map(|(which, cut, at, splice)| {
+                        let all = bounces();
+                        if all.is_empty() {
+                            return splice;
+                        }
+                        let b = &all[which.index(all.len())];
+                        let mut out = b[..cut.index(b.len() + 1)].to_vec();
+                        let at = at.index(out.len() + 1);
+                        out.splice(at..at, splice);
+                        out
+                    }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn any_bytes_are_read_without_panic_and_within_the_caps(raw in bounce_like()) {
+                if let Some(r) = read_report_raw(&raw) {
+                    prop_assert!(r.recipients.len() <= MAX_RECIPIENTS);
+                }
+                if let Some(msg) = MessageParser::default().parse(&raw) {
+                    let _ = looks_like_report(&msg);
+                }
+            }
+        }
+    }
 }

@@ -148,15 +148,28 @@ pub enum QuarantineReason {
     Unparseable { detail: String },
     /// No `From`, `Sender` or `Reply-To` with a usable address.
     NoSender { detail: String },
+    /// More MIME parts than `limits.max_parts`.
+    TooManyParts { found: usize, limit: usize },
+    /// Multiparts and enclosed messages nested deeper than `limits.max_depth`.
+    TooDeep { found: usize, limit: usize },
+    /// Header blocks larger than `limits.max_header_bytes` in all.
+    HeaderTooLarge { found: usize, limit: usize },
+    /// More header fields than `limits.max_headers` in all.
+    TooManyHeaders { found: usize, limit: usize },
 }
 
 impl QuarantineReason {
-    /// A short stable code (`oversized`, `unparseable`, `no_sender`).
+    /// A short stable code (`oversized`, `unparseable`, `no_sender`, `too_many_parts`,
+    /// `too_deep`, `header_too_large`, `too_many_headers`).
     pub fn code(&self) -> &'static str {
         match self {
             QuarantineReason::Oversized { .. } => "oversized",
             QuarantineReason::Unparseable { .. } => "unparseable",
             QuarantineReason::NoSender { .. } => "no_sender",
+            QuarantineReason::TooManyParts { .. } => "too_many_parts",
+            QuarantineReason::TooDeep { .. } => "too_deep",
+            QuarantineReason::HeaderTooLarge { .. } => "header_too_large",
+            QuarantineReason::TooManyHeaders { .. } => "too_many_headers",
         }
     }
 }
@@ -172,8 +185,41 @@ impl std::fmt::Display for QuarantineReason {
             }
             QuarantineReason::Unparseable { detail } => write!(f, "unparseable: {detail}"),
             QuarantineReason::NoSender { detail } => write!(f, "no usable sender: {detail}"),
+            QuarantineReason::TooManyParts { found, limit } => write!(
+                f,
+                "too_many_parts: {} MIME parts is over limits.max_parts = {limit}",
+                thousands(*found)
+            ),
+            QuarantineReason::TooDeep { found, limit } => write!(
+                f,
+                "too_deep: MIME parts nested {} deep is over limits.max_depth = {limit}",
+                thousands(*found)
+            ),
+            QuarantineReason::HeaderTooLarge { found, limit } => write!(
+                f,
+                "header_too_large: {} bytes of headers is over limits.max_header_bytes = {limit}",
+                thousands(*found)
+            ),
+            QuarantineReason::TooManyHeaders { found, limit } => write!(
+                f,
+                "too_many_headers: {} header fields is over limits.max_headers = {limit}",
+                thousands(*found)
+            ),
         }
     }
+}
+
+/// `335112` as `335,112`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Parses one raw message, or says why it goes to quarantine.
@@ -635,6 +681,43 @@ mod tests {
                 Err(reason) => assert_eq!(reason.code(), code, "{name}: {reason}"),
                 Ok(m) => panic!("{name}: expected quarantine {code}, parsed {:?}", m.from),
             }
+        }
+    }
+
+    #[test]
+    fn limit_reasons_name_the_limit_and_the_value_found() {
+        let cases = [
+            (
+                QuarantineReason::TooManyParts {
+                    found: 335_112,
+                    limit: 1000,
+                },
+                "too_many_parts: 335,112 MIME parts is over limits.max_parts = 1000",
+            ),
+            (
+                QuarantineReason::TooDeep {
+                    found: 31,
+                    limit: 30,
+                },
+                "too_deep: MIME parts nested 31 deep is over limits.max_depth = 30",
+            ),
+            (
+                QuarantineReason::HeaderTooLarge {
+                    found: 1_048_577,
+                    limit: 1_048_576,
+                },
+                "header_too_large: 1,048,577 bytes of headers is over limits.max_header_bytes = 1048576",
+            ),
+            (
+                QuarantineReason::TooManyHeaders {
+                    found: 5001,
+                    limit: 5000,
+                },
+                "too_many_headers: 5,001 header fields is over limits.max_headers = 5000",
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(reason.to_string(), want);
         }
     }
 

@@ -2051,4 +2051,70 @@ mod tests {
             assert!(reply_html(input).len() <= input.len());
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines of replies: text, quotes, attributions, separators, headers, signatures.
+        const LINES: &[&str] = &[
+            "Thanks, the printer works again.",
+            "",
+            "   ",
+            "> quoted",
+            ">> deeper",
+            ">50% of pages",
+            "On Mon, 2 Mar 2026 at 10:00, Bob <bob@acme.test> wrote:",
+            "Am 02.03.2026 um 10:00 schrieb Bob <bob@acme.test>:",
+            "-----Original Message-----",
+            "Begin forwarded message:",
+            "________________________________",
+            "From: Bob <bob@acme.test>",
+            "Sent: Monday, March 2, 2026 10:00 AM",
+            "To: support@example.com",
+            "Subject: Re: [#12] printer",
+            "-- ",
+            "--",
+            "Sent from my iPhone",
+            "#status closed",
+            "\r",
+            "<div class=\"gmail_quote\">",
+            "<blockquote type=\"cite\">",
+            "</blockquote></div>",
+            "<div id=\"divRplyFwdMsg\">",
+            "<p>answer</p><br>",
+            "&gt; &amp;",
+        ];
+
+        fn reply_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(prop::sample::select(LINES), 0..20)
+                    .prop_map(|v| v.join("\n")),
+                prop::collection::vec(prop::sample::select(LINES), 0..20)
+                    .prop_map(|v| v.join("\r\n")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn reply_text_only_removes_lines(text in reply_like()) {
+                let out = reply_text(&text);
+                let normal = normalise_newlines(&text);
+                let input: Vec<&str> = normal.split('\n').map(str::trim).collect();
+                prop_assert!(out.len() <= text.len());
+                for line in out.split('\n') {
+                    prop_assert!(line.trim().is_empty() || input.contains(&line.trim()), "{:?} not in {:?}", line, text);
+                }
+            }
+
+            #[test]
+            fn html_replies_do_not_panic(html in reply_like()) {
+                let _ = reply_text_from_html(&html);
+                let _ = reply_html(&html);
+            }
+        }
+    }
 }

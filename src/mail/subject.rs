@@ -115,9 +115,30 @@ pub fn ticket_tag(subject: &str, prefix: &str) -> Option<i64> {
     let subject = fold_full_width(subject);
     let prefix = fold_full_width(prefix);
     let prefix = prefix.trim();
-    subject
-        .match_indices('[')
-        .find_map(|(at, open)| tag_number(subject.get(at + open.len()..)?, prefix))
+    subject.match_indices('[').find_map(|(at, open)| {
+        let number = tag_number(subject.get(at + open.len()..)?, prefix)?;
+        (!is_reply_counter(&subject, at)).then_some(number)
+    })
+}
+
+/// True when the `[` at byte `at` opens the counter of a reply prefix (`Re[2]:`), which an empty
+/// tag prefix would otherwise read as the tag of ticket 2.
+fn is_reply_counter(subject: &str, at: usize) -> bool {
+    let Some(before) = subject.get(..at) else {
+        return false;
+    };
+    let word = before.trim_end();
+    let start = word
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphabetic() || !c.is_ascii() && !c.is_whitespace())
+        .last()
+        .map_or(word.len(), |(i, _)| i);
+    start < word.len()
+        && subject
+            .get(start..)
+            .and_then(|rest| REPLY_PREFIX.find(rest))
+            .is_some_and(|m| start + m.end() > at)
 }
 
 /// The subject tag of ticket `number` (`[#42]` with prefix `#`), the one form postdesk writes.
@@ -464,6 +485,11 @@ mod tests {
             ("prefix_is_text_not_pattern", "[a.b42] Printer", "a.b", Some(42)),
             ("prefix_dot_is_literal", "[axb42] Printer", "a.b", None),
             ("empty_prefix_bare_number", "Re: [42] Printer", "", Some(42)),
+            // Found by the property test: a reply counter is no tag, even for an empty prefix.
+            ("empty_prefix_counter_is_no_tag", "Re[2]: [42] Printer", "", Some(42)),
+            ("empty_prefix_spaced_counter", "AW [3]: Re(2): [42] Printer", "", Some(42)),
+            ("empty_prefix_counter_alone", "Re[2]: Printer", "", None),
+            ("empty_prefix_bracket_after_word", "Printer [42] down", "", Some(42)),
             ("hash_tag_ignored_for_custom_prefix", "[#42] Printer", "TICKET-", None),
             // Whitespace inside the brackets, any kind.
             ("spaces_inside_brackets", "[ #42 ] Printer", "#", Some(42)),
@@ -687,5 +713,136 @@ mod tests {
         assert_eq!(requested_severity(&long_sev), None);
         assert_eq!(ticket_tag(&long_open_tags, "#"), None);
         assert_eq!(ticket_tag(&long_number, "#"), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What clients and gateways stack in front of a subject, as they write it.
+        const PREFIXES: &[&str] = &[
+            "Re: ",
+            "RE: ",
+            "re:",
+            "AW: ",
+            "Aw: ",
+            "WG: ",
+            "Fwd: ",
+            "FW: ",
+            "Fw: ",
+            "SV: ",
+            "VS: ",
+            "Antw: ",
+            "Antwort: ",
+            "RIF: ",
+            "R: ",
+            "I: ",
+            "TR: ",
+            "RÉF : ",
+            "Odp: ",
+            "Enc: ",
+            "Res: ",
+            "RV: ",
+            "Ynt: ",
+            "İLT: ",
+            "回复：",
+            "回复: ",
+            "答复: ",
+            "转发: ",
+            "返信: ",
+            "転送: ",
+            "회신: ",
+            "Отв: ",
+            "ΑΠ: ",
+            "Re[2]: ",
+            "Re(3): ",
+            "Re^2: ",
+            "RE : ",
+            "ＲＥ：",
+            "[EXTERNAL] ",
+            "[External] ",
+            "(External Sender) ",
+            "[EXT] ",
+            "[SPAM] ",
+            "[Fwd: ",
+            "[acme-support] ",
+            "  ",
+            "\t",
+        ];
+        /// `support.tag_prefix` values: the default, words, inner whitespace, none at all.
+        const TAG_PREFIXES: &[&str] = &["#", "TICKET-", "Acme #", "case ", ""];
+        /// Pieces of subjects, for strings that look like subjects more often than random text.
+        const PIECES: &[&str] = &[
+            "Re:",
+            "AW:",
+            "[",
+            "]",
+            "[#12]",
+            "[#0]",
+            "[12]",
+            "SEV 3",
+            "sev30",
+            "Severity: 2",
+            "ＲＥ：",
+            "［＃７］",
+            "\u{3000}",
+            ":",
+            " ",
+            "printer",
+            "[EXTERNAL]",
+            "(External)",
+            "[Fwd: x]",
+            "#",
+            "é",
+            "e\u{301}",
+            "\r\n ",
+        ];
+
+        fn stacked() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(PREFIXES), 0..8).prop_map(|v| v.concat())
+        }
+
+        fn subject_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(prop::sample::select(PIECES), 0..12).prop_map(|v| v.concat()),
+                (stacked(), any::<String>()).prop_map(|(p, s)| p + &s),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn no_subject_panics(s in subject_like(), p in prop::sample::select(TAG_PREFIXES)) {
+                let stripped = strip_reply_prefixes(&s);
+                prop_assert!(s.contains(stripped));
+                if let Some(n) = requested_severity(&s) {
+                    prop_assert!((1..=4).contains(&n));
+                }
+                if let Some(n) = ticket_tag(&s, p) {
+                    prop_assert!((1..=MAX_TAGGED_TICKET).contains(&n));
+                }
+            }
+
+            #[test]
+            fn stripping_is_idempotent(s in subject_like()) {
+                let once = strip_reply_prefixes(&s);
+                prop_assert_eq!(strip_reply_prefixes(once), once);
+            }
+
+            #[test]
+            fn our_tag_is_read_back_whatever_is_stacked_in_front(
+                front in stacked(),
+                p in prop::sample::select(TAG_PREFIXES),
+                n in 1..=MAX_TAGGED_TICKET,
+                rest in any::<String>(),
+            ) {
+                // What postdesk sends (`{{ ticket.tag }} {{ ticket.subject }}`), then the client's
+                // prefixes in front; the customer's own subject may hold anything, tags too.
+                let subject = format!("{front}{} {rest}", tag(p, n));
+                prop_assert_eq!(ticket_tag(&subject, p), Some(n), "{:?}", subject);
+            }
+        }
     }
 }

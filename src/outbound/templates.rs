@@ -541,7 +541,9 @@ impl Renderer {
             subject.push('…');
         }
         if !subject.contains(tag) {
-            subject = format!("{tag} {subject}");
+            // The tag is made from config (`support.tag_prefix`), which may hold anything: it is
+            // made one line like the rest (found by the `templates` fuzz target).
+            subject = subject_line(&format!("{tag} {subject}"));
         }
         let html = part("html.html", 8192)?;
         let has_text = match self.has_text.get(variant) {
@@ -1116,6 +1118,19 @@ mod tests {
             .render(Template::Acknowledgement, &Variant::default(), &ctx, "[#7]")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.subject, "[#7] Re: <script>x</script> Bcc: a@b gnp.exe");
+        // A tag prefix with a line break (config) cannot break the subject either.
+        let forced = r
+            .render(
+                Template::Acknowledgement,
+                &Variant::default(),
+                &ctx,
+                "[#\r\n7]",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            forced.subject,
+            "[# 7] Re: <script>x</script> Bcc: a@b gnp.exe"
+        );
         assert!(out.text.contains("<script>x</script>"), "{}", out.text);
         assert!(out.html.contains("&lt;script&gt;"), "{}", out.html);
         assert!(!out.html.contains("<script>"), "{}", out.html);

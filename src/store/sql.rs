@@ -13,7 +13,7 @@ macro_rules! sql_store {
         use crate::desk::{
             Action, Decision, MailContext, Member, Role, Status, Target, ThreadKeys, TicketState,
         };
-        use crate::mail::InboundMail;
+        use crate::mail::{InboundMail, QuarantineReason};
         use crate::store::{
             AttachmentSummary, Counts, Event, InboundRecord, MessageSummary, OutboxBacklog,
             OutboxItem, OutboxSummary, Participant, QueuedMail, RenderFn, SourceState, Store,
@@ -868,16 +868,28 @@ macro_rules! sql_store {
                 let timers = d.sla.as_ref().and_then(|p| p.timers);
                 let number: Option<i64> = match &d.action {
                     Action::Quarantine(reason) => {
+                        // An oversized message arrives as its head only: the row keeps the head
+                        // and the whole size, and `source` says where the whole message is. Two
+                        // such messages may share a head, so its key is the head, size and source
+                        // together (the same message read again still makes one row).
+                        let (size, key) = match reason {
+                            QuarantineReason::Oversized { size, .. } if *size > inbound.raw.len() => {
+                                let mut key = inbound.raw.to_vec();
+                                key.extend_from_slice(format!("\0{size}\0{}", inbound.source).as_bytes());
+                                (*size, crate::mail::parse::content_hash(&key))
+                            }
+                            _ => (inbound.raw.len(), crate::mail::parse::content_hash(inbound.raw)),
+                        };
                         sqlx::query(
                             "INSERT INTO quarantine (sha256, reason, detail, source, received_at, size, raw)
                              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                         )
-                        .bind(crate::mail::parse::content_hash(inbound.raw))
+                        .bind(key)
                         .bind(reason.code())
                         .bind(reason.to_string())
                         .bind(inbound.source)
                         .bind(at)
-                        .bind(inbound.raw.len() as i64)
+                        .bind(size as i64)
                         .bind(inbound.raw)
                         .execute(&mut *conn)
                         .await?;
