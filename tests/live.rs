@@ -1965,7 +1965,16 @@ async fn three_workers_through_sigkills_and_a_database_restart_make_one_ticket_a
     for kill in 0..KILLS {
         // Each worker lives 200-1200 ms of the run before one of them dies.
         std::thread::sleep(Duration::from_millis(200 + next() % 1000));
-        let i = (next() % 3) as usize;
+        // Every third kill is the mailbox reader's (the one holding the lease), so the reader
+        // fails over whatever the random choices; the others are any worker.
+        let leader = if kill % 3 == 1 {
+            reader_pid(&url).await
+        } else {
+            None
+        };
+        let i = leader
+            .and_then(|pid| workers.iter_mut().position(|w| w.child().id() == pid))
+            .unwrap_or((next() % 3) as usize);
         let done = desks[0].tickets().len();
         eprintln!("scale test: kill {kill} of worker {i} with {done} tickets made");
         let _ = workers[i].child().kill();
@@ -2016,4 +2025,16 @@ async fn three_workers_through_sigkills_and_a_database_restart_make_one_ticket_a
         all.matches("this worker reads the mailbox").count() >= 2,
         "the mailbox reader never failed over:\n{all}"
     );
+}
+
+/// The process id of the worker that holds the mailbox lease (its owner name is
+/// `host-pid-random`), if any.
+async fn reader_pid(url: &str) -> Option<u32> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    let owner: Option<(String,)> = sqlx::query_as("SELECT owner FROM source_leases LIMIT 1")
+        .fetch_optional(&mut conn)
+        .await
+        .ok()?;
+    owner?.0.rsplit('-').nth(1)?.parse().ok()
 }
