@@ -186,6 +186,7 @@ fn sender(config: &Config, desk: &Desk, id: &WorkerId) -> Result<Sender, WorkerE
     let mut settings = DeliverySettings {
         owner: id.to_string(),
         lease: Duration::from_secs(120),
+        attempt_limit: Duration::from_secs(60),
         batch: 256,
         retry_min: live.retry_min,
         retry_max: live.retry_max,
@@ -204,12 +205,10 @@ fn sender(config: &Config, desk: &Desk, id: &WorkerId) -> Result<Sender, WorkerE
         OutboxUrl::Smtp(endpoint) => {
             let smtp = SmtpOutbox::from_config(endpoint, config, journal.file())
                 .map_err(|e| WorkerError::Unsupported(e.to_string()))?;
-            // A claim outlives the longest attempt: connect, envelope and the final reply.
-            settings.lease = 3 * live.smtp_timeout
-                + live.smtp_timeout.max(FINAL_REPLY)
-                + Duration::from_secs(60);
-            // Claim what the connections can send before the lease could run out.
-            settings.batch = (4 * live.concurrency.max(1)) as i64;
+            // The longest attempt: connect, envelope and the final reply. A claim lasts five
+            // minutes more, in which its mails can start.
+            settings.attempt_limit = 3 * live.smtp_timeout + live.smtp_timeout.max(FINAL_REPLY);
+            settings.lease = settings.attempt_limit + Duration::from_secs(300);
             Sender::Smtp(Delivery::new(Arc::new(smtp), settings, journal, notices))
         }
     })

@@ -574,44 +574,10 @@ async fn serve_mailbox<S: Store>(
             let sizes = s
                 .sizes(&work.iter().map(|(u, _)| *u).collect::<Vec<_>>())
                 .await?;
-            let mut chunk: Vec<(u32, bool, u32)> = Vec::new();
-            let mut bytes = 0u64;
-            for (uid, silent) in work {
-                // Gone meanwhile (another client moved it): nothing to do.
-                let Some(&size) = sizes.get(&uid) else {
-                    continue;
-                };
-                let counted = if size as usize > src.max_size {
-                    u64::from(OVERSIZED_HEAD)
-                } else {
-                    u64::from(size)
-                };
-                if !chunk.is_empty() && (chunk.len() >= src.batch || bytes + counted > BATCH_BYTES)
-                {
-                    take_chunk(
-                        store,
-                        desk,
-                        src,
-                        &folders,
-                        options,
-                        shutdown,
-                        wake,
-                        p,
-                        s,
-                        selected.uid_validity,
-                        &chunk,
-                    )
-                    .await?;
-                    chunk.clear();
-                    bytes = 0;
-                    if *shutdown.borrow() {
-                        return Err(SessionEnd::Stop);
-                    }
+            for chunk in chunks(work, &sizes, src.batch, src.max_size) {
+                if *shutdown.borrow() {
+                    return Err(SessionEnd::Stop);
                 }
-                chunk.push((uid, silent, size));
-                bytes += counted;
-            }
-            if !chunk.is_empty() {
                 take_chunk(
                     store,
                     desk,
@@ -634,6 +600,40 @@ async fn serve_mailbox<S: Store>(
         Ok(()) => SessionEnd::Stop,
         Err(e) => e,
     }
+}
+
+/// The messages to take, `(uid, silent, size)`, in batches of at most `batch` messages and
+/// `BATCH_BYTES` (an oversized message counts as the head that is fetched of it). A message
+/// without a size is gone meanwhile (another client moved it) and left out.
+fn chunks(
+    work: Vec<(u32, bool)>,
+    sizes: &std::collections::BTreeMap<u32, u32>,
+    batch: usize,
+    max_size: usize,
+) -> Vec<Vec<(u32, bool, u32)>> {
+    let mut out: Vec<Vec<(u32, bool, u32)>> = Vec::new();
+    let mut bytes = 0u64;
+    for (uid, silent) in work {
+        let Some(&size) = sizes.get(&uid) else {
+            continue;
+        };
+        let counted = if size as usize > max_size {
+            u64::from(OVERSIZED_HEAD)
+        } else {
+            u64::from(size)
+        };
+        match out.last_mut() {
+            Some(chunk) if chunk.len() < batch.max(1) && bytes + counted <= BATCH_BYTES => {
+                chunk.push((uid, silent, size));
+                bytes += counted;
+            }
+            _ => {
+                out.push(vec![(uid, silent, size)]);
+                bytes = counted;
+            }
+        }
+    }
+    out
 }
 
 /// Reads (or, on first start, writes) the source's state, and handles a UIDVALIDITY change.
@@ -846,4 +846,46 @@ async fn take_chunk<S: Store>(
         p.store_backoff = Duration::from_millis(100);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_at_most_a_batch_and_batch_bytes_and_skip_gone_messages() {
+        let mb = 1024 * 1024;
+        let sizes: std::collections::BTreeMap<u32, u32> = [
+            (1, 10),
+            (2, 20),
+            (3, 30),
+            (5, 20 * mb),
+            (6, 20 * mb),
+            (7, 100 * mb),
+            (8, 1),
+        ]
+        .into_iter()
+        .collect();
+        let uids = |c: &Vec<(u32, bool, u32)>| c.iter().map(|(u, _, _)| *u).collect::<Vec<_>>();
+        let work = |ids: &[u32]| ids.iter().map(|u| (*u, false)).collect::<Vec<_>>();
+        // (work, batch, expected uids per chunk)
+        type Case<'a> = (&'a [u32], usize, &'a [&'a [u32]]);
+        let cases: &[Case] = &[
+            (&[1, 2, 3], 2, &[&[1, 2], &[3]]),
+            (&[1, 4, 2], 10, &[&[1, 2]]),
+            // 20 + 20 MiB is over the 32 MiB a batch may fetch.
+            (&[5, 6, 1], 10, &[&[5], &[6, 1]]),
+            // Over the size limit: only its head counts.
+            (&[7, 8], 10, &[&[7, 8]]),
+            (&[], 10, &[]),
+        ];
+        for (ids, batch, want) in cases {
+            let got: Vec<Vec<u32>> = chunks(work(ids), &sizes, *batch, 25 * mb as usize)
+                .iter()
+                .map(uids)
+                .collect();
+            let want: Vec<Vec<u32>> = want.iter().map(|c| c.to_vec()).collect();
+            assert_eq!(got, want, "{ids:?} batch {batch}");
+        }
+    }
 }

@@ -46,6 +46,8 @@ pub enum Attempt {
     Temporary(String),
     /// Refused for good (5xx).
     Permanent(String),
+    /// Not attempted: its claim would have run out before the attempt could end.
+    Late,
 }
 
 /// A way to deliver one outbox row.
@@ -71,6 +73,8 @@ pub struct Round {
     pub sent: usize,
     /// Mails that failed (retried later, or given up).
     pub failed: usize,
+    /// Mails not attempted because the claim was running out (given back).
+    pub late: usize,
 }
 
 /// How the loop claims and retries.
@@ -78,8 +82,11 @@ pub struct Round {
 pub struct DeliverySettings {
     /// This worker's lease owner name.
     pub owner: String,
-    /// How long a claim holds (longer than one attempt can take).
+    /// How long a claim holds.
     pub lease: Duration,
+    /// The longest one attempt can take: an attempt starts only while the claim will still
+    /// hold at its end, so no row is sent after another worker could have claimed it.
+    pub attempt_limit: Duration,
     /// Rows claimed at once.
     pub batch: i64,
     /// First retry delay.
@@ -141,7 +148,12 @@ impl<T: Transport> Delivery<T> {
             if claimed.is_empty() {
                 return Ok(total);
             }
-            let results = self.attempt_all(claimed).await;
+            let start_by = std::time::Instant::now()
+                + self
+                    .settings
+                    .lease
+                    .saturating_sub(self.settings.attempt_limit);
+            let results = self.attempt_all(claimed, start_by).await;
             if let Err(e) = self.transport.flush().await {
                 // Not durable: leave the rows to be delivered again (same file names).
                 tracing::warn!(error = %e, "outbox: could not make the delivered mail durable; it is delivered again");
@@ -152,16 +164,28 @@ impl<T: Transport> Delivery<T> {
             let round = self.record(store, results).await;
             self.journal.settle(store).await?;
             let round = round?;
+            if round.late > 0 {
+                // Rows this round could not start in time go back for anyone to claim.
+                store.release_outbox(&self.settings.owner).await?;
+            }
             total.sent += round.sent;
             total.failed += round.failed;
-            if round.failed > 0 {
+            total.late += round.late;
+            // A failure waits for its retry time, and mail that could not start in time is
+            // claimed again by the next pass (of any worker): this pass ends here.
+            if round.failed > 0 || round.late > 0 {
                 return Ok(total);
             }
         }
     }
 
-    /// One task per mail, at most `concurrency` at once: a slow server holds only its own.
-    async fn attempt_all(&self, claimed: Vec<OutboxItem>) -> Vec<(OutboxItem, Attempt)> {
+    /// One task per mail, at most `concurrency` at once: a slow server holds only its own. A
+    /// mail whose turn comes after `start_by` is not attempted ([`Attempt::Late`]).
+    async fn attempt_all(
+        &self,
+        claimed: Vec<OutboxItem>,
+        start_by: std::time::Instant,
+    ) -> Vec<(OutboxItem, Attempt)> {
         let permits = Arc::new(tokio::sync::Semaphore::new(
             self.transport.concurrency().max(1),
         ));
@@ -170,6 +194,11 @@ impl<T: Transport> Delivery<T> {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
+            if std::time::Instant::now() > start_by {
+                drop(permit);
+                tasks.spawn(async move { (item, Attempt::Late) });
+                continue;
+            }
             let transport = self.transport.clone();
             tasks.spawn(async move {
                 let _permit = permit;
@@ -253,6 +282,7 @@ impl<T: Transport> Delivery<T> {
                         .fail_permanently(store, owner, &item, &why)
                         .await?;
                 }
+                Attempt::Late => round.late += 1,
             }
         }
         if !delivered.is_empty() {
