@@ -102,12 +102,7 @@ impl WorkerId {
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        let host: String = hostname()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(40)
-            .collect();
-        let host = if host.is_empty() { "host".into() } else { host };
+        let host = host_part();
         WorkerId(format!(
             "{host}-{}-{:08x}",
             std::process::id(),
@@ -132,9 +127,7 @@ impl WorkerId {
         let Ok(pid) = pid.parse::<u32>() else {
             return false;
         };
-        let ours = WorkerId::new();
-        let our_host = ours.0.rsplitn(3, '-').nth(2).unwrap_or_default();
-        host == our_host && pid != std::process::id() && !process_exists(pid)
+        host == host_part() && pid != std::process::id() && !process_exists(pid)
     }
 }
 
@@ -164,6 +157,17 @@ impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// This machine's part of a worker name: its host name, letters, digits and `-` only (at most
+/// 40), or `host` when it has none.
+fn host_part() -> String {
+    let host: String = hostname()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    if host.is_empty() { "host".into() } else { host }
 }
 
 /// This machine's name (`/etc/hostname` style), or "" when it cannot be read.
