@@ -15,11 +15,14 @@
 //!    from Postfix's 250 for the engineer's DATA to the relay being in the customer's mailbox
 //!    (the second message there).
 //!
-//! `POSTDESK_BENCH_WORKERS` (e.g. `1,2,3`; default `1`) runs the backlog once per count with that
-//! many `postdesk run --exit-when-idle` workers on one database (more than one needs
-//! PostgreSQL), and prints the CPU seconds per message spent by the workers, PostgreSQL, Postfix
-//! and Dovecot (from /proc, children included), so the scaling on bigger machines can be
-//! estimated.
+//! `POSTDESK_BENCH_WORKERS` (e.g. `1,2,3`, or `1,2,3,3,2,1` to interleave repeated runs;
+//! default `1`) runs the backlog once per count listed with that many `postdesk run
+//! --exit-when-idle` workers on one database (more than one needs PostgreSQL), and prints the
+//! CPU seconds per message spent by the workers, PostgreSQL, Postfix and Dovecot (from /proc,
+//! children included), and each worker's CPU seconds, so the scaling on bigger machines can be
+//! estimated. The throughput is counted to the last acknowledgement in a customer's mailbox,
+//! not to the workers' exit: a standing-by worker exits up to 3 s later, at its next look at the
+//! mailbox lease.
 //!
 //! `POSTDESK_BENCH_LATENCY_N`, `POSTDESK_BENCH_BACKLOG_N` and `POSTDESK_BENCH_RELAY_N` change
 //! the counts (a count of 0 skips that part); `POSTDESK_BENCH_ONLY` runs only the parts named in
@@ -113,7 +116,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn database(dir: &std::path::Path, tag: &str) -> String {
     match std::env::var("POSTDESK_BENCH_DATABASE") {
         Ok(base) if !base.is_empty() => {
-            let name = format!("postdesk_bench_{tag}_{}", std::process::id());
+            // One database per run: a worker count may be listed more than once.
+            static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("postdesk_bench_{tag}_{}_{run}", std::process::id());
             let out = Command::new("psql")
                 .args([&base, "-q", "-c", &format!("CREATE DATABASE {name}")])
                 .output()
@@ -203,10 +209,11 @@ async fn latency(n: usize) {
     );
 }
 
-/// CPU seconds (user + system, with reaped children) of the processes on this machine, by
-/// who they belong to: `postgres`, `postfix` (its `master` and the programs it starts),
-/// `dovecot`, `postdesk`.
-fn cpu_by_owner() -> std::collections::BTreeMap<&'static str, f64> {
+/// CPU seconds (user + system, with reaped children) of each process on this machine, with who
+/// it belongs to: `postgres`, `postfix` (its `master` and the programs it starts), `dovecot`,
+/// `postdesk`. Per process, so that one that exits between two readings (the mail stack of an
+/// earlier run shutting down) is not taken off the CPU of this one.
+fn cpu_by_process() -> std::collections::HashMap<i64, (&'static str, f64)> {
     let tick = 100.0; // USER_HZ on Linux
     let mut comm_of: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
     let mut stats: Vec<(i64, i64, String, f64)> = Vec::new();
@@ -233,8 +240,8 @@ fn cpu_by_owner() -> std::collections::BTreeMap<&'static str, f64> {
         comm_of.insert(pid, comm.clone());
         stats.push((pid, ppid, comm, cpu));
     }
-    let mut out = std::collections::BTreeMap::new();
-    for (_, ppid, comm, cpu) in stats {
+    let mut out = std::collections::HashMap::new();
+    for (pid, ppid, comm, cpu) in stats {
         let parent = comm_of.get(&ppid).map(String::as_str).unwrap_or("");
         let owner = match comm.as_str() {
             c if c.starts_with("postgres") => "postgres",
@@ -247,7 +254,23 @@ fn cpu_by_owner() -> std::collections::BTreeMap<&'static str, f64> {
             }
             _ => continue,
         };
-        *out.entry(owner).or_insert(0.0) += cpu;
+        out.insert(pid, (owner, cpu));
+    }
+    out
+}
+
+/// CPU seconds by owner spent between two readings of [`cpu_by_process`].
+fn cpu_used(
+    before: &std::collections::HashMap<i64, (&'static str, f64)>,
+    after: &std::collections::HashMap<i64, (&'static str, f64)>,
+) -> std::collections::BTreeMap<&'static str, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (pid, (owner, cpu)) in after {
+        let earlier = before
+            .get(pid)
+            .filter(|(o, _)| o == owner)
+            .map_or(0.0, |(_, c)| *c);
+        *out.entry(*owner).or_insert(0.0) += (cpu - earlier).max(0.0);
     }
     out
 }
@@ -284,7 +307,7 @@ async fn backlog(n: usize, workers: usize) {
         "backlog: {n} messages appended to INBOX in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    let cpu_before = cpu_by_owner();
+    let cpu_before = cpu_by_process();
     let workers_before = children_cpu();
     let started = Instant::now();
     let mut children: Vec<Child> = dirs
@@ -299,22 +322,73 @@ async fn backlog(n: usize, workers: usize) {
             )
         })
         .collect();
-    for (child, d) in children.iter_mut().zip(&dirs) {
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    // Count the acknowledgements in the customers' mailboxes while the workers run: with
+    // --exit-when-idle a standing-by worker exits only after its next look at the mailbox lease
+    // (up to 3 s after the reader is done), which is not mail throughput.
+    let file_outbox = std::env::var("POSTDESK_BENCH_FILE_OUTBOX").is_ok();
+    let expected: Vec<usize> = (0..customers)
+        .map(|c| (c..n).step_by(customers).count())
+        .collect();
+    let mut counts = vec![0usize; customers];
+    let mut have = 0;
+    let mut all_delivered: Option<Duration> = None;
+    let mut exited: Vec<Option<Duration>> = vec![None; workers];
+    let mut worker_cpu = vec![0f64; workers];
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        for (((child, d), exit), cpu) in children
+            .iter_mut()
+            .zip(&dirs)
+            .zip(exited.iter_mut())
+            .zip(worker_cpu.iter_mut())
+        {
+            if exit.is_some() {
+                continue;
+            }
+            // wait4 rather than try_wait: it also gives the CPU time of each worker.
+            let mut status = 0;
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            let pid =
+                unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut ru) };
+            if pid > 0 {
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "worker failed ({status}): {}",
+                    std::fs::read_to_string(d.path().join("worker.log")).unwrap_or_default()
+                );
+                let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                *exit = Some(started.elapsed());
+                *cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+            }
+        }
+        if !file_outbox && all_delivered.is_none() {
+            for (c, count) in counts.iter_mut().enumerate() {
+                if *count < expected[c] {
+                    *count = delivered(&stack, &customer(c)).max(*count);
+                }
+            }
+            have = counts.iter().sum();
+            if have >= n {
+                all_delivered = Some(started.elapsed());
+            }
+        }
+        if exited.iter().all(Option::is_some) && (file_outbox || all_delivered.is_some()) {
+            break;
+        }
         assert!(
-            status.success(),
-            "worker failed: {}",
-            std::fs::read_to_string(d.path().join("worker.log")).unwrap_or_default()
+            Instant::now() < deadline,
+            "only {have} of {n} acknowledgements delivered"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let worker_done = started.elapsed();
+    let worker_done = exited.iter().flatten().max().copied().unwrap_or_default();
     let workers_cpu = children_cpu() - workers_before;
     let rss_kib = {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
         ru.ru_maxrss
     };
-    if std::env::var("POSTDESK_BENCH_FILE_OUTBOX").is_ok() {
+    if file_outbox {
         println!(
             "backlog of {n} into tickets and acknowledgement files: {:.2}s ({:.0} msg/s); worker peak RSS {:.1} MiB",
             worker_done.as_secs_f64(),
@@ -323,47 +397,34 @@ async fn backlog(n: usize, workers: usize) {
         );
         return;
     }
-    // Every acknowledgement has been accepted by Postfix; wait until all are in the mailboxes.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut have = 0;
-    loop {
-        have = (0..customers)
-            .map(|c| delivered(&stack, &customer(c)))
-            .sum::<usize>()
-            .max(have);
-        if have >= n {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {have} of {n} acknowledgements delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let all_delivered = started.elapsed();
-    let cpu_after = cpu_by_owner();
+    let all_delivered = all_delivered.unwrap_or_default();
+    let cpu_after = cpu_used(&cpu_before, &cpu_by_process());
     println!(
-        "backlog of {n} ({}, {workers} worker{}): workers drained INBOX and sent every acknowledgement in {:.2}s ({:.0} msg/s); all {n} acknowledgements in the customers' mailboxes after {:.2}s ({:.0} msg/s; {have} delivered); worker peak RSS {:.1} MiB",
+        "backlog of {n} ({}, {workers} worker{}): all {n} acknowledgements in the customers' mailboxes after {:.2}s ({:.0} msg/s; {have} delivered); last worker exited after {:.2}s; worker peak RSS {:.1} MiB",
         if db.starts_with("sqlite") {
             "sqlite"
         } else {
             "postgres"
         },
         if workers == 1 { "" } else { "s" },
-        worker_done.as_secs_f64(),
-        n as f64 / worker_done.as_secs_f64(),
         all_delivered.as_secs_f64(),
         n as f64 / all_delivered.as_secs_f64(),
+        worker_done.as_secs_f64(),
         rss_kib as f64 / 1024.0,
     );
+    if workers > 1 {
+        let each: Vec<String> = worker_cpu.iter().map(|c| format!("{c:.2} s")).collect();
+        println!("  CPU of each worker: {}", each.join(", "));
+    }
     let mut per_msg: Vec<String> = vec![format!(
         "postdesk workers {:.0} µs",
         workers_cpu / n as f64 * 1e6
     )];
-    per_msg.extend(cpu_after.iter().map(|(owner, after)| {
-        let used = after - cpu_before.get(owner).copied().unwrap_or(0.0);
-        format!("{owner} {:.0} µs", used.max(0.0) / n as f64 * 1e6)
-    }));
+    per_msg.extend(
+        cpu_after
+            .iter()
+            .map(|(owner, used)| format!("{owner} {:.0} µs", used.max(0.0) / n as f64 * 1e6)),
+    );
     println!("  CPU per message: {}", per_msg.join(", "));
 }
 

@@ -8,7 +8,8 @@
 #   only stable flags (-Cpasses=sancov-module and -Cllvm-args for SanitizerCoverage), so no
 #   nightly and no RUSTC_BOOTSTRAP are needed; libFuzzer itself is built from the libfuzzer-sys
 #   crate with the system's C++ compiler. Without a sanitizer a crash is a Rust panic (debug
-#   assertions and overflow checks are on, `-a`), which is what postdesk's safe code can do.
+#   assertions and overflow checks are on in fuzz/Cargo.toml's release profile, except in
+#   mail-parser, which runs as in production), which is what postdesk's safe code can do.
 # - Each target starts from its committed corpus (fuzz/corpus/<target>/) plus seeds copied at run
 #   time from fixtures/ and ../shared/corpus (never committed), in fuzz/run/<target>/ (ignored by
 #   git). New inputs stay there; `cargo fuzz cmin` and a copy into fuzz/corpus/ keep the useful
@@ -65,8 +66,7 @@ for t in "${targets[@]}"; do
   log "fuzzing $t for ${secs}s"
   out=fuzz/run/$t.log
   set +e
-  # -a: debug assertions and overflow checks, as in the test build that replays the findings.
-  (cd fuzz && cargo fuzz run --sanitizer none -a "$t" "run/$t" -- \
+  (cd fuzz && cargo fuzz run --sanitizer none -O "$t" "run/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 \
     -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
     -artifact_prefix="regressions/$t/" -print_final_stats=1) 2>&1 | tee "$out" | grep -E 'INFO: fuzzed|exec/s|crash|timeout|oom|cov:' | tail -5
