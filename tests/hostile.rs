@@ -223,3 +223,43 @@ fn oversized_stdin_is_streamed_to_the_quarantine_folder_in_bounded_memory() {
     );
     assert_eq!((*size, *head), (HUGE as i64, 64 * 1024));
 }
+
+#[test]
+fn oversized_maildir_message_stays_whole_where_its_quarantine_entry_says() {
+    let sb = Sandbox::new();
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(sb.maildir().join(d)).unwrap();
+    }
+    // Over a 1 MiB limit, so that the test stays small.
+    let size = 3 * 1024 * 1024;
+    let file = sb.maildir().join("new/1700000000.big.host");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    write_huge(&mut w, size).unwrap();
+    drop(w);
+    let mut cmd = sb.command(&["run", "--exit-when-idle"]);
+    cmd.env("POSTDESK_LIMITS_MAX_MESSAGE_SIZE", "1 MiB");
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = quarantine_rows(&sb.db());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (reason, _, source, size_row, kept) = &rows[0];
+    assert_eq!(reason, "oversized");
+    assert_eq!((*size_row, *kept), (size as i64, 64 * 1024));
+    let path = source
+        .strip_prefix("maildir:")
+        .unwrap_or_else(|| panic!("source {source}"));
+    let meta = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("the entry names {path}, which is not there: {e}"));
+    assert_eq!(
+        meta.len(),
+        size,
+        "the whole message is where the entry says"
+    );
+    assert!(
+        std::fs::read_dir(sb.maildir().join("new"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "taken out of new/"
+    );
+}

@@ -40,6 +40,11 @@ impl Maildir {
 
     /// Moves a message from `new/` to `cur/` with the Seen flag: it is done.
     pub fn mark_done(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::rename(path, self.done_path(path))
+    }
+
+    /// Where [`Maildir::mark_done`] moves a message: `cur/`, with the seen flag added.
+    pub fn done_path(&self, path: &Path) -> PathBuf {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -53,7 +58,7 @@ impl Maildir {
             }
             None => format!("{name}:2,S"),
         };
-        std::fs::rename(path, self.root.join("cur").join(done))
+        self.root.join("cur").join(done)
     }
 
     /// Delivers raw bytes into `new/` the maildir way (write in `tmp/`, then rename).
@@ -80,7 +85,9 @@ mod tests {
         let p = m.pending().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.len(), 2);
         for f in &p {
+            let done = m.done_path(f);
             m.mark_done(f).unwrap_or_else(|e| panic!("{e}"));
+            assert!(done.exists(), "{} is where it went", done.display());
         }
         assert!(m.pending().unwrap_or_default().is_empty());
         assert!(d.path().join("cur/2.b:2,S").exists());

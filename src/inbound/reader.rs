@@ -225,7 +225,7 @@ async fn maildir_loop<S: Store>(
                 return Ok(summary);
             }
             let started = Instant::now();
-            let items = read_files(chunk, &desk.limits).await;
+            let items = read_files(maildir, chunk, &desk.limits).await;
             let taken = take(store, desk, items).await;
             for (path, _) in &taken.done {
                 if let Err(e) = maildir.mark_done(path) {
@@ -251,16 +251,23 @@ async fn maildir_loop<S: Store>(
 }
 
 /// Reads the files of a chunk off the executor. A file over the size limit is read from its head
-/// only (it stays in the maildir, and the quarantine entry names it).
-async fn read_files(paths: &[PathBuf], limits: &Limits) -> Vec<(PathBuf, Incoming)> {
-    let paths = paths.to_vec();
+/// only (it stays in the maildir, and the quarantine entry names it). Each message's source is
+/// where it is once taken: in `cur/`, where [`Maildir::mark_done`] moves it after the commit.
+async fn read_files(
+    maildir: &Maildir,
+    paths: &[PathBuf],
+    limits: &Limits,
+) -> Vec<(PathBuf, Incoming)> {
+    let work: Vec<(PathBuf, PathBuf)> = paths
+        .iter()
+        .map(|p| (p.clone(), maildir.done_path(p)))
+        .collect();
     let limits = limits.clone();
     tokio::task::spawn_blocking(move || {
-        paths
-            .into_iter()
-            .filter_map(|p| match read_file(&p, &limits, Overflow::Keep) {
+        work.into_iter()
+            .filter_map(|(p, done)| match read_file(&p, &limits, Overflow::Keep) {
                 Ok(mut item) => {
-                    item.source = format!("maildir:{}", p.display());
+                    item.source = format!("maildir:{}", done.display());
                     Some((p, item))
                 }
                 // Gone (another worker took it) or unreadable: the next scan decides.
