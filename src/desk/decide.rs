@@ -1426,26 +1426,8 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            support_addresses: vec!["support@example.com".into()],
-            default_severity: Sev4,
-            downgrade: DowngradeMap::default(),
-            max_auto_replies_per_hour: 10,
-            tag_prefix: "#".into(),
-            staff_domains: vec!["example.com".into()],
             staff_addresses: vec!["contractor@freelance.test".into()],
-            customers: vec![CustomerDomain {
-                domain: "acme.test".into(),
-                account_manager: Some("am@example.com".into()),
-                calendar: None,
-            }],
-            reopen_window: chrono::Duration::days(14),
-            same_domain_joins: true,
-            triage_owners: vec!["triage@example.com".into()],
-            require_authenticated: false,
-            after_engineer_reply: Status::CustomerPending,
-            sla: crate::sla::policy::SlaPolicy::default(),
-            calendars: crate::sla::clock::Calendars::default(),
-            escalation_contacts: vec!["director@example.com".into()],
+            ..crate::desk::fixtures::policy()
         }
     }
 
@@ -1694,20 +1676,15 @@ mod tests {
 
     // ---- threading, statuses and reports: the decision table ---------------------------------
 
-    use crate::desk::ticket::{Member, Role};
+    use crate::desk::ticket::Role;
 
     const JANE: &str = "jane@acme.test";
     const WATCHER: &str = "bob@globex.test";
 
     fn state(number: i64, status: Status, closed_days_ago: Option<i64>) -> TicketState {
-        let member = |address: &str, role| Member {
-            address: address.into(),
-            name: None,
-            role,
-        };
+        use crate::desk::fixtures::{member, ticket};
         TicketState {
             number,
-            status,
             severity: SeverityReading {
                 requested: Some(Sev3),
                 assigned: Sev3,
@@ -1715,17 +1692,15 @@ mod tests {
                 downgraded: false,
             },
             subject: "SEV 3 printer on fire".into(),
-            participants: vec![
-                member(JANE, Role::Requester),
-                member(WATCHER, Role::Watcher),
-            ],
             created_at: now() - chrono::Duration::days(60),
             closed_at: closed_days_ago.map(|d| now() - chrono::Duration::days(d)),
-            assignee: None,
-            first_response_at: None,
-            conversation: Vec::new(),
-            requester_bounced: false,
-            clocks: Default::default(),
+            ..ticket(
+                status,
+                vec![
+                    member(JANE, Role::Requester),
+                    member(WATCHER, Role::Watcher),
+                ],
+            )
         }
     }
 

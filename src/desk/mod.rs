@@ -3,6 +3,8 @@
 
 pub mod commands;
 pub mod decide;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod loops;
 pub mod notify;
 pub mod severity;

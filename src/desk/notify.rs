@@ -180,66 +180,22 @@ fn name_of<'a>(ticket: &'a TicketState, address: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desk::decide::CustomerDomain;
-    use crate::desk::severity::{DowngradeMap, Severity, SeverityReading};
+    use crate::desk::fixtures::{self, member};
     use crate::desk::status::Status;
-    use crate::desk::ticket::Member;
-    use chrono::{DateTime, Utc};
 
     fn policy() -> Policy {
         Policy {
-            support_addresses: vec!["support@example.com".into()],
-            default_severity: Severity::Sev4,
-            downgrade: DowngradeMap::default(),
-            max_auto_replies_per_hour: 10,
-            tag_prefix: "#".into(),
-            staff_domains: vec!["example.com".into()],
-            staff_addresses: vec![],
-            customers: vec![CustomerDomain {
-                domain: "acme.test".into(),
-                account_manager: Some("am@example.com".into()),
-                calendar: None,
-            }],
-            reopen_window: chrono::Duration::days(14),
-            same_domain_joins: true,
             triage_owners: vec!["triage@example.com".into(), "lead@example.com".into()],
-            require_authenticated: false,
-            after_engineer_reply: Status::CustomerPending,
-            sla: crate::sla::policy::SlaPolicy::default(),
-            calendars: crate::sla::clock::Calendars::default(),
-            escalation_contacts: vec!["director@example.com".into()],
+            ..fixtures::policy()
         }
     }
 
     fn ticket(requester: &str, others: &[(&str, Role)], assignee: Option<&str>) -> TicketState {
-        let mut participants = vec![Member {
-            address: requester.into(),
-            name: None,
-            role: Role::Requester,
-        }];
-        participants.extend(others.iter().map(|(a, r)| Member {
-            address: (*a).into(),
-            name: None,
-            role: *r,
-        }));
+        let mut participants = vec![member(requester, Role::Requester)];
+        participants.extend(others.iter().map(|(a, r)| member(a, *r)));
         TicketState {
-            number: 7,
-            status: Status::EngineerPending,
-            severity: SeverityReading {
-                requested: None,
-                assigned: Severity::Sev4,
-                given: false,
-                downgraded: false,
-            },
-            subject: "x".into(),
-            participants,
-            created_at: DateTime::<Utc>::UNIX_EPOCH,
-            closed_at: None,
             assignee: assignee.map(str::to_string),
-            first_response_at: None,
-            conversation: vec![],
-            requester_bounced: false,
-            clocks: Default::default(),
+            ..fixtures::ticket(Status::EngineerPending, participants)
         }
     }
 

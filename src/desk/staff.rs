@@ -476,9 +476,9 @@ fn rejection(input: &Incoming<'_>, text: String, rejected: Vec<Rejected>) -> Dec
 mod tests {
     use chrono::{DateTime, Utc};
 
-    use super::super::decide::{CustomerDomain, MailContext, Notice, StaffAuth, Target, decide};
-    use super::super::severity::{DowngradeMap, Severity, SeverityReading};
-    use super::super::ticket::{Member, TicketState};
+    use super::super::decide::{MailContext, Notice, StaffAuth, Target, decide};
+    use super::super::severity::{Severity, SeverityReading};
+    use super::super::ticket::TicketState;
     use super::*;
     use crate::mail::InboundMail;
 
@@ -491,40 +491,14 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
     }
 
+    use super::super::fixtures::{self, member};
+
     fn policy() -> Policy {
-        Policy {
-            support_addresses: vec!["support@example.com".into()],
-            default_severity: Severity::Sev4,
-            downgrade: DowngradeMap::default(),
-            max_auto_replies_per_hour: 10,
-            tag_prefix: "#".into(),
-            staff_domains: vec!["example.com".into()],
-            staff_addresses: vec![],
-            customers: vec![CustomerDomain {
-                domain: "acme.test".into(),
-                account_manager: Some(AM.into()),
-                calendar: None,
-            }],
-            reopen_window: chrono::Duration::days(14),
-            same_domain_joins: true,
-            triage_owners: vec!["triage@example.com".into()],
-            require_authenticated: false,
-            after_engineer_reply: Status::CustomerPending,
-            sla: crate::sla::policy::SlaPolicy::default(),
-            calendars: crate::sla::clock::Calendars::default(),
-            escalation_contacts: vec!["director@example.com".into()],
-        }
+        fixtures::policy()
     }
 
     fn ticket(status: Status) -> TicketState {
-        let m = |a: &str, role| Member {
-            address: a.into(),
-            name: None,
-            role,
-        };
         TicketState {
-            number: 7,
-            status,
             severity: SeverityReading {
                 requested: Some(Severity::Sev1),
                 assigned: Severity::Sev3,
@@ -532,19 +506,17 @@ mod tests {
                 downgraded: true,
             },
             subject: "SEV 1 down".into(),
-            participants: vec![
-                m(JANE, Role::Requester),
-                m(BOB, Role::Watcher),
-                m(AM, Role::AccountManager),
-                m("kim@example.com", Role::Staff),
-            ],
             created_at: now() - chrono::Duration::days(1),
-            closed_at: None,
-            assignee: None,
-            first_response_at: None,
             conversation: vec!["first@acme.test".into()],
-            requester_bounced: false,
-            clocks: Default::default(),
+            ..fixtures::ticket(
+                status,
+                vec![
+                    member(JANE, Role::Requester),
+                    member(BOB, Role::Watcher),
+                    member(AM, Role::AccountManager),
+                    member("kim@example.com", Role::Staff),
+                ],
+            )
         }
     }
 

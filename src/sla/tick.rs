@@ -256,9 +256,9 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::desk::decide::CustomerDomain;
-    use crate::desk::severity::{DowngradeMap, Severity, SeverityReading};
-    use crate::desk::ticket::{Clocks, Member, Role};
+    use crate::desk::fixtures::{self, member};
+    use crate::desk::severity::{Severity, SeverityReading};
+    use crate::desk::ticket::{Clocks, Role};
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-12-02T18:00:00Z")
@@ -268,56 +268,28 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            support_addresses: vec!["support@example.com".into()],
-            default_severity: Severity::Sev4,
-            downgrade: DowngradeMap::default(),
-            max_auto_replies_per_hour: 10,
-            tag_prefix: "#".into(),
-            staff_domains: vec!["example.com".into()],
-            staff_addresses: vec![],
-            customers: vec![CustomerDomain {
-                domain: "acme.test".into(),
-                account_manager: Some("am@example.com".into()),
-                calendar: None,
-            }],
-            reopen_window: Duration::days(14),
-            same_domain_joins: true,
-            triage_owners: vec!["triage@example.com".into()],
-            require_authenticated: false,
-            after_engineer_reply: Status::CustomerPending,
-            sla: crate::sla::policy::SlaPolicy::default(),
-            calendars: crate::sla::clock::Calendars::default(),
             escalation_contacts: vec!["director@example.com".into(), "TRIAGE@example.com".into()],
+            ..fixtures::policy()
         }
     }
 
     fn ticket(status: Status, clocks: Clocks) -> TicketState {
-        let m = |a: &str, role| Member {
-            address: a.into(),
-            name: None,
-            role,
-        };
         TicketState {
-            number: 7,
-            status,
             severity: SeverityReading {
                 requested: Some(Severity::Sev3),
                 assigned: Severity::Sev3,
                 given: true,
                 downgraded: false,
             },
-            subject: "x".into(),
-            participants: vec![
-                m("jane@acme.test", Role::Requester),
-                m("bob@acme.test", Role::Watcher),
-            ],
             created_at: now() - Duration::days(3),
-            closed_at: None,
-            assignee: None,
-            first_response_at: None,
-            conversation: vec![],
-            requester_bounced: false,
             clocks,
+            ..fixtures::ticket(
+                status,
+                vec![
+                    member("jane@acme.test", Role::Requester),
+                    member("bob@acme.test", Role::Watcher),
+                ],
+            )
         }
     }
 
