@@ -1379,3 +1379,64 @@ pub async fn digest<S: Store>(
     tx.commit().await?;
     Ok(queued)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A mail that keeps the parser busy for a while, under every limit: 800 parts of 16 KiB.
+    fn many_parts() -> Vec<u8> {
+        let mut raw = String::from(
+            "From: jane@acme.test\r\nTo: support@example.com\r\nSubject: SEV 4 parts\r\n\
+             Message-ID: <parts@acme.test>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n",
+        );
+        let line = format!("{}\r\n", "x".repeat(62));
+        for _ in 0..800 {
+            raw.push_str("--b\r\nContent-Type: text/plain\r\n\r\n");
+            for _ in 0..256 {
+                raw.push_str(&line);
+            }
+        }
+        raw.push_str("--b--\r\n");
+        raw.into_bytes()
+    }
+
+    /// On a single-threaded runtime another task can run while a batch is parsed only if the
+    /// parse is off the executor: parsed in place, `parse_all` would finish before that task was
+    /// polled once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn parse_all_leaves_the_executor_free_while_it_parses() {
+        let items = vec![Incoming {
+            raw: Bytes::from(many_parts()),
+            source: "test".into(),
+            silent: false,
+            truncated_from: None,
+        }];
+        let done = Arc::new(AtomicBool::new(false));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let other = tokio::spawn({
+            let (done, polls) = (done.clone(), polls.clone());
+            async move {
+                while !done.load(Ordering::SeqCst) {
+                    polls.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let parsed = parse_all(&Limits::default(), &items).await;
+        done.store(true, Ordering::SeqCst);
+        other.await.unwrap_or_else(|e| panic!("{e}"));
+        match parsed.as_deref() {
+            Ok([Ok(mail)]) => assert_eq!(mail.subject, "SEV 4 parts"),
+            other => panic!("not parsed: {other:?}"),
+        }
+        assert!(
+            polls.load(Ordering::SeqCst) > 0,
+            "no other task ran while the batch was parsed: the parse held the executor"
+        );
+    }
+}
