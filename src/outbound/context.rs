@@ -683,6 +683,28 @@ impl TemplateContext {
             digest: None,
         }
     }
+
+    /// The common part of a mail about no single ticket (number 0, see [`TicketView::none`]),
+    /// with a placeholder severity the templates do not show; `requester` is its addressee.
+    pub fn without_ticket(
+        requester: PersonView,
+        support: SupportView,
+        now: DateTime<Utc>,
+        zone: Tz,
+    ) -> TemplateContext {
+        TemplateContext::new(
+            TicketView::none(now, zone),
+            SeverityView {
+                requested: None,
+                assigned: 4,
+                given: false,
+                downgraded: false,
+            },
+            requester,
+            support,
+            zone,
+        )
+    }
 }
 
 impl TicketView {

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::context::{
-    Audience, DeadlinesView, DigestGroup, DigestTicket, DigestView, PersonView, SeverityView,
-    SupportView, TemplateContext, TicketView, format_local,
+    Audience, DeadlinesView, DigestGroup, DigestTicket, DigestView, PersonView, SupportView,
+    TemplateContext, format_local,
 };
 use super::templates::subject_line;
 use crate::desk::Status;
@@ -207,18 +207,7 @@ pub fn digest_context(
     now: DateTime<Utc>,
     zone: Tz,
 ) -> TemplateContext {
-    let mut ctx = TemplateContext::new(
-        TicketView::none(now, zone),
-        SeverityView {
-            requested: None,
-            assigned: 4,
-            given: false,
-            downgraded: false,
-        },
-        recipient.clone(),
-        support,
-        zone,
-    );
+    let mut ctx = TemplateContext::without_ticket(recipient.clone(), support, now, zone);
     ctx.audience = Audience::Staff;
     ctx.recipient = recipient;
     ctx.participants = Vec::new();

@@ -248,18 +248,9 @@ fn failure_context(
         }
         // No ticket: the templates leave it out (`{% if ticket.number %}`); the requester is a
         // placeholder they do not show.
-        None => TemplateContext::new(
-            TicketView::none(now, zone),
-            SeverityView {
-                requested: None,
-                assigned: 4,
-                given: false,
-                downgraded: false,
-            },
-            PersonView::new(None, &item.to),
-            support,
-            zone,
-        ),
+        None => {
+            TemplateContext::without_ticket(PersonView::new(None, &item.to), support, now, zone)
+        }
     };
     ctx.audience = Audience::Staff;
     ctx.recipient = PersonView::new(None, owner);
